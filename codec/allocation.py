@@ -1,0 +1,57 @@
+"""Data-free step-size rules: how coarse each tensor (or channel) may be quantized.
+
+One quality knob, ``qp``, sets a base step 2**(qp/4) (as in NNC: +4 doubles the step).
+A rule turns it into per-tensor or per-channel steps:
+
+* ``uniform``: the same absolute step for every tensor (NNC-style global QP).
+* ``scale``: step = base · b, with b = mean |w| the tensor's Laplace scale, so every
+  tensor gets the same relative precision (signal-to-noise ratio).
+* ``channel``: step = base · b_c per output channel (axis 0), for tensors whose
+  channels differ in scale, e.g. convolutions with folded batch normalisation.
+
+Vectors (biases, normalisation parameters) are few but sensitive: they get ``vector_qp``
+steps finer (see :func:`steps_for`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+RULES = ("uniform", "scale", "channel")
+REFERENCE_SIZE = 4096
+_TINY = 1e-30
+
+
+def laplace_scale(x: np.ndarray) -> float:
+    """Maximum-likelihood Laplace scale about zero: mean |x| (zero-centred, as quantized)."""
+    return float(np.mean(np.abs(x))) if x.size else 0.0
+
+
+def base_step(qp: float) -> float:
+    return float(2.0 ** (qp / 4.0))
+
+
+def size_factor(n: int, exponent: float) -> float:
+    """(n / REFERENCE_SIZE)**exponent: larger tensors get coarser steps (see module doc)."""
+    return float((max(n, 1) / REFERENCE_SIZE) ** exponent)
+
+
+def steps_for(x: np.ndarray, qp: float, rule: str, vector_qp: float = -8.0,
+              size_exponent: float = 0.0) -> np.ndarray:
+    """Step (shape (1,)) or per-channel steps (shape (C,)) for tensor ``x``."""
+    if rule not in RULES:
+        raise ValueError(f"unknown step rule {rule!r}; choose one of {', '.join(RULES)}")
+    if x.ndim <= 1:
+        qp = qp + vector_qp
+    step = base_step(qp)
+    if rule != "uniform":
+        step *= size_factor(x.size, size_exponent)
+    if rule == "uniform":
+        return np.array([step])
+    if rule == "channel" and x.ndim >= 2 and x.shape[0] > 1:
+        b = np.mean(np.abs(x.reshape(x.shape[0], -1)), axis=1)
+        overall = laplace_scale(x)
+        b = np.where(b > 0, b, overall if overall > 0 else 1.0)
+        return np.maximum(step * b, _TINY)
+    b = laplace_scale(x)
+    return np.array([max(step * (b if b > 0 else 1.0), _TINY)])

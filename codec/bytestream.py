@@ -1,0 +1,153 @@
+"""Bounds-checked little-endian byte writing and reading, with LEB128 varints.
+
+The reader treats its input as hostile: every read checks the remaining length first
+and raises CorruptionError instead of reading past the end or allocating blindly.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from nnr.errors import CorruptionError
+
+
+class ByteWriter:
+    """Appends little-endian fields to a growing buffer."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def u8(self, v: int) -> None:
+        self._parts.append(struct.pack("<B", v))
+
+    def i8(self, v: int) -> None:
+        self._parts.append(struct.pack("<b", v))
+
+    def u16(self, v: int) -> None:
+        self._parts.append(struct.pack("<H", v))
+
+    def i16(self, v: int) -> None:
+        self._parts.append(struct.pack("<h", v))
+
+    def u32(self, v: int) -> None:
+        self._parts.append(struct.pack("<I", v))
+
+    def u64(self, v: int) -> None:
+        self._parts.append(struct.pack("<Q", v))
+
+    def varint(self, v: int) -> None:
+        if v < 0:
+            raise ValueError("varint takes non-negative integers")
+        out = bytearray()
+        while True:
+            b = v & 0x7F
+            v >>= 7
+            if v:
+                out.append(b | 0x80)
+            else:
+                out.append(b)
+                break
+        self._parts.append(bytes(out))
+
+    def varints(self, values: np.ndarray) -> None:
+        self._parts.append(encode_varints(values))
+
+    def raw(self, b: bytes | bytearray | memoryview) -> None:
+        self._parts.append(bytes(b))
+
+    def blob(self, b: bytes) -> None:
+        """A varint length followed by the bytes."""
+        self.varint(len(b))
+        self.raw(b)
+
+    def getvalue(self) -> bytes:
+        return b"".join(self._parts)
+
+
+class ByteReader:
+    """Reads fields written by ByteWriter; any overrun raises CorruptionError."""
+
+    def __init__(self, data: bytes | memoryview, what: str = "data") -> None:
+        self._buf = memoryview(data)
+        self._pos = 0
+        self._what = what
+
+    @property
+    def remaining(self) -> int:
+        return len(self._buf) - self._pos
+
+    def _take(self, n: int) -> memoryview:
+        if n < 0 or n > self.remaining:
+            raise CorruptionError(
+                f"{self._what} is truncated: needs {n} more bytes at offset {self._pos}, "
+                f"has {self.remaining}"
+            )
+        view = self._buf[self._pos:self._pos + n]
+        self._pos += n
+        return view
+
+    def u8(self) -> int:
+        return self._take(1)[0]
+
+    def i8(self) -> int:
+        return struct.unpack("<b", self._take(1))[0]
+
+    def u16(self) -> int:
+        return struct.unpack("<H", self._take(2))[0]
+
+    def i16(self) -> int:
+        return struct.unpack("<h", self._take(2))[0]
+
+    def u32(self) -> int:
+        return struct.unpack("<I", self._take(4))[0]
+
+    def u64(self) -> int:
+        return struct.unpack("<Q", self._take(8))[0]
+
+    def varint(self, limit: int = (1 << 63) - 1) -> int:
+        shift = 0
+        value = 0
+        for _ in range(10):
+            b = self.u8()
+            value |= (b & 0x7F) << shift
+            if not b & 0x80:
+                if value > limit:
+                    raise CorruptionError(f"{self._what}: value {value} exceeds its limit {limit}")
+                return value
+            shift += 7
+        raise CorruptionError(f"{self._what}: varint longer than 10 bytes")
+
+    def varints(self, count: int) -> np.ndarray:
+        """Read ``count`` varints; a count larger than the remaining bytes is refused first."""
+        if count > self.remaining:
+            raise CorruptionError(f"{self._what}: declares {count} varints in {self.remaining} bytes")
+        return np.array([self.varint() for _ in range(count)], dtype=np.uint64)
+
+    def raw(self, n: int) -> memoryview:
+        return self._take(n)
+
+    def blob(self, limit: int | None = None) -> memoryview:
+        n = self.varint()
+        if limit is not None and n > limit:
+            raise CorruptionError(f"{self._what}: blob of {n} bytes exceeds its limit {limit}")
+        return self._take(n)
+
+    def array(self, dtype: str, count: int) -> np.ndarray:
+        """Read ``count`` little-endian items of ``dtype`` as a fresh array."""
+        itemsize = np.dtype(dtype).itemsize
+        view = self._take(count * itemsize)
+        return np.frombuffer(view, dtype=np.dtype(dtype).newbyteorder("<")).copy()
+
+    def expect_end(self) -> None:
+        if self.remaining:
+            raise CorruptionError(f"{self._what}: {self.remaining} unexpected trailing bytes")
+
+
+def encode_varints(values: np.ndarray) -> bytes:
+    """LEB128 of each non-negative integer, concatenated."""
+    w = ByteWriter()
+    for v in np.asarray(values, dtype=np.uint64).tolist():
+        w.varint(int(v))
+    return w.getvalue()

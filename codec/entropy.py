@@ -1,0 +1,161 @@
+"""Integer frequency tables and the constriction ANS coder that uses them.
+
+Tables are integer arrays carried in (or rebuilt from integers in) the bitstream; they
+reach constriction as exactly representable float64 values with ``perfect=False``
+spelled out, so encoder and decoder build the identical fixed-point model on every
+platform. Compressed data is a little-endian uint32 word array.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nnr.errors import CorruptionError
+
+from .bytestream import ByteReader, ByteWriter
+
+MAX_TABLE_FREQ = 1 << 31
+"""Largest frequency a table may carry (keeps sums exact in float64)."""
+
+GEOMETRIC = 0
+HISTOGRAM = 1
+_HIST_SCALE_MAX = 4095
+
+
+def _model(freqs: np.ndarray):
+    import constriction
+
+    probs = np.asarray(freqs, dtype=np.float64)
+    if probs.sum() <= 0:
+        raise CorruptionError("entropy table has no nonzero frequency")
+    return constriction.stream.model.Categorical(probs, perfect=False)
+
+
+def ans_encode(symbols: np.ndarray, freqs: np.ndarray) -> np.ndarray:
+    """Entropy-code symbols in [0, len(freqs)) with one vectorised call; returns uint32 words."""
+    import constriction
+
+    symbols = np.ascontiguousarray(symbols, dtype=np.int32)
+    if symbols.size == 0:
+        return np.zeros(0, dtype=np.uint32)
+    coder = constriction.stream.stack.AnsCoder()
+    coder.encode_reverse(symbols, _model(freqs))
+    return coder.get_compressed().astype(np.uint32)
+
+
+def ans_decode(words: np.ndarray, freqs: np.ndarray, count: int) -> np.ndarray:
+    """Inverse of :func:`ans_encode`: ``count`` int32 symbols."""
+    import constriction
+
+    if count == 0:
+        return np.zeros(0, dtype=np.int32)
+    try:
+        coder = constriction.stream.stack.AnsCoder(np.ascontiguousarray(words, dtype=np.uint32))
+        symbols = coder.decode(_model(freqs), count)
+    except (ValueError, RuntimeError, AssertionError) as exc:  # constriction reports bad streams this way
+        raise CorruptionError(f"entropy-coded stream does not decode: {exc}") from exc
+    if not coder.is_empty():
+        raise CorruptionError("entropy-coded stream has data left over after its last symbol")
+    return symbols
+
+
+def geometric_freqs(k: int, f0: int, f1: int, ratio16: int, fesc: int) -> np.ndarray:
+    """Two-sided discrete Laplace table over levels [-k, k] plus an escape symbol.
+
+    Level 0 gets f0; levels ±1 get f1; each further magnitude multiplies by ratio16/65536
+    with floor, never below 1. Pure integer arithmetic, so every platform gets the same table.
+    """
+    mags = np.empty(k + 1, dtype=np.int64)
+    mags[0] = f0
+    v = f1
+    for i in range(1, k + 1):
+        mags[i] = max(v, 1)
+        v = (v * ratio16) >> 16
+        if v <= 1:
+            mags[i + 1:] = 1
+            break
+    freqs = np.empty(2 * k + 2, dtype=np.int64)
+    freqs[k:2 * k + 1] = mags
+    freqs[:k] = mags[:0:-1]
+    freqs[2 * k + 1] = fesc
+    return freqs
+
+
+def geometric_fit(counts: np.ndarray, k: int) -> tuple[int, int, int, int]:
+    """Fit the geometric table's integer parameters to level counts (encoder side)."""
+    mag_counts = counts[k:2 * k + 1].astype(np.float64).copy()
+    mag_counts[1:] += counts[:k][::-1]
+    n_nonzero = mag_counts[1:].sum()
+    f0 = int(max(mag_counts[0], 1))
+    if n_nonzero <= 0:
+        return f0, 1, 0, int(counts[2 * k + 1])
+    mean_excess = float((mag_counts[1:] * np.arange(k)).sum() / n_nonzero)
+    ratio = mean_excess / (1.0 + mean_excess)
+    ratio16 = int(min(max(round(ratio * 65536), 0), 65535))
+    f1 = int(max(round(n_nonzero * (1.0 - ratio) / 2.0), 1))
+    return f0, min(f1, MAX_TABLE_FREQ), ratio16, int(counts[2 * k + 1])
+
+
+def histogram_freqs(counts: np.ndarray) -> np.ndarray:
+    """Scale measured counts to at most 4095, keeping every used symbol nonzero (encoder side)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    top = counts.max() if counts.size else 0.0
+    if top <= _HIST_SCALE_MAX:
+        return counts.astype(np.int64)
+    scaled = np.round(counts * (_HIST_SCALE_MAX / top)).astype(np.int64)
+    scaled[(counts > 0) & (scaled == 0)] = 1
+    return scaled
+
+
+def cost_bits(counts: np.ndarray, freqs: np.ndarray) -> float:
+    """Ideal code length in bits of symbols with these counts under this table."""
+    freqs = np.asarray(freqs, dtype=np.float64)
+    used = counts > 0
+    if np.any(freqs[used] <= 0):
+        floor = freqs.sum() / (1 << 24)
+        freqs = np.maximum(freqs, floor)
+    p = freqs / freqs.sum()
+    return float(-(counts[used] * np.log2(p[used])).sum())
+
+
+def write_table(w: ByteWriter, kind: int, params: tuple[int, ...] | np.ndarray) -> None:
+    w.u8(kind)
+    if kind == GEOMETRIC:
+        f0, f1, ratio16, fesc = params
+        w.varint(f0)
+        w.varint(f1)
+        w.u16(ratio16)
+        w.varint(fesc)
+    else:
+        w.varints(np.asarray(params))
+
+
+def read_table(r: ByteReader, n_symbols: int) -> np.ndarray:
+    """Rebuild the integer table for an alphabet of ``n_symbols`` (= 2k + 2)."""
+    kind = r.u8()
+    if kind == GEOMETRIC:
+        f0 = r.varint(MAX_TABLE_FREQ)
+        f1 = r.varint(MAX_TABLE_FREQ)
+        ratio16 = r.u16()
+        fesc = r.varint(MAX_TABLE_FREQ)
+        return geometric_freqs((n_symbols - 2) // 2, f0, f1, ratio16, fesc)
+    if kind == HISTOGRAM:
+        freqs = r.varints(n_symbols).astype(np.int64)
+        if np.any(freqs > MAX_TABLE_FREQ):
+            raise CorruptionError("histogram table frequency out of range")
+        return freqs
+    raise CorruptionError(f"unknown entropy table kind {kind}")
+
+
+def best_table(counts: np.ndarray, k: int) -> tuple[int, tuple[int, ...] | np.ndarray, float]:
+    """Pick the geometric (Laplace) or measured-histogram table, whichever codes smaller
+    including its own side information; returns (kind, params, estimated bits)."""
+    geo = geometric_fit(counts, k)
+    geo_bits = cost_bits(counts, geometric_freqs(k, *geo)) + 8 * 12
+    hist = histogram_freqs(counts)
+    side = ByteWriter()
+    side.varints(hist)
+    hist_bits = cost_bits(counts, hist) + 8 * len(side.getvalue())
+    if hist_bits < geo_bits:
+        return HISTOGRAM, hist, hist_bits
+    return GEOMETRIC, geo, geo_bits

@@ -1,0 +1,88 @@
+"""Encoder of lossy tensor bodies: dyadic steps, RDO deadzone quantization, level coding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .bytestream import ByteWriter
+from .levelcode import MAX_LEVEL, encode_levels
+from .lossy_decode import FLAG_PER_CHANNEL, MAX_SHIFT, dequantize, step_values
+from .quantize import centroid_offset, deadzone_quantize, magnitude_bits, rdo_quantize
+
+
+class LevelOverflow(ValueError):
+    """The step is too fine for the tensor's range: levels would not fit the stream."""
+
+
+@dataclass(frozen=True)
+class LossyResult:
+    """A coded body and what it cost and did (for reports)."""
+
+    body: bytes
+    levels: np.ndarray
+    reconstruction: np.ndarray
+    step: float
+    theta: int
+
+
+def dyadic_steps(steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Snap positive steps to mantissa · 2**(e − 8 − shift): 8-bit mantissas (128..255 unless
+    the shift saturates), one shared exponent e, a per-step shift in 0..MAX_SHIFT."""
+    steps = np.asarray(steps, dtype=np.float64)
+    e = int(np.floor(np.log2(float(steps.max())))) + 1
+    shifts = np.clip(e - 1 - np.floor(np.log2(steps)), 0, MAX_SHIFT).astype(np.int64)
+    mant = np.round(np.ldexp(steps, 8 - e + shifts))
+    carry = mant > 255
+    shifts = np.where(carry & (shifts > 0), shifts - 1, shifts)
+    mant = np.round(np.ldexp(steps, 8 - e + shifts))
+    if mant.max() > 255:
+        e += 1
+        mant = np.round(np.ldexp(steps, 8 - e + shifts))
+    return np.clip(mant, 1, 255).astype(np.int64), shifts, e
+
+
+def encode_lossy(x: np.ndarray, steps: np.ndarray | float, lam: float = 0.1,
+                 iterations: int = 2, out_dtype: np.dtype = np.dtype(np.float32)) -> LossyResult:
+    """Quantize ``x`` with the given step (scalar, or one per axis-0 slice) and code it.
+
+    Levels are decided by rate–distortion optimisation with Lagrangian ``lam``·step² and an
+    adaptive rate model, refined ``iterations`` times together with the reconstruction offset.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    shape = x.shape
+    steps = np.atleast_1d(np.asarray(steps, dtype=np.float64))
+    per_channel = steps.size > 1
+    mant, shifts, exponent = dyadic_steps(steps)
+    exact_steps = step_values(mant, exponent - shifts)
+    if per_channel:
+        elem_step = np.broadcast_to(exact_steps.reshape((-1,) + (1,) * (x.ndim - 1)), shape).ravel()
+    else:
+        elem_step = exact_steps[0]
+    flat = x.ravel()
+    a = np.abs(flat) / elem_step
+    if a.size and not float(a.max()) < MAX_LEVEL - 2:
+        raise LevelOverflow(f"values reach {float(a.max()):.3g} steps; levels are limited to {MAX_LEVEL}")
+    mags = deadzone_quantize(a, 0.5)
+    theta = 0.0
+    for _ in range(iterations):
+        kmax = int(min(max(mags.max(initial=0), 1), 4096)) + 1
+        bits = magnitude_bits(mags, kmax)
+        mags = rdo_quantize(a, theta, lam, bits)
+        theta = centroid_offset(a, mags)
+    theta_int = int(min(round(theta * 256), 255))
+    levels = np.where(flat < 0, -mags, mags)
+    w = ByteWriter()
+    w.u8(FLAG_PER_CHANNEL if per_channel else 0)
+    w.u8(theta_int)
+    w.i16(exponent)
+    if per_channel:
+        w.varint(int(mant.size))
+        w.raw(encode_levels(shifts))
+        w.raw(encode_levels(mant))
+    else:
+        w.u8(int(mant[0]))
+    w.raw(encode_levels(levels))
+    recon = dequantize(levels, theta_int, exact_steps, shape, np.dtype(out_dtype))
+    return LossyResult(w.getvalue(), levels.reshape(shape), recon, float(exact_steps.max()), theta_int)

@@ -1,0 +1,239 @@
+"""The .nnr container, version 1: header, CRC-checked typed units, index, trailer.
+
+The byte layout and the reason for each rule are in formats/SPEC.md; this module is its
+reference implementation. Readers check every length against the bytes present before
+using it, verify each unit's CRC32 before parsing it, and refuse unknown versions.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from codec.bytestream import ByteReader, ByteWriter
+from nnr.errors import CorruptionError, FormatError, VersionError
+
+MAGIC = b"\x89NNR"
+TRAILER_MAGIC = b"NNR\x89"
+FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+HEADER = struct.Struct("<4sHH8s")
+UNIT_HEAD = struct.Struct("<4sQ")
+TRAILER = struct.Struct("<Q4s4s")
+MAX_META_BYTES = 1 << 24
+MAX_GRAPH_BYTES = 1 << 31
+MAX_NDIM = 64
+MAX_ELEMENTS = 1 << 40
+
+META, GRAPH, TENSOR, INDEX = b"META", b"GRPH", b"TENS", b"INDX"
+
+CODING_RAW = 0
+CODING_FLOAT_LOSSLESS = 1
+CODING_LOSSY = 2
+CODING_NAMES = {CODING_RAW: "raw", CODING_FLOAT_LOSSLESS: "lossless", CODING_LOSSY: "lossy"}
+
+
+@dataclass
+class TensorUnit:
+    """One coded tensor: where it goes in the graph, what it is, and its codec body."""
+
+    slot: int
+    name: str
+    dtype: int
+    dims: tuple[int, ...]
+    coding: int
+    body: bytes
+    snr_db: float = float("nan")
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.dims, dtype=np.int64)) if self.dims else 1
+
+    def to_bytes(self) -> bytes:
+        w = ByteWriter()
+        w.varint(self.slot)
+        w.u8(self.coding)
+        w.u8(self.dtype)
+        w.varint(len(self.dims))
+        for d in self.dims:
+            w.varint(d)
+        w.blob(self.name.encode("utf-8"))
+        w.raw(struct.pack("<f", self.snr_db))
+        w.raw(self.body)
+        return w.getvalue()
+
+    @classmethod
+    def from_bytes(cls, payload: bytes | memoryview) -> "TensorUnit":
+        r = ByteReader(payload, "tensor unit")
+        slot = r.varint(1 << 32)
+        coding = r.u8()
+        if coding not in CODING_NAMES:
+            raise FormatError(f"tensor unit uses unknown coding {coding}")
+        dtype = r.u8()
+        ndim = r.varint(MAX_NDIM)
+        dims = tuple(r.varint(MAX_ELEMENTS) for _ in range(ndim))
+        numel = 1
+        for d in dims:
+            numel *= d
+        if numel > MAX_ELEMENTS:
+            raise CorruptionError(f"tensor unit declares {numel} elements (limit {MAX_ELEMENTS})")
+        try:
+            name = bytes(r.blob(1 << 16)).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CorruptionError("tensor name is not UTF-8") from exc
+        (snr,) = struct.unpack("<f", r.raw(4))
+        body = bytes(r.raw(r.remaining))
+        return cls(slot, name, dtype, dims, coding, body, float(snr))
+
+
+@dataclass
+class IndexEntry:
+    slot: int
+    name: str
+    offset: int
+    length: int
+
+
+@dataclass
+class Container:
+    """A parsed container: metadata, the compressed graph, tensor units by position."""
+
+    version: int
+    meta: dict
+    graph: bytes
+    index: list[IndexEntry] = field(default_factory=list)
+
+
+def _unit(kind: bytes, payload: bytes) -> bytes:
+    head = UNIT_HEAD.pack(kind, len(payload))
+    crc = zlib.crc32(payload, zlib.crc32(head))
+    return head + payload + struct.pack("<I", crc)
+
+
+def write_container(meta: dict, graph: bytes, tensors: Iterator[TensorUnit] | list[TensorUnit]) -> bytes:
+    """Serialise a whole container; ``graph`` is the serialised, data-stripped ModelProto."""
+    parts = [HEADER.pack(MAGIC, FORMAT_VERSION, 0, bytes(8))]
+    pos = HEADER.size
+    meta_bytes = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    for kind, payload in ((META, meta_bytes), (GRAPH, zlib.compress(graph, 9))):
+        u = _unit(kind, payload)
+        parts.append(u)
+        pos += len(u)
+    index = ByteWriter()
+    entries = []
+    for t in tensors:
+        u = _unit(TENSOR, t.to_bytes())
+        entries.append((t.slot, t.name, pos, len(u)))
+        parts.append(u)
+        pos += len(u)
+    index.varint(len(entries))
+    for slot, name, off, length in entries:
+        index.varint(slot)
+        index.u64(off)
+        index.u64(length)
+        index.blob(name.encode("utf-8"))
+    parts.append(_unit(INDEX, index.getvalue()))
+    parts.append(TRAILER.pack(pos, b"\0\0\0\0", TRAILER_MAGIC))
+    return b"".join(parts)
+
+
+def read_unit(data: memoryview, offset: int, expected: bytes | None = None) -> tuple[bytes, memoryview, int]:
+    """Read and CRC-check the unit at ``offset``; returns (kind, payload, next offset)."""
+    if offset + UNIT_HEAD.size + 4 > len(data):
+        raise CorruptionError(f"file is truncated: unit at offset {offset} is incomplete")
+    kind, length = UNIT_HEAD.unpack_from(data, offset)
+    end = offset + UNIT_HEAD.size + length
+    if end + 4 > len(data):
+        raise CorruptionError(
+            f"file is truncated: unit {kind!r} at offset {offset} declares {length} bytes, "
+            f"{len(data) - offset - UNIT_HEAD.size - 4} present")
+    (crc,) = struct.unpack_from("<I", data, end)
+    if zlib.crc32(data[offset:end]) != crc:
+        raise CorruptionError(f"unit {kind!r} at offset {offset} fails its CRC32 check (corrupted file)")
+    if expected is not None and kind != expected:
+        raise FormatError(f"expected a {expected!r} unit at offset {offset}, found {kind!r}")
+    return kind, data[offset + UNIT_HEAD.size:end], end + 4
+
+
+def check_header(data: memoryview) -> int:
+    """Validate magic and version; returns the version."""
+    if len(data) < HEADER.size or bytes(data[:4]) != MAGIC:
+        raise FormatError("not an .nnr file (magic bytes missing)")
+    magic, version, flags, reserved = HEADER.unpack_from(data, 0)
+    if version not in SUPPORTED_VERSIONS:
+        raise VersionError(
+            f"this .nnr file uses format version {version}; this nnr reads versions "
+            f"{', '.join(map(str, SUPPORTED_VERSIONS))}. Upgrade nnr to decode it.")
+    if flags or reserved != bytes(8):
+        raise FormatError(f"header flags/reserved bytes are not zero (not defined in format version {version})")
+    return version
+
+
+def read_container(data: bytes | memoryview) -> Container:
+    """Parse header, metadata, graph and index (tensor units are read on demand)."""
+    data = memoryview(data)
+    version = check_header(data)
+    if len(data) < HEADER.size + TRAILER.size:
+        raise CorruptionError("file is truncated: no room for the trailer")
+    index_off, treserved, tmagic = TRAILER.unpack_from(data, len(data) - TRAILER.size)
+    if tmagic != TRAILER_MAGIC or treserved != bytes(4):
+        raise CorruptionError("file is truncated or has trailing garbage: trailer magic missing")
+    _, meta_payload, pos = read_unit(data, HEADER.size, META)
+    if len(meta_payload) > MAX_META_BYTES:
+        raise FormatError("metadata unit is larger than 16 MiB")
+    try:
+        meta = json.loads(bytes(meta_payload).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(f"metadata unit is not JSON: {exc}") from exc
+    _, graph_payload, pos = read_unit(data, pos, GRAPH)
+    try:
+        dec = zlib.decompressobj()
+        graph = dec.decompress(bytes(graph_payload), MAX_GRAPH_BYTES)
+        if dec.unconsumed_tail or not dec.eof:
+            raise FormatError("graph unit is incomplete or decompresses beyond 2 GiB")
+    except zlib.error as exc:
+        raise FormatError(f"graph unit does not decompress: {exc}") from exc
+    if index_off < pos or index_off > len(data) - TRAILER.size:
+        raise CorruptionError(f"trailer points at offset {index_off}, outside the unit area")
+    _, index_payload, end = read_unit(data, index_off, INDEX)
+    if end != len(data) - TRAILER.size:
+        raise CorruptionError("bytes between the index unit and the trailer")
+    r = ByteReader(index_payload, "index unit")
+    count = r.varint(len(data))
+    entries = []
+    for _ in range(count):
+        slot = r.varint(1 << 32)
+        off = r.u64()
+        length = r.u64()
+        try:
+            name = bytes(r.blob(1 << 16)).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CorruptionError("index name is not UTF-8") from exc
+        if off < pos or off + length > index_off:
+            raise CorruptionError(f"index entry for {name!r} points outside the tensor area")
+        entries.append(IndexEntry(slot, name, off, length))
+    r.expect_end()
+    expected = pos
+    for e in sorted(entries, key=lambda e: e.offset):
+        if e.offset != expected:
+            raise CorruptionError("tensor units and index disagree: bytes not covered by any unit")
+        expected += e.length
+    if expected != index_off:
+        raise CorruptionError("tensor units and index disagree: bytes not covered by any unit")
+    return Container(version, meta, graph, entries)
+
+
+def read_tensor_unit(data: bytes | memoryview, entry: IndexEntry) -> TensorUnit:
+    """Read the tensor unit an index entry points at, checking it matches the entry."""
+    _, payload, end = read_unit(memoryview(data), entry.offset, TENSOR)
+    if end - entry.offset != entry.length:
+        raise CorruptionError(f"index length of {entry.name!r} disagrees with its unit")
+    unit = TensorUnit.from_bytes(payload)
+    if unit.slot != entry.slot or unit.name != entry.name:
+        raise CorruptionError(f"index entry {entry.name!r} disagrees with its tensor unit")
+    return unit

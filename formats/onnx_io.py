@@ -1,0 +1,204 @@
+"""ONNX model I/O: load with clear errors, find every weight tensor, strip and refill data.
+
+Weights live in graph initializers, in Constant nodes (attribute ``value``), in tensor
+attributes of any node, in subgraphs of If/Loop/Scan (attributes of type GRAPH/GRAPHS),
+and in model-local functions. :func:`tensor_slots` visits all of them in one fixed order,
+so a slot number identifies the same tensor in the encoder and the decoder.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import AttributeProto, GraphProto, ModelProto, TensorProto, numpy_helper
+
+from nnr.errors import InputError
+
+from .atomic import atomic_writer
+
+STORAGE_DTYPES = {
+    TensorProto.FLOAT: "<f4",
+    TensorProto.FLOAT16: "<f2",
+    TensorProto.BFLOAT16: "<u2",
+    TensorProto.DOUBLE: "<f8",
+    TensorProto.INT8: "i1",
+    TensorProto.UINT8: "u1",
+    TensorProto.INT16: "<i2",
+    TensorProto.UINT16: "<u2",
+    TensorProto.INT32: "<i4",
+    TensorProto.UINT32: "<u4",
+    TensorProto.INT64: "<i8",
+    TensorProto.UINT64: "<u8",
+    TensorProto.BOOL: "u1",
+}
+"""Little-endian storage type of each ONNX dtype nnr extracts (bfloat16 as its bit pattern)."""
+
+FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE)
+
+
+@dataclass
+class Slot:
+    """A tensor inside the model and a human-readable path to it."""
+
+    index: int
+    path: str
+    tensor: TensorProto
+
+    @property
+    def name(self) -> str:
+        return self.tensor.name or self.path
+
+
+def read_model(src: str | os.PathLike | bytes | ModelProto) -> tuple[ModelProto, Path | None]:
+    """Load an ONNX model without pulling external data into memory; returns (model, base dir)."""
+    if isinstance(src, ModelProto):
+        return src, None
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return _parse(bytes(src), "<bytes>"), None
+    path = Path(src)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected an .onnx file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from exc
+    return _parse(data, str(path)), path.parent
+
+
+def _parse(data: bytes, what: str) -> ModelProto:
+    model = ModelProto()
+    try:
+        model.ParseFromString(data)
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        raise InputError(f"{what}: not an ONNX model ({exc})") from exc
+    if model.ir_version <= 0 or not model.HasField("graph"):
+        raise InputError(f"{what}: not an ONNX model (no IR version or graph)")
+    return model
+
+
+def _graph_slots(graph: GraphProto, prefix: str) -> Iterator[tuple[str, TensorProto]]:
+    for i, t in enumerate(graph.initializer):
+        yield f"{prefix}/initializer[{i}]", t
+    yield from _node_slots(graph.node, prefix)
+
+
+def _node_slots(nodes, prefix: str) -> Iterator[tuple[str, TensorProto]]:
+    for n, node in enumerate(nodes):
+        where = f"{prefix}/node[{n}:{node.op_type}:{node.name}]"
+        for attr in node.attribute:
+            if attr.type == AttributeProto.TENSOR:
+                yield f"{where}/{attr.name}", attr.t
+            elif attr.type == AttributeProto.TENSORS:
+                for j, t in enumerate(attr.tensors):
+                    yield f"{where}/{attr.name}[{j}]", t
+            elif attr.type == AttributeProto.GRAPH:
+                yield from _graph_slots(attr.g, f"{where}/{attr.name}")
+            elif attr.type == AttributeProto.GRAPHS:
+                for j, g in enumerate(attr.graphs):
+                    yield from _graph_slots(g, f"{where}/{attr.name}[{j}]")
+
+
+def tensor_slots(model: ModelProto) -> list[Slot]:
+    """Every TensorProto that can hold weights, in the fixed order slots are numbered."""
+    found = list(_graph_slots(model.graph, "graph"))
+    for f, func in enumerate(model.functions):
+        found.extend(_node_slots(func.node, f"function[{f}:{func.name}]"))
+    return [Slot(i, path, t) for i, (path, t) in enumerate(found)]
+
+
+def is_external(tensor: TensorProto) -> bool:
+    return tensor.data_location == TensorProto.EXTERNAL
+
+
+def tensor_bytes(tensor: TensorProto, base_dir: Path | None) -> bytes:
+    """The tensor's values as little-endian storage bytes, wherever they are kept."""
+    if tensor.data_type not in STORAGE_DTYPES:
+        raise InputError(f"tensor {tensor.name!r}: data type {tensor.data_type} is not extractable")
+    numel = int(np.prod(tensor.dims, dtype=np.int64)) if tensor.dims else 1
+    nbytes = numel * np.dtype(STORAGE_DTYPES[tensor.data_type]).itemsize
+    if is_external(tensor):
+        info = {e.key: e.value for e in tensor.external_data}
+        if base_dir is None:
+            raise InputError(f"tensor {tensor.name!r} keeps its data in an external file; "
+                             "pass the model as a path so the file can be found")
+        location = base_dir / info.get("location", "")
+        offset = int(info.get("offset", 0))
+        length = int(info.get("length", nbytes))
+        if length != nbytes:
+            raise InputError(f"tensor {tensor.name!r}: external data length {length} != {nbytes}")
+        try:
+            with open(location, "rb") as fh:
+                fh.seek(offset)
+                data = fh.read(length)
+        except OSError as exc:
+            raise InputError(f"tensor {tensor.name!r}: cannot read external data {location}: "
+                             f"{exc.strerror}") from exc
+        if len(data) != length:
+            raise InputError(f"tensor {tensor.name!r}: external data file {location} is too short")
+        return data
+    if tensor.HasField("raw_data"):
+        if len(tensor.raw_data) != nbytes:
+            raise InputError(f"tensor {tensor.name!r}: raw_data holds {len(tensor.raw_data)} bytes, "
+                             f"shape needs {nbytes}")
+        return tensor.raw_data
+    arr = numpy_helper.to_array(tensor)
+    if tensor.data_type == TensorProto.BFLOAT16:
+        return np.ascontiguousarray(arr).view(np.uint16).astype("<u2").tobytes()
+    return np.ascontiguousarray(arr).astype(STORAGE_DTYPES[tensor.data_type]).tobytes()
+
+
+def strip_tensor(tensor: TensorProto) -> None:
+    """Remove a tensor's values (wherever kept), leaving name, type, dims and doc string."""
+    for fld in ("raw_data", "float_data", "int32_data", "int64_data", "double_data",
+                "uint64_data", "string_data"):
+        tensor.ClearField(fld)
+    tensor.ClearField("external_data")
+    tensor.ClearField("data_location")
+
+
+def fill_tensor(tensor: TensorProto, data: bytes) -> None:
+    tensor.raw_data = data
+
+
+def save_model(model: ModelProto, path: str | os.PathLike, external_data: bool = False,
+               size_threshold: int = 1024) -> None:
+    """Write atomically; with ``external_data``, tensors of at least ``size_threshold`` bytes go
+    to ``<file name>.data`` beside it, streamed so models above 2 GB work too."""
+    path = Path(path)
+    if not external_data:
+        try:
+            data = model.SerializeToString()
+        except ValueError as exc:
+            raise InputError(f"model is too large for a single ONNX file ({exc}); "
+                             "decode with external data") from exc
+        with atomic_writer(path) as fh:
+            fh.write(data)
+        return
+    location = path.name + ".data"
+    with atomic_writer(path.parent / location) as dfh:
+        offset = 0
+        for slot in tensor_slots(model):
+            t = slot.tensor
+            if t.HasField("raw_data") and len(t.raw_data) >= size_threshold:
+                pad = (-offset) % 64
+                dfh.write(b"\0" * pad)
+                offset += pad
+                raw = t.raw_data
+                dfh.write(raw)
+                t.ClearField("raw_data")
+                t.data_location = TensorProto.EXTERNAL
+                del t.external_data[:]
+                for k, v in (("location", location), ("offset", str(offset)), ("length", str(len(raw)))):
+                    e = t.external_data.add()
+                    e.key, e.value = k, v
+                offset += len(raw)
+        with atomic_writer(path) as fh:
+            fh.write(model.SerializeToString())

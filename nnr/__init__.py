@@ -1,0 +1,36 @@
+"""nnr: compress trained neural networks (ONNX) into small, bit-exact .nnr bitstreams.
+
+    import nnr
+    data = nnr.encode("model.onnx")           # bytes of the .nnr file
+    model = nnr.decode(data)                   # onnx.ModelProto
+    session = nnr.load_session("model.nnr")    # onnxruntime session, decoded in memory
+
+Importing nnr (or decoding) does not import the encoder or numba; ``nnr.encode`` loads
+them on first use.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import (CorruptionError, FormatError, InputError, NnrError, OptionError,  # noqa: E402
+                     OutputError, UnsupportedModelError, VersionError)
+
+__all__ = [
+    "encode", "decode", "load_session", "open", "EncoderOptions", "NnrError", "InputError",
+    "OptionError", "FormatError", "CorruptionError", "VersionError", "UnsupportedModelError",
+    "OutputError", "__version__",
+]
+
+
+def __getattr__(name: str):
+    if name == "encode":
+        from .encoder import encode
+        return encode
+    if name == "EncoderOptions":
+        from .options import EncoderOptions
+        return EncoderOptions
+    if name in ("decode", "load_session", "open"):
+        from . import decoder
+        return getattr(decoder, name)
+    raise AttributeError(f"module 'nnr' has no attribute {name!r}")

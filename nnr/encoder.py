@@ -1,0 +1,101 @@
+"""The encoding pipeline: ONNX → tensors → quantize or lossless-code → container bytes."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import numpy as np
+from onnx import ModelProto
+
+from codec.allocation import steps_for
+from codec.floatcast import compute_dtype, to_float64, to_storage
+from codec.floatplanes import encode_float_planes
+from codec.lossy_encode import LevelOverflow, encode_lossy
+from formats.container import (CODING_FLOAT_LOSSLESS, CODING_LOSSY, CODING_RAW, TensorUnit,
+                               write_container)
+from formats.onnx_io import (FLOAT_TYPES, STORAGE_DTYPES, is_external, read_model, strip_tensor,
+                             tensor_bytes, tensor_slots)
+
+from . import __version__
+from .errors import UnsupportedModelError
+from .options import EncoderOptions
+from .tensorcodec import FLOAT_FORMAT_OF
+
+Progress = Callable[[int, int, str], None]
+
+
+def snr_db(x: np.ndarray, y: np.ndarray) -> float:
+    """Signal-to-noise ratio of reconstruction y of x, in dB (inf when exact)."""
+    noise = float(np.sum((x - y) ** 2))
+    signal = float(np.sum(x ** 2))
+    if noise == 0:
+        return float("inf")
+    if signal == 0:
+        return float("-inf")
+    return 10.0 * float(np.log10(signal / noise))
+
+
+def _code_float(name: str, storage: np.ndarray, fmt: str, opts: EncoderOptions) -> tuple[int, bytes, float]:
+    values = to_float64(storage, fmt)
+    finite = bool(np.all(np.isfinite(values)))
+    if not finite and opts.nonfinite == "refuse":
+        raise UnsupportedModelError(f"tensor {name!r} holds NaN or Inf values; encode with "
+                                    "nonfinite='lossless' to keep them exactly")
+    if opts.lossless or not finite or not np.any(values):
+        return CODING_FLOAT_LOSSLESS, encode_float_planes(storage, storage.dtype.itemsize), float("inf")
+    steps = steps_for(values, opts.qp, opts.step_rule, opts.vector_qp, opts.size_exponent)
+    try:
+        result = encode_lossy(values, steps, lam=opts.rdo_lambda, out_dtype=compute_dtype(fmt))
+    except LevelOverflow:  # outliers too far out for this step: keep the tensor exact
+        return CODING_FLOAT_LOSSLESS, encode_float_planes(storage, storage.dtype.itemsize), float("inf")
+    decoded = to_float64(to_storage(result.reconstruction, fmt), fmt)
+    return CODING_LOSSY, result.body, snr_db(values, decoded)
+
+
+def encode(model: str | os.PathLike | bytes | ModelProto, options: EncoderOptions | None = None,
+           progress: Progress | None = None, **kwargs) -> bytes:
+    """Encode an ONNX model (path, bytes or ModelProto) to .nnr bytes.
+
+    Options come as an EncoderOptions or as keywords (``qp=-20``, ``lossless=True``, ...).
+    The input model is not modified.
+    """
+    if options is not None and kwargs:
+        raise TypeError("pass either options or keyword options, not both")
+    opts = options if options is not None else EncoderOptions.build(**kwargs)
+    proto, base_dir = read_model(model)
+    if isinstance(model, ModelProto):
+        proto = ModelProto()
+        proto.CopyFrom(model)
+    slots = tensor_slots(proto)
+    had_external = any(is_external(s.tensor) for s in slots)
+    units: list[TensorUnit] = []
+    for i, slot in enumerate(slots):
+        t = slot.tensor
+        if progress is not None:
+            progress(i, len(slots), slot.name)
+        if t.data_type not in STORAGE_DTYPES:
+            continue
+        numel = int(np.prod(t.dims, dtype=np.int64)) if t.dims else 1
+        is_float = t.data_type in FLOAT_TYPES
+        if not is_external(t) and (not is_float or numel < opts.min_elements):
+            continue
+        storage = np.frombuffer(tensor_bytes(t, base_dir), dtype=STORAGE_DTYPES[t.data_type])
+        snr = float("nan")
+        if is_float:
+            coding, body, snr = _code_float(slot.name, storage.reshape(tuple(t.dims)),
+                                            FLOAT_FORMAT_OF[t.data_type], opts)
+        else:
+            coding, body = CODING_RAW, storage.tobytes()
+        units.append(TensorUnit(slot.index, slot.name, t.data_type, tuple(int(d) for d in t.dims),
+                                coding, body, snr))
+        strip_tensor(t)
+    if progress is not None:
+        progress(len(slots), len(slots), "")
+    meta = {
+        "producer": f"nnr {__version__}",
+        "options": opts.to_json(),
+        "external_data": had_external,
+        "slots": len(slots),
+    }
+    return write_container(meta, proto.SerializeToString(), units)

@@ -1,0 +1,75 @@
+"""Encoder options: one typed, validated object whose JSON form is stored in every file."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from .errors import OptionError
+
+STEP_RULES = ("uniform", "scale", "channel")
+NONFINITE_POLICIES = ("lossless", "refuse")
+
+
+@dataclass(frozen=True)
+class EncoderOptions:
+    """How to encode a model. Defaults give transparent quality without any data.
+
+    qp: quality parameter; the base step is 2**(qp/4) times the tensor's (or channel's)
+        Laplace scale mean|w|, so qp −4 halves every step (≈ +1 bit/weight, +6 dB).
+    lossless: keep every float bit (byte-plane entropy coding) instead of quantizing.
+    step_rule: how steps adapt per tensor: ``channel`` (per output channel), ``scale``
+        (per tensor) or ``uniform`` (one absolute step for all tensors, qp as in NNC).
+    vector_qp: qp offset for 1-D tensors (biases, normalisation): finer, they are sensitive.
+    rdo_lambda: Lagrangian of the rate–distortion decisions, in step² per bit; 0 is plain
+        deadzone rounding, larger trades more distortion for fewer bits.
+    min_elements: float tensors smaller than this stay in the graph untouched (lossless).
+    nonfinite: tensors holding NaN/Inf are coded ``lossless`` (they survive exactly) or
+        ``refuse`` makes encoding fail.
+    """
+
+    qp: float = -32.0
+    lossless: bool = False
+    step_rule: str = "channel"
+    vector_qp: float = -12.0
+    size_exponent: float = 0.5
+    rdo_lambda: float = 0.1
+    min_elements: int = 16
+    nonfinite: str = "lossless"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.qp, (int, float)) or not math.isfinite(self.qp) or not -80 <= self.qp <= 40:
+            raise OptionError(f"qp must be a number in [-80, 40], got {self.qp!r}")
+        if self.step_rule not in STEP_RULES:
+            raise OptionError(f"step_rule must be one of {', '.join(STEP_RULES)}, got {self.step_rule!r}")
+        if not isinstance(self.vector_qp, (int, float)) or not -64 <= self.vector_qp <= 16:
+            raise OptionError(f"vector_qp must be in [-64, 16], got {self.vector_qp!r}")
+        if not isinstance(self.size_exponent, (int, float)) or not 0 <= self.size_exponent <= 1:
+            raise OptionError(f"size_exponent must be in [0, 1], got {self.size_exponent!r}")
+        if not isinstance(self.rdo_lambda, (int, float)) or not 0 <= self.rdo_lambda <= 10:
+            raise OptionError(f"rdo_lambda must be in [0, 10], got {self.rdo_lambda!r}")
+        if not isinstance(self.min_elements, int) or self.min_elements < 1:
+            raise OptionError(f"min_elements must be a positive integer, got {self.min_elements!r}")
+        if self.nonfinite not in NONFINITE_POLICIES:
+            raise OptionError(f"nonfinite must be one of {', '.join(NONFINITE_POLICIES)}, "
+                              f"got {self.nonfinite!r}")
+        if not isinstance(self.lossless, bool):
+            raise OptionError(f"lossless must be true or false, got {self.lossless!r}")
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "EncoderOptions":
+        """Build from a JSON dict; unknown keys are refused, not ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise OptionError(f"unknown encoder option(s): {', '.join(unknown)}")
+        return cls(**d)
+
+    @classmethod
+    def build(cls, **kwargs) -> "EncoderOptions":
+        """Like the constructor, but an unknown keyword is an OptionError, not a TypeError."""
+        return cls.from_json(kwargs)

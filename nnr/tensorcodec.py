@@ -1,0 +1,64 @@
+"""Decode one tensor unit's body to storage bytes: the dispatch shared by every reader."""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto
+
+from codec.floatcast import compute_dtype, to_storage
+from codec.floatplanes import decode_float_planes
+from codec.lossy_decode import decode_lossy
+from formats.container import CODING_FLOAT_LOSSLESS, CODING_LOSSY, CODING_RAW, TensorUnit
+from formats.onnx_io import STORAGE_DTYPES
+
+from .errors import CorruptionError
+
+MAX_EXPANSION_LOG2 = 20
+"""A coded body may expand to at most 2**20 elements per byte (plus 64 bytes of slack)."""
+
+FLOAT_FORMAT_OF = {
+    TensorProto.FLOAT: "float32",
+    TensorProto.FLOAT16: "float16",
+    TensorProto.BFLOAT16: "bfloat16",
+    TensorProto.DOUBLE: "float64",
+}
+
+
+def storage_dtype(onnx_dtype: int) -> np.dtype:
+    if onnx_dtype not in STORAGE_DTYPES:
+        raise CorruptionError(f"tensor unit has data type {onnx_dtype}, which nnr does not code")
+    return np.dtype(STORAGE_DTYPES[onnx_dtype])
+
+
+def decode_unit(unit: TensorUnit) -> bytes:
+    """Storage bytes (little-endian, ONNX raw_data layout) of a tensor unit."""
+    dtype = storage_dtype(unit.dtype)
+    nbytes = unit.numel * dtype.itemsize
+    if unit.coding == CODING_RAW:
+        if len(unit.body) != nbytes:
+            raise CorruptionError(f"tensor {unit.name!r}: raw body has {len(unit.body)} bytes, "
+                                  f"shape needs {nbytes}")
+        return unit.body
+    if unit.numel > (len(unit.body) + 64) << MAX_EXPANSION_LOG2:
+        raise CorruptionError(f"tensor {unit.name!r}: {unit.numel} elements cannot come from "
+                              f"{len(unit.body)} bytes (refusing to allocate)")
+    if unit.dtype not in FLOAT_FORMAT_OF:
+        raise CorruptionError(f"tensor {unit.name!r}: coding {unit.coding} needs a float type")
+    if unit.coding == CODING_FLOAT_LOSSLESS:
+        out = decode_float_planes(unit.body, unit.numel)
+        if len(out) != nbytes:
+            raise CorruptionError(f"tensor {unit.name!r}: lossless body width disagrees with its type")
+        return out
+    if unit.coding == CODING_LOSSY:
+        fmt = FLOAT_FORMAT_OF[unit.dtype]
+        values = decode_lossy(unit.body, unit.dims, compute_dtype(fmt))
+        return to_storage(values, fmt).tobytes()
+    raise CorruptionError(f"tensor {unit.name!r}: unknown coding {unit.coding}")
+
+
+def unit_array(unit: TensorUnit) -> np.ndarray:
+    """The decoded tensor as a numpy array (bfloat16 as float32 values)."""
+    data = np.frombuffer(decode_unit(unit), dtype=storage_dtype(unit.dtype)).reshape(unit.dims)
+    if unit.dtype == TensorProto.BFLOAT16:
+        return (data.astype(np.uint32) << np.uint32(16)).view(np.float32)
+    return data.copy()

@@ -1,0 +1,16 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+EFFNET = ROOT / "conformance" / "models" / "efficientnet_lite0.onnx"
+PHOTOS = ROOT / "conformance" / "data" / "imagenet"
+
+
+@pytest.fixture(scope="session")
+def effnet_path() -> Path:
+    return EFFNET

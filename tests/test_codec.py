@@ -1,0 +1,138 @@
+"""Property and unit tests of the numerical core: coders round-trip, quantizers bound errors."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra import numpy as hnp
+
+from codec.bytestream import ByteReader, ByteWriter
+from codec.entropy import ans_decode, ans_encode, geometric_freqs
+from codec.floatcast import bfloat16_bits
+from codec.floatplanes import decode_float_planes, encode_float_planes
+from codec.levelcode import decode_levels, encode_levels
+from codec.lossy_decode import decode_lossy
+from codec.lossy_encode import LevelOverflow, dyadic_steps, encode_lossy
+from codec.quantize import deadzone_quantize
+from nnr.errors import CorruptionError
+
+shapes = hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=7)
+
+
+@given(hnp.arrays(np.int64, st.integers(0, 3000), elements=st.integers(-(2**31) + 1, 2**31 - 1)))
+@settings(max_examples=60, deadline=None)
+def test_levels_round_trip_any_integers(levels):
+    block = encode_levels(levels)
+    r = ByteReader(block)
+    out = decode_levels(r, levels.size)
+    r.expect_end()
+    np.testing.assert_array_equal(out, levels)
+
+
+@given(hnp.arrays(np.int64, st.integers(1, 5000),
+                  elements=st.integers(-40, 40) | st.sampled_from([0, 0, 0, 1, -1])))
+@settings(max_examples=40, deadline=None)
+def test_levels_round_trip_laplacian_like(levels):
+    out = decode_levels(ByteReader(encode_levels(levels)), levels.size)
+    np.testing.assert_array_equal(out, levels)
+
+
+@pytest.mark.parametrize("width", [2, 4, 8])
+@given(data=st.binary(min_size=0, max_size=4000))
+@settings(max_examples=30, deadline=None)
+def test_float_planes_are_lossless_for_any_bits(width, data):
+    data = data[: len(data) - len(data) % width]
+    body = encode_float_planes(data, width)
+    assert decode_float_planes(body, len(data) // width) == data
+
+
+def test_float_planes_keep_nan_payloads_and_infinities():
+    x = np.array([np.nan, -np.inf, np.inf, -0.0, 0.0, 1e-45, 3.4e38], dtype=np.float32)
+    x = np.concatenate([x, np.frombuffer(np.uint32(0x7FC00123).tobytes(), np.float32)])
+    assert decode_float_planes(encode_float_planes(x.tobytes(), 4), x.size) == x.tobytes()
+
+
+@given(hnp.arrays(np.float64, shapes, elements=st.floats(-1e6, 1e6, allow_nan=False, width=32)),
+       st.floats(1e-4, 10.0), st.sampled_from([0.0, 0.1, 0.5]))
+@settings(max_examples=60, deadline=None)
+def test_lossy_round_trip_is_exact_and_bounded(x, step, lam):
+    if x.size and np.abs(x).max() / step > 2**30:
+        with pytest.raises(LevelOverflow):
+            encode_lossy(x, step, lam=lam)
+        return
+    res = encode_lossy(x, step, lam=lam)
+    out = decode_lossy(res.body, x.shape, np.dtype(np.float32))
+    assert out.shape == x.shape
+    np.testing.assert_array_equal(out, res.reconstruction)
+    # RDO may move a value to zero or the neighbouring level, never further than 1.5 steps
+    # (plus float32 rounding of the reconstruction).
+    assert np.all(np.abs(out.astype(np.float64) - x) <= 1.5 * res.step + 1e-6 * np.abs(x) + 1e-30)
+
+
+def test_lossy_per_channel_steps_follow_channel_scale():
+    rng = np.random.default_rng(0)
+    x = rng.laplace(0, 1, (8, 100)) * np.logspace(-3, 0, 8)[:, None]
+    steps = np.abs(x).mean(axis=1) / 16
+    res = encode_lossy(x, steps)
+    out = decode_lossy(res.body, x.shape, np.dtype(np.float64))
+    rel = np.sqrt(((out - x) ** 2).mean(axis=1)) / np.abs(x).mean(axis=1)
+    assert rel.max() < 4 * rel.min()  # every channel gets a similar relative error
+
+
+def test_lossy_huge_outliers_are_escaped_exactly_enough():
+    x = np.zeros(1000)
+    x[::97] = 1e7
+    x[5] = -1.5e9
+    res = encode_lossy(x, 1.0, lam=0.0)
+    out = decode_lossy(res.body, x.shape, np.dtype(np.float64))
+    assert np.max(np.abs(out - x)) <= 1.0
+
+
+def test_deadzone_quantizer_formula():
+    a = np.array([0.0, 0.39, 0.41, 1.0, 1.4, 1.41, 7.9])
+    np.testing.assert_array_equal(deadzone_quantize(a, 0.4), [0, 0, 1, 1, 1, 2, 8])
+
+
+def test_dyadic_steps_are_exact_and_close():
+    want = np.array([1e-9, 0.0123, 0.5, 3.0])
+    mant, shifts, e = dyadic_steps(want)
+    steps = np.ldexp(mant.astype(np.float64), e - 8 - shifts)
+    assert np.all(np.abs(steps - want) <= want / 200)
+
+
+def test_geometric_table_is_integer_and_symmetric():
+    f = geometric_freqs(5, 1000, 300, 32768, 2)
+    assert f.dtype == np.int64
+    assert list(f) == [18, 37, 75, 150, 300, 1000, 300, 150, 75, 37, 18, 2]
+
+
+def test_ans_words_are_pinned():
+    """constriction's coded words for a fixed input: catches semantic drift of the coder."""
+    symbols = np.array([0, 1, 2, 1, 0, 0, 3, 1], dtype=np.int32)
+    words = ans_encode(symbols, np.array([5, 3, 2, 1]))
+    assert words.tolist() == PINNED_WORDS
+    np.testing.assert_array_equal(ans_decode(words, np.array([5, 3, 2, 1]), 8), symbols)
+
+
+PINNED_WORDS = [1583164786, 15]  # constriction 0.4/0.5 ANS, perfect=False
+
+
+def test_ans_rejects_garbage_with_corruption_error():
+    with pytest.raises(CorruptionError):
+        ans_decode(np.array([0xFFFFFFFF, 0x12345678, 7], dtype=np.uint32), np.array([5, 3, 2, 1]), 50)
+
+
+def test_bfloat16_rounding_is_nearest_even():
+    x = np.array([1.0, 1.00390625, 1.01171875, -2.5, np.inf], dtype=np.float32)
+    bits = bfloat16_bits(x)
+    back = (bits.astype(np.uint32) << 16).view(np.float32)
+    np.testing.assert_array_equal(back, [1.0, 1.0, 1.015625, -2.5, np.inf])
+
+
+def test_byte_reader_refuses_overruns():
+    w = ByteWriter()
+    w.varint(300)
+    r = ByteReader(w.getvalue()[:1])
+    with pytest.raises(CorruptionError):
+        r.varint()
+    with pytest.raises(CorruptionError):
+        ByteReader(b"\x05").varints(10)

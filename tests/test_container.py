@@ -1,0 +1,70 @@
+"""The container refuses every damaged or foreign input with the documented error."""
+
+import struct
+
+import numpy as np
+import pytest
+
+import nnr
+from conformance.toy_models import mlp
+from formats.container import (FORMAT_VERSION, HEADER, TensorUnit, read_container, write_container)
+from nnr.errors import CorruptionError, FormatError, VersionError
+
+
+@pytest.fixture(scope="module")
+def small_nnr() -> bytes:
+    return nnr.encode(mlp())
+
+
+def test_container_round_trip_keeps_units():
+    units = [TensorUnit(3, "a", 1, (2, 2), 0, b"\0" * 16, 12.5), TensorUnit(7, "b", 7, (), 0, b"\1" * 8)]
+    data = write_container({"x": 1}, b"graph", units)
+    c = read_container(data)
+    assert c.version == FORMAT_VERSION and c.meta == {"x": 1} and c.graph == b"graph"
+    assert [(e.slot, e.name) for e in c.index] == [(3, "a"), (7, "b")]
+
+
+def test_every_truncation_is_refused(small_nnr):
+    for cut in range(0, len(small_nnr), max(1, len(small_nnr) // 300)):
+        with pytest.raises(FormatError):
+            nnr.decode(small_nnr[:cut])
+
+
+def test_every_single_bit_flip_is_detected(small_nnr):
+    rng = np.random.default_rng(0)
+    for pos in rng.choice(len(small_nnr), size=200, replace=False):
+        damaged = bytearray(small_nnr)
+        damaged[pos] ^= 1 << int(rng.integers(8))
+        with pytest.raises(FormatError):
+            nnr.decode(bytes(damaged))
+
+
+def test_unknown_newer_version_is_refused_with_upgrade_hint(small_nnr):
+    bumped = bytearray(small_nnr)
+    struct.pack_into("<H", bumped, 4, FORMAT_VERSION + 1)
+    with pytest.raises(VersionError, match="Upgrade nnr"):
+        nnr.decode(bytes(bumped))
+
+
+def test_not_an_nnr_file_is_refused():
+    with pytest.raises(FormatError, match="not an .nnr file"):
+        nnr.decode(b"PK\x03\x04 definitely a zip file")
+
+
+def test_appended_garbage_is_refused(small_nnr):
+    with pytest.raises(CorruptionError):
+        nnr.decode(small_nnr + b"\0" * 7)
+
+
+def test_header_is_sixteen_bytes_with_magic(small_nnr):
+    assert HEADER.size == 16
+    assert small_nnr[:4] == b"\x89NNR"
+
+
+def test_random_access_reader(small_nnr):
+    f = nnr.open(small_nnr)
+    assert f.keys() == ["fc1.weight", "fc1.bias", "fc2.weight"]
+    assert f.get_tensor("fc2.weight").shape == (10, 64)
+    assert f.metadata()["options"]["qp"] == nnr.EncoderOptions().qp
+    with pytest.raises(KeyError):
+        f.get_tensor("nope")

@@ -1,0 +1,140 @@
+"""End-to-end: everything that is not a weight survives; weights come back as promised."""
+
+import hashlib
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, numpy_helper
+
+import nnr
+from conformance.toy_models import constants_and_subgraphs, mlp
+from formats.onnx_io import strip_tensor, tensor_slots
+from nnr.errors import UnsupportedModelError
+
+
+def _skeleton(model: onnx.ModelProto) -> bytes:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for s in tensor_slots(m):
+        strip_tensor(s.tensor)
+    return m.SerializeToString()
+
+
+def _arrays(model):
+    return {s.path: numpy_helper.to_array(s.tensor) for s in tensor_slots(model)}
+
+
+@pytest.mark.parametrize("dtype", [TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16,
+                                   TensorProto.DOUBLE])
+def test_lossy_round_trip_keeps_graph_and_dtypes(dtype):
+    model = mlp(dtype=dtype)
+    decoded = nnr.decode(nnr.encode(model))
+    onnx.checker.check_model(decoded, full_check=True)
+    assert _skeleton(decoded) == _skeleton(model)
+    before, after = _arrays(model), _arrays(decoded)
+    for path, a in before.items():
+        b = after[path]
+        assert b.dtype == a.dtype and b.shape == a.shape
+        if a.dtype.kind in "iub":
+            np.testing.assert_array_equal(a, b)
+        else:
+            af, bf = a.astype(np.float64), b.astype(np.float64)
+            snr = 10 * np.log10(np.sum(af ** 2) / max(np.sum((af - bf) ** 2), 1e-300))
+            assert snr > 25, path
+    if dtype != TensorProto.BFLOAT16:  # onnxruntime's CPU Gemm has no bfloat16 kernel
+        np_t = {TensorProto.FLOAT: np.float32, TensorProto.FLOAT16: np.float16, TensorProto.DOUBLE: np.float64}[dtype]
+        x = np.random.default_rng(0).standard_normal((4, 32)).astype(np_t)
+        ref = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+        out = nnr.load_session(nnr.encode(model)).run(None, {"x": x})[0]
+        assert ref.shape == out.shape and np.abs(ref - out).max() < 0.05 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("dtype", [TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16,
+                                   TensorProto.DOUBLE])
+def test_lossless_keeps_every_bit(dtype):
+    model = mlp(dtype=dtype)
+    decoded = nnr.decode(nnr.encode(model, lossless=True))
+    for s_in, s_out in zip(tensor_slots(model), tensor_slots(decoded)):
+        assert numpy_helper.to_array(s_in.tensor).tobytes() == numpy_helper.to_array(s_out.tensor).tobytes()
+
+
+def test_constants_and_if_subgraphs_are_coded_and_restored():
+    model = constants_and_subgraphs()
+    data = nnr.encode(model)
+    names = nnr.open(data).keys()
+    assert {"w_in_value", "then_w_value", "else_w_value", "b_in_value"} <= set(names)
+    decoded = nnr.decode(data)
+    onnx.checker.check_model(decoded, full_check=True)
+    assert _skeleton(decoded) == _skeleton(model)
+    x = np.random.default_rng(1).standard_normal((3, 8)).astype(np.float32)
+    for flag in (True, False):
+        feed = {"x": x, "flag": np.array(flag)}
+        ref = ort.InferenceSession(model.SerializeToString()).run(None, feed)[0]
+        out = nnr.load_session(data).run(None, feed)[0]
+        assert np.abs(ref - out).max() < 0.05 * np.abs(ref).max()
+
+
+def test_encoding_is_deterministic_and_input_untouched():
+    model = mlp()
+    before = model.SerializeToString()
+    assert nnr.encode(model) == nnr.encode(model)
+    assert model.SerializeToString() == before
+
+
+def test_decoding_is_bit_identical_across_runs():
+    data = nnr.encode(constants_and_subgraphs())
+    hashes = {hashlib.sha256(nnr.decode(data).SerializeToString()).hexdigest() for _ in range(3)}
+    assert len(hashes) == 1
+
+
+def test_nonfinite_weights_survive_exactly_or_are_refused():
+    model = mlp()
+    w = numpy_helper.to_array(model.graph.initializer[0]).copy()
+    w[0, :3] = [np.nan, np.inf, -np.inf]
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(w, "fc1.weight"))
+    out = numpy_helper.to_array(nnr.decode(nnr.encode(model)).graph.initializer[0])
+    assert out.tobytes() == w.tobytes()
+    with pytest.raises(UnsupportedModelError, match="NaN or Inf"):
+        nnr.encode(model, nonfinite="refuse")
+
+
+def test_external_data_in_and_out(tmp_path):
+    model = mlp()
+    src = tmp_path / "ext.onnx"
+    onnx.save(mlp(), src, save_as_external_data=True, all_tensors_to_one_file=True,
+              location="ext.bin", size_threshold=0)
+    data = nnr.encode(src)
+    assert nnr.open(data).metadata()["external_data"] is True
+    from nnr.decoder import decode_to_file
+    decode_to_file(data, tmp_path / "out.onnx")
+    assert (tmp_path / "out.onnx.data").exists()
+    reloaded = onnx.load(tmp_path / "out.onnx")
+    onnx.checker.check_model(str(tmp_path / "out.onnx"))
+    assert _skeleton(reloaded) == _skeleton(model)
+    lossless = nnr.decode(nnr.encode(src, lossless=True))
+    for a, b in zip(tensor_slots(model), tensor_slots(lossless)):
+        assert numpy_helper.to_array(a.tensor).tobytes() == numpy_helper.to_array(b.tensor).tobytes()
+
+
+def test_decoder_imports_neither_numba_nor_encoder():
+    import subprocess
+    code = ("import sys, nnr; from conformance.toy_models import mlp; "
+            "m = nnr.decode(DATA); "
+            "bad = [k for k in sys.modules if k.startswith('numba') or k in "
+            "('nnr.encoder', 'codec.quantize', 'codec.lossy_encode', 'codec.allocation')]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    data = nnr.encode(mlp())
+    script = code.replace("DATA", repr(data))
+    from tests.conftest import ROOT
+    res = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_unknown_option_is_refused():
+    with pytest.raises(nnr.OptionError, match="unknown encoder option"):
+        nnr.encode(mlp(), quality=3)
+    with pytest.raises(nnr.OptionError, match="qp"):
+        nnr.encode(mlp(), qp=float("nan"))
