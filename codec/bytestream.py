@@ -54,6 +54,7 @@ class ByteWriter:
     def varints(self, values: np.ndarray) -> None:
         self._parts.append(encode_varints(values))
 
+
     def raw(self, b: bytes | bytearray | memoryview) -> None:
         self._parts.append(bytes(b))
 
@@ -120,10 +121,28 @@ class ByteReader:
         raise CorruptionError(f"{self._what}: varint longer than 10 bytes")
 
     def varints(self, count: int) -> np.ndarray:
-        """Read ``count`` varints; a count larger than the remaining bytes is refused first."""
+        """Read ``count`` varints (each at most 9 bytes, i.e. < 2**63) in one vectorised pass."""
+        if count == 0:
+            return np.zeros(0, dtype=np.uint64)
         if count > self.remaining:
             raise CorruptionError(f"{self._what}: declares {count} varints in {self.remaining} bytes")
-        return np.array([self.varint() for _ in range(count)], dtype=np.uint64)
+        window = np.frombuffer(self._buf[self._pos:self._pos + min(self.remaining, 9 * count)], dtype=np.uint8)
+        ends = np.flatnonzero(window < 0x80)
+        if ends.size < count:
+            raise CorruptionError(f"{self._what}: truncated varint array")
+        ends = ends[:count]
+        used = window[:int(ends[-1]) + 1]
+        starts = np.empty(count, dtype=np.int64)
+        starts[0] = 0
+        starts[1:] = ends[:-1] + 1
+        lengths = ends - starts + 1
+        if lengths.max() > 9:
+            raise CorruptionError(f"{self._what}: varint longer than 9 bytes in an array")
+        group = np.repeat(np.arange(count), lengths)
+        shift = (np.arange(used.size) - starts[group]) * 7
+        parts = (used & 0x7F).astype(np.uint64) << shift.astype(np.uint64)
+        self._pos += used.size
+        return np.add.reduceat(parts, starts)
 
     def raw(self, n: int) -> memoryview:
         return self._take(n)
@@ -146,8 +165,16 @@ class ByteReader:
 
 
 def encode_varints(values: np.ndarray) -> bytes:
-    """LEB128 of each non-negative integer, concatenated."""
-    w = ByteWriter()
-    for v in np.asarray(values, dtype=np.uint64).tolist():
-        w.varint(int(v))
-    return w.getvalue()
+    """LEB128 of each non-negative integer (< 2**63), concatenated; vectorised."""
+    v = np.asarray(values, dtype=np.uint64).ravel()
+    if v.size == 0:
+        return b""
+    nbytes = np.ones(v.size, dtype=np.int64)
+    for i in range(1, 10):
+        nbytes += v >= (np.uint64(1) << np.uint64(7 * i))
+    starts = np.concatenate([[0], np.cumsum(nbytes)[:-1]])
+    group = np.repeat(np.arange(v.size), nbytes)
+    pos = np.arange(int(nbytes.sum())) - starts[group]
+    out = ((v[group] >> (7 * pos).astype(np.uint64)) & np.uint64(0x7F)).astype(np.uint8)
+    out[pos < nbytes[group] - 1] |= 0x80
+    return out.tobytes()

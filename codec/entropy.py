@@ -130,10 +130,12 @@ def write_table(w: ByteWriter, kind: int, params: tuple[int, ...] | np.ndarray) 
         w.varints(np.asarray(params))
 
 
-def read_table(r: ByteReader, n_symbols: int) -> np.ndarray:
-    """Rebuild the integer table for an alphabet of ``n_symbols`` (= 2k + 2)."""
+def read_table(r: ByteReader, n_symbols: int, allow_geometric: bool = True) -> np.ndarray:
+    """Rebuild the integer table for an alphabet of ``n_symbols`` (2k + 2 for geometric)."""
     kind = r.u8()
     if kind == GEOMETRIC:
+        if not allow_geometric or n_symbols % 2:
+            raise CorruptionError("geometric table where only a histogram is allowed")
         f0 = r.varint(MAX_TABLE_FREQ)
         f1 = r.varint(MAX_TABLE_FREQ)
         ratio16 = r.u16()
@@ -147,15 +149,18 @@ def read_table(r: ByteReader, n_symbols: int) -> np.ndarray:
     raise CorruptionError(f"unknown entropy table kind {kind}")
 
 
-def best_table(counts: np.ndarray, k: int) -> tuple[int, tuple[int, ...] | np.ndarray, float]:
+def best_table(counts: np.ndarray, k: int, allow_geometric: bool = True
+               ) -> tuple[int, tuple[int, ...] | np.ndarray, float]:
     """Pick the geometric (Laplace) or measured-histogram table, whichever codes smaller
     including its own side information; returns (kind, params, estimated bits)."""
-    geo = geometric_fit(counts, k)
-    geo_bits = cost_bits(counts, geometric_freqs(k, *geo)) + 8 * 12
     hist = histogram_freqs(counts)
     side = ByteWriter()
     side.varints(hist)
     hist_bits = cost_bits(counts, hist) + 8 * len(side.getvalue())
+    if not allow_geometric:
+        return HISTOGRAM, hist, hist_bits
+    geo = geometric_fit(counts, k)
+    geo_bits = cost_bits(counts, geometric_freqs(k, *geo)) + 8 * 12
     if hist_bits < geo_bits:
         return HISTOGRAM, hist, hist_bits
     return GEOMETRIC, geo, geo_bits

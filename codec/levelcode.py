@@ -1,10 +1,21 @@
-"""Entropy coding of integer quantization levels: alphabet [-K, K] plus an escape.
+"""Entropy coding of integer quantization levels: coarse symbols, raw fine bits, escapes.
+
+A level q with |q| ≤ K splits into a coarse part c = q >> s (floor division by 2**s) and s
+raw fine bits f = q & (2**s − 1). The coarse parts are ANS-coded over the alphabet
+[c_lo, c_hi] = [(−K) >> s, K >> s] plus one escape symbol; levels beyond ±K are escapes
+coded as varints. At high rate the low bits of a Laplacian level are nearly uniform, so
+sending them raw costs almost nothing and keeps the coded alphabet small and the decoder
+fast; the encoder picks s per tensor.
 
 Layout of a level block (all little-endian):
 
-    varint K                   alphabet half-width; symbol s = level + K, escape = 2K + 1
-    table                      see codec.entropy.write_table
+    varint K                  alphabet half-width (≤ 2**20)
+    u8     s                  fine bits per non-escaped level (0..16)
+    table                     codec.entropy.write_table over n = c_hi − c_lo + 2 symbols;
+                              symbol = c − c_lo, escape = n − 1 (geometric tables need s = 0)
     varint n_escapes, then n_escapes varints u = 2·(|q| − K − 1) + (1 if q < 0 else 0)
+    varint n_fine_bytes, then the fine bits of non-escaped levels in order, s bits each,
+                              least significant first, packed little-endian bit order
     varint n_words, then n_words uint32 ANS words
 
 The element count is not stored here: the caller knows it from the tensor's shape.
@@ -17,12 +28,15 @@ import numpy as np
 from nnr.errors import CorruptionError
 
 from .bytestream import ByteReader, ByteWriter, encode_varints
-from .entropy import ans_decode, ans_encode, best_table, read_table, write_table
+from .entropy import GEOMETRIC, ans_decode, ans_encode, best_table, read_table, write_table
 
 MAX_K = 1 << 20
 """Largest alphabet half-width a stream may declare."""
 
+MAX_FINE_BITS = 16
 MAX_LEVEL = (1 << 31) - 1
+FINE_BITS_TOLERANCE = 0.003
+"""The encoder takes the most fine bits that cost at most this fraction more than none."""
 
 
 def choose_k(mags: np.ndarray) -> int:
@@ -37,47 +51,104 @@ def choose_k(mags: np.ndarray) -> int:
     return int(min(top, max(255, 2 * q), 4095))
 
 
-def encode_levels(levels: np.ndarray, k: int | None = None) -> bytes:
+def _coarse_range(k: int, s: int) -> tuple[int, int]:
+    return (-k) >> s, k >> s
+
+
+def _coarse_symbols(q: np.ndarray, esc: np.ndarray, k: int, s: int) -> np.ndarray:
+    lo, hi = _coarse_range(k, s)
+    return np.where(esc, hi - lo + 1, (q >> s) - lo).astype(np.int32)
+
+
+def choose_fine_bits(q: np.ndarray, esc: np.ndarray, k: int) -> int:
+    """Most raw fine bits whose estimated cost is within FINE_BITS_TOLERANCE of none."""
+    def cost(s: int) -> float:
+        sym = _coarse_symbols(q, esc, k, s)
+        counts = np.bincount(sym).astype(np.float64)
+        p = counts[counts > 0] / sym.size
+        return float(-(counts[counts > 0] * np.log2(p)).sum()) + s * float(np.count_nonzero(~esc))
+
+    if q.size < 4096 or k < 8:
+        return 0
+    base = cost(0)
+    best = 0
+    for s in range(1, min(MAX_FINE_BITS, k.bit_length()) + 1):
+        if cost(s) > base * (1 + FINE_BITS_TOLERANCE):
+            break
+        best = s
+    return best
+
+
+def encode_levels(levels: np.ndarray, k: int | None = None, fine_bits: int | None = None) -> bytes:
     """Code an int array of levels; returns the level block."""
     q = np.ascontiguousarray(levels, dtype=np.int64).ravel()
     mags = np.abs(q)
     if k is None:
         k = choose_k(mags)
     esc = mags > k
-    symbols = np.where(esc, 2 * k + 1, q + k).astype(np.int32)
-    counts = np.bincount(symbols, minlength=2 * k + 2)
-    kind, params, _ = best_table(counts, k)
+    s = choose_fine_bits(q, esc, k) if fine_bits is None else fine_bits
+    lo, hi = _coarse_range(k, s)
+    n_sym = hi - lo + 2
+    symbols = _coarse_symbols(q, esc, k, s)
+    counts = np.bincount(symbols, minlength=n_sym)
+    kind, params, _ = best_table(counts, (n_sym - 2) // 2, allow_geometric=(s == 0))
     w = ByteWriter()
     w.varint(k)
-    write_table(w, kind, params)
+    w.u8(s)
+    table = ByteWriter()
+    write_table(table, kind, params)
+    w.raw(table.getvalue())
     escaped = q[esc]
     w.varint(int(escaped.size))
     w.raw(encode_varints(((np.abs(escaped) - k - 1) << 1) | (escaped < 0)))
-    words = ans_encode(symbols, read_table(ByteReader(_table_bytes(kind, params)), 2 * k + 2))
+    if s:
+        fine = (q[~esc] & ((1 << s) - 1)).astype(np.uint32)
+        bits = ((fine[:, None] >> np.arange(s, dtype=np.uint32)) & 1).astype(np.uint8)
+        packed = np.packbits(bits.ravel(), bitorder="little").tobytes()
+    else:
+        packed = b""
+    w.varint(len(packed))
+    w.raw(packed)
+    words = ans_encode(symbols, read_table(ByteReader(table.getvalue()), n_sym))
     w.varint(int(words.size))
     w.raw(words.astype("<u4").tobytes())
-    return w.getvalue()
-
-
-def _table_bytes(kind: int, params) -> bytes:
-    w = ByteWriter()
-    write_table(w, kind, params)
     return w.getvalue()
 
 
 def decode_levels(r: ByteReader, count: int) -> np.ndarray:
     """Read one level block for ``count`` elements; returns int64 levels."""
     k = r.varint(MAX_K)
-    freqs = read_table(r, 2 * k + 2)
+    s = r.u8()
+    if s > MAX_FINE_BITS:
+        raise CorruptionError(f"level block declares {s} fine bits (limit {MAX_FINE_BITS})")
+    lo, hi = _coarse_range(k, s)
+    n_sym = hi - lo + 2
+    freqs = read_table(r, n_sym, allow_geometric=(s == 0))
     n_esc = r.varint(count)
     escapes = r.varints(n_esc)
+    n_fine = r.varint()
+    if n_fine != ((count - n_esc) * s + 7) // 8:
+        raise CorruptionError(f"level block holds {n_fine} fine-bit bytes, expected "
+                              f"{((count - n_esc) * s + 7) // 8}")
+    packed = r.raw(n_fine)
     n_words = r.varint()
     if n_words * 4 > r.remaining:
         raise CorruptionError(f"level block declares {n_words} words but only {r.remaining} bytes remain")
     words = r.array("<u4", n_words)
-    symbols = ans_decode(words, freqs, count).astype(np.int64)
-    levels = symbols - k
-    esc_pos = np.flatnonzero(symbols == 2 * k + 1)
+    symbols = ans_decode(words, freqs, count)
+    esc_mask = symbols == n_sym - 1
+    levels = symbols.astype(np.int64)
+    levels += lo
+    if s:
+        levels <<= s
+        bits = np.unpackbits(np.frombuffer(packed, dtype=np.uint8), count=(count - n_esc) * s,
+                             bitorder="little").reshape(-1, s)
+        fine = bits @ (1 << np.arange(s, dtype=np.int64))
+        if n_esc:
+            levels[~esc_mask] |= fine
+        else:
+            levels |= fine
+    esc_pos = np.flatnonzero(esc_mask)
     if esc_pos.size != n_esc:
         raise CorruptionError(f"level block has {esc_pos.size} escape symbols but {n_esc} escape values")
     if n_esc:
