@@ -14,8 +14,9 @@ Layout of a level block (all little-endian):
     table                     codec.entropy.write_table over n = c_hi − c_lo + 2 symbols;
                               symbol = c − c_lo, escape = n − 1 (geometric tables need s = 0)
     varint n_escapes, then n_escapes varints u = 2·(|q| − K − 1) + (1 if q < 0 else 0)
-    varint n_fine_bytes, then the fine bits of non-escaped levels in order, s bits each,
-                              least significant first, packed little-endian bit order
+    varint n_fine_bytes, then s bit planes: plane j holds bit j of the fine part of every
+                              non-escaped level in order, packed 8 per byte (first level in
+                              the least significant bit), ceil(m / 8) bytes per plane
     varint n_words, then n_words uint32 ANS words
 
 The element count is not stored here: the caller knows it from the tensor's shape.
@@ -60,16 +61,23 @@ def _coarse_symbols(q: np.ndarray, esc: np.ndarray, k: int, s: int) -> np.ndarra
     return np.where(esc, hi - lo + 1, (q >> s) - lo).astype(np.int32)
 
 
-def choose_fine_bits(q: np.ndarray, esc: np.ndarray, k: int) -> int:
-    """Most raw fine bits whose estimated cost is within FINE_BITS_TOLERANCE of none."""
-    def cost(s: int) -> float:
-        sym = _coarse_symbols(q, esc, k, s)
-        counts = np.bincount(sym).astype(np.float64)
-        p = counts[counts > 0] / sym.size
-        return float(-(counts[counts > 0] * np.log2(p)).sum()) + s * float(np.count_nonzero(~esc))
+def choose_fine_bits(level_counts: np.ndarray, n_escapes: int, k: int) -> int:
+    """Most raw fine bits whose estimated cost is within FINE_BITS_TOLERANCE of none.
 
-    if q.size < 4096 or k < 8:
+    ``level_counts[i]`` counts level i − k for |level| ≤ k."""
+    n_plain = int(level_counts.sum())
+    if n_plain + n_escapes < 4096 or k < 8:
         return 0
+
+    def cost(s: int) -> float:
+        lo, hi = _coarse_range(k, s)
+        edges = (np.arange(lo, hi + 1) << s) + k
+        coarse = np.add.reduceat(level_counts, np.maximum(edges, 0)).astype(np.float64)
+        coarse = np.append(coarse[coarse > 0], n_escapes)
+        coarse = coarse[coarse > 0]
+        total = coarse.sum()
+        return float(-(coarse * np.log2(coarse / total)).sum()) + s * n_plain
+
     base = cost(0)
     best = 0
     for s in range(1, min(MAX_FINE_BITS, k.bit_length()) + 1):
@@ -86,7 +94,12 @@ def encode_levels(levels: np.ndarray, k: int | None = None, fine_bits: int | Non
     if k is None:
         k = choose_k(mags)
     esc = mags > k
-    s = choose_fine_bits(q, esc, k) if fine_bits is None else fine_bits
+    if fine_bits is None:
+        n_esc = int(np.count_nonzero(esc))
+        plain = q[~esc] if n_esc else q
+        s = choose_fine_bits(np.bincount(plain + k, minlength=2 * k + 1), n_esc, k)
+    else:
+        s = fine_bits
     lo, hi = _coarse_range(k, s)
     n_sym = hi - lo + 2
     symbols = _coarse_symbols(q, esc, k, s)
@@ -101,12 +114,9 @@ def encode_levels(levels: np.ndarray, k: int | None = None, fine_bits: int | Non
     escaped = q[esc]
     w.varint(int(escaped.size))
     w.raw(encode_varints(((np.abs(escaped) - k - 1) << 1) | (escaped < 0)))
-    if s:
-        fine = (q[~esc] & ((1 << s) - 1)).astype(np.uint32)
-        bits = ((fine[:, None] >> np.arange(s, dtype=np.uint32)) & 1).astype(np.uint8)
-        packed = np.packbits(bits.ravel(), bitorder="little").tobytes()
-    else:
-        packed = b""
+    plain = q[~esc] if escaped.size else q
+    packed = b"".join(np.packbits(((plain >> j) & 1).astype(np.uint8), bitorder="little").tobytes()
+                      for j in range(s))
     w.varint(len(packed))
     w.raw(packed)
     words = ans_encode(symbols, read_table(ByteReader(table.getvalue()), n_sym))
@@ -127,9 +137,10 @@ def decode_levels(r: ByteReader, count: int) -> np.ndarray:
     n_esc = r.varint(count)
     escapes = r.varints(n_esc)
     n_fine = r.varint()
-    if n_fine != ((count - n_esc) * s + 7) // 8:
-        raise CorruptionError(f"level block holds {n_fine} fine-bit bytes, expected "
-                              f"{((count - n_esc) * s + 7) // 8}")
+    n_plain = count - n_esc
+    plane_bytes = (n_plain + 7) // 8
+    if n_fine != s * plane_bytes:
+        raise CorruptionError(f"level block holds {n_fine} fine-bit bytes, expected {s * plane_bytes}")
     packed = r.raw(n_fine)
     n_words = r.varint()
     if n_words * 4 > r.remaining:
@@ -141,9 +152,10 @@ def decode_levels(r: ByteReader, count: int) -> np.ndarray:
     levels += lo
     if s:
         levels <<= s
-        bits = np.unpackbits(np.frombuffer(packed, dtype=np.uint8), count=(count - n_esc) * s,
-                             bitorder="little").reshape(-1, s)
-        fine = bits @ (1 << np.arange(s, dtype=np.int64))
+        planes = np.frombuffer(packed, dtype=np.uint8).reshape(s, plane_bytes)
+        fine = np.zeros(n_plain, dtype=np.int64)
+        for j in range(s):
+            fine |= np.unpackbits(planes[j], count=n_plain, bitorder="little").astype(np.int64) << j
         if n_esc:
             levels[~esc_mask] |= fine
         else:

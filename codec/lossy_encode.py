@@ -9,7 +9,7 @@ import numpy as np
 from .bytestream import ByteWriter
 from .levelcode import MAX_LEVEL, encode_levels
 from .lossy_decode import FLAG_PER_CHANNEL, MAX_SHIFT, dequantize, step_values
-from .quantize import centroid_offset, deadzone_quantize, magnitude_bits, rdo_quantize
+from .quantize import bits_from_counts, deadzone_quantize, magnitude_bits, rdo_quantize
 
 
 class LevelOverflow(ValueError):
@@ -44,7 +44,7 @@ def dyadic_steps(steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def encode_lossy(x: np.ndarray, steps: np.ndarray | float, lam: float = 0.1,
-                 iterations: int = 2, out_dtype: np.dtype = np.dtype(np.float32)) -> LossyResult:
+                 iterations: int = 1, out_dtype: np.dtype = np.dtype(np.float32)) -> LossyResult:
     """Quantize ``x`` with the given step (scalar, or one per axis-0 slice) and code it.
 
     Levels are decided by rate–distortion optimisation with Lagrangian ``lam``·step² and an
@@ -65,12 +65,14 @@ def encode_lossy(x: np.ndarray, steps: np.ndarray | float, lam: float = 0.1,
     if a.size and not float(a.max()) < MAX_LEVEL - 2:
         raise LevelOverflow(f"values reach {float(a.max()):.3g} steps; levels are limited to {MAX_LEVEL}")
     mags = deadzone_quantize(a, 0.5)
+    kmax = int(min(max(mags.max(initial=0), 1), 4096)) + 1
+    bits = magnitude_bits(mags, kmax)
     theta = 0.0
     for _ in range(iterations):
-        kmax = int(min(max(mags.max(initial=0), 1), 4096)) + 1
-        bits = magnitude_bits(mags, kmax)
-        mags = rdo_quantize(a, theta, lam, bits)
-        theta = centroid_offset(a, mags)
+        mags, counts, excess = rdo_quantize(a, theta, lam, bits)
+        n_nonzero = mags.size - int(counts[0])
+        theta = min(max(excess / n_nonzero, 0.0), 0.5) if n_nonzero else 0.0
+        bits = bits_from_counts(counts)
     theta_int = int(min(round(theta * 256), 255))
     levels = np.where(flat < 0, -mags, mags)
     w = ByteWriter()

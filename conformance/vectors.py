@@ -38,6 +38,7 @@ def cases() -> dict:
         "mlp_fp64_lossless": (lambda: mlp(dtype=TensorProto.DOUBLE), {"lossless": True}),
         "constants_subgraphs": (lambda: constants_and_subgraphs(), {}),
         "per_tensor_uniform": (lambda: mlp(seed=3), {"step_rule": "uniform", "qp": -30.0}),
+        "per_channel": (lambda: mlp(seed=4), {"step_rule": "channel"}),
     }
 
 

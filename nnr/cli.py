@@ -68,8 +68,9 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--qp", type=float, default=None,
                    help="quality parameter (default -32); larger is smaller and coarser")
     p.add_argument("--lossless", action="store_true", help="bit-exact floats (byte-plane coding)")
-    p.add_argument("--step-rule", choices=("channel", "scale", "uniform"), default=None,
-                   help="per output channel (default), per tensor, or one absolute step for all")
+    p.add_argument("--step-rule", choices=("scale", "channel", "uniform"), default=None,
+                   help="steps relative to each tensor's scale (default), to each output "
+                        "channel's, or one absolute step for all tensors (NNC-like)")
     p.add_argument("--size-exponent", type=float, default=None,
                    help="steps grow as (tensor size / 4096)**x (default 0.5; 0 disables)")
     p.add_argument("--rdo-lambda", type=float, default=None,

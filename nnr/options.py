@@ -19,8 +19,8 @@ class EncoderOptions:
     qp: quality parameter; the base step is 2**(qp/4) times the tensor's (or channel's)
         Laplace scale mean|w|, so qp −4 halves every step (≈ +1 bit/weight, +6 dB).
     lossless: keep every float bit (byte-plane entropy coding) instead of quantizing.
-    step_rule: how steps adapt per tensor: ``channel`` (per output channel), ``scale``
-        (per tensor) or ``uniform`` (one absolute step for all tensors, qp as in NNC).
+    step_rule: how steps adapt: ``scale`` (per tensor, the default), ``channel`` (per
+        output channel) or ``uniform`` (one absolute step for all tensors, qp as in NNC).
     vector_qp: qp offset for 1-D tensors (biases, normalisation): finer, they are sensitive.
     rdo_lambda: Lagrangian of the rate–distortion decisions, in step² per bit; 0 is plain
         deadzone rounding, larger trades more distortion for fewer bits.
@@ -31,7 +31,7 @@ class EncoderOptions:
 
     qp: float = -32.0
     lossless: bool = False
-    step_rule: str = "channel"
+    step_rule: str = "scale"
     vector_qp: float = -12.0
     size_exponent: float = 0.5
     rdo_lambda: float = 0.1
