@@ -126,7 +126,7 @@ def encode_levels(levels: np.ndarray, k: int | None = None, fine_bits: int | Non
 
 
 def decode_levels(r: ByteReader, count: int) -> np.ndarray:
-    """Read one level block for ``count`` elements; returns int64 levels."""
+    """Read one level block for ``count`` elements; returns int32 levels."""
     k = r.varint(MAX_K)
     s = r.u8()
     if s > MAX_FINE_BITS:
@@ -148,14 +148,14 @@ def decode_levels(r: ByteReader, count: int) -> np.ndarray:
     words = r.array("<u4", n_words)
     symbols = ans_decode(words, freqs, count)
     esc_mask = symbols == n_sym - 1
-    levels = symbols.astype(np.int64)
+    levels = symbols.astype(np.int32, copy=False)
     levels += lo
     if s:
         levels <<= s
         planes = np.frombuffer(packed, dtype=np.uint8).reshape(s, plane_bytes)
-        fine = np.zeros(n_plain, dtype=np.int64)
-        for j in range(s):
-            fine |= np.unpackbits(planes[j], count=n_plain, bitorder="little").astype(np.int64) << j
+        fine = np.unpackbits(planes[0], count=n_plain, bitorder="little").astype(np.int32)
+        for j in range(1, s):
+            fine |= np.unpackbits(planes[j], count=n_plain, bitorder="little").astype(np.int32) << j
         if n_esc:
             levels[~esc_mask] |= fine
         else:
@@ -166,6 +166,6 @@ def decode_levels(r: ByteReader, count: int) -> np.ndarray:
     if n_esc:
         if np.any(escapes >> np.uint64(1) > np.uint64(MAX_LEVEL - k - 1)):
             raise CorruptionError("escaped level out of range")
-        mags = (escapes >> np.uint64(1)).astype(np.int64) + k + 1
+        mags = ((escapes >> np.uint64(1)).astype(np.int64) + k + 1).astype(np.int32)
         levels[esc_pos] = np.where(escapes & np.uint64(1), -mags, mags)
     return levels

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import statistics
 import sys
@@ -64,6 +65,7 @@ def bench_model(item: dict, repeat: int) -> list[dict]:
     import zstandard
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    logging.getLogger().setLevel(logging.ERROR)  # quantize_dynamic logs per-tensor warnings
     path = item["path"]
     model = onnx.load(path)
     n_weights, f32_bytes = float_weights(model)
