@@ -9,8 +9,11 @@ A rule turns it into per-tensor or per-channel steps:
 * ``channel``: step = base · b_c per output channel (axis 0), for tensors whose
   channels differ in scale, e.g. convolutions with folded batch normalisation.
 
-Vectors (biases, normalisation parameters) are few but sensitive: they get ``vector_qp``
-steps finer (see :func:`steps_for`).
+With ``size_exponent`` α > 0 the relative rules multiply the step of a tensor of n weights
+by max((n/4096)**α, 1/8): minimising total output distortion at a given rate, when each
+layer's relative noise counts equally, gives step² ∝ n, i.e. α = 1/2. Vectors (biases,
+normalisation parameters) are few but sensitive: they skip the size factor and use qp +
+``vector_qp`` instead (see :func:`steps_for`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 
 RULES = ("uniform", "scale", "channel")
 REFERENCE_SIZE = 4096
+MIN_SIZE_FACTOR = 0.125
 _TINY = 1e-30
 
 
@@ -32,8 +36,8 @@ def base_step(qp: float) -> float:
 
 
 def size_factor(n: int, exponent: float) -> float:
-    """(n / REFERENCE_SIZE)**exponent: larger tensors get coarser steps (see module doc)."""
-    return float((max(n, 1) / REFERENCE_SIZE) ** exponent)
+    """(n / REFERENCE_SIZE)**exponent, at least 1/8: larger tensors get coarser steps."""
+    return max(float((max(n, 1) / REFERENCE_SIZE) ** exponent), MIN_SIZE_FACTOR)
 
 
 def steps_for(x: np.ndarray, qp: float, rule: str, vector_qp: float = -8.0,
@@ -44,7 +48,7 @@ def steps_for(x: np.ndarray, qp: float, rule: str, vector_qp: float = -8.0,
     if x.ndim <= 1:
         qp = qp + vector_qp
     step = base_step(qp)
-    if rule != "uniform":
+    if rule != "uniform" and x.ndim > 1:
         step *= size_factor(x.size, size_exponent)
     if rule == "uniform":
         return np.array([step])

@@ -111,6 +111,8 @@ def cost_bits(counts: np.ndarray, freqs: np.ndarray) -> float:
     """Ideal code length in bits of symbols with these counts under this table."""
     freqs = np.asarray(freqs, dtype=np.float64)
     used = counts > 0
+    if not np.any(used):
+        return 0.0
     if np.any(freqs[used] <= 0):
         floor = freqs.sum() / (1 << 24)
         freqs = np.maximum(freqs, floor)

@@ -49,15 +49,16 @@ def _demo(qp: float | None, keep: Path | None) -> int:
         out_dir = keep or Path(tmp)
         out_dir.mkdir(parents=True, exist_ok=True)
         nnr_path, onnx_path = out_dir / "efficientnet_lite0.nnr", out_dir / "efficientnet_lite0.decoded.onnx"
-        argv = [str(MODEL), "-o", str(nnr_path)] + ([] if qp is None else ["--qp", str(qp)])
+        argv = [str(MODEL), "-o", str(nnr_path), "-q"] + ([] if qp is None else ["--qp", str(qp)])
         t0 = time.perf_counter()
         if encode_main(argv):
             return 1
         t1 = time.perf_counter()
-        if decode_main([str(nnr_path), "-o", str(onnx_path)]):
+        if decode_main([str(nnr_path), "-o", str(onnx_path), "-q"]):
             return 1
         t2 = time.perf_counter()
-        x, y = crops(labelled_photos(PHOTOS))
+        photos = labelled_photos(PHOTOS)
+        x, y = crops(photos)
         rep = compare_classifiers(str(MODEL), str(onnx_path), {"image": x}, y)
         src, packed = MODEL.stat().st_size, nnr_path.stat().st_size
         print(f"model            {MODEL.relative_to(ROOT)}")
@@ -65,7 +66,7 @@ def _demo(qp: float | None, keep: Path | None) -> int:
         print(f".nnr size        {packed:>10,d} bytes  ({packed / src:.1%} of the original, "
               f"{src / packed:.2f}x smaller)")
         print(f"encode / decode  {t1 - t0:.1f} s / {t2 - t1:.1f} s")
-        print(f"inputs           {rep.n_inputs} crops of {len(set(y.tolist()))} labelled photos")
+        print(f"inputs           {rep.n_inputs} crops of {len(photos)} labelled photos")
         print(f"top-1 accuracy   original {rep.accuracy_original:.1%}, decoded {rep.accuracy_decoded:.1%}")
         print(f"top-1 agreement  {rep.agreement:.1%} (decoded vs original)")
         print(f"output SNR       {rep.output_snr_db:.1f} dB")

@@ -32,7 +32,7 @@ class EncoderOptions:
     qp: float = -32.0
     lossless: bool = False
     step_rule: str = "scale"
-    vector_qp: float = -12.0
+    vector_qp: float = -4.0
     size_exponent: float = 0.5
     rdo_lambda: float = 0.1
     min_elements: int = 16
