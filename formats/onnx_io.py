@@ -20,7 +20,7 @@ from onnx import AttributeProto, GraphProto, ModelProto, TensorProto, numpy_help
 
 from nnr.errors import InputError
 
-from .atomic import atomic_writer
+from .fileio import atomic_writer, read_input
 
 STORAGE_DTYPES = {
     TensorProto.FLOAT: "<f4",
@@ -62,15 +62,7 @@ def read_model(src: str | os.PathLike | bytes | ModelProto) -> tuple[ModelProto,
     if isinstance(src, (bytes, bytearray, memoryview)):
         return _parse(bytes(src), "<bytes>"), None
     path = Path(src)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, expected an .onnx file")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from exc
-    return _parse(data, str(path)), path.parent
+    return _parse(read_input(path, "an .onnx file"), str(path)), path.parent
 
 
 def _parse(data: bytes, what: str) -> ModelProto:

@@ -84,7 +84,7 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
     def run() -> int:
         from .encoder import encode
         from .options import EncoderOptions
-        from formats.atomic import write_bytes_atomic
+        from formats.fileio import write_bytes_atomic
 
         kw = {k: v for k, v in (("qp", args.qp), ("step_rule", args.step_rule),
                                  ("size_exponent", args.size_exponent),

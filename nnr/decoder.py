@@ -8,31 +8,23 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 from onnx import ModelProto, TensorProto
 
-from formats.container import CODING_NAMES, Container, TensorUnit, read_container, read_tensor_unit
+from formats.container import CODING_LOSSY, CODING_NAMES, Container, TensorUnit, read_container, read_tensor_unit
+from formats.fileio import read_input
 from formats.onnx_io import Slot, fill_tensor, save_model, tensor_slots
 
-from .errors import CorruptionError, FormatError, InputError
+from .errors import CorruptionError, FormatError
 from .tensorcodec import decode_unit, unit_array
 
 
 def _read_source(src: str | os.PathLike | bytes | memoryview) -> bytes | memoryview:
     if isinstance(src, (bytes, bytearray, memoryview)):
         return src
-    path = Path(src)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, expected an .nnr file")
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from exc
+    return read_input(src, "an .nnr file")
 
 
 class NnrFile:
@@ -105,7 +97,7 @@ class NnrFile:
 
 
 def _step_of(unit: TensorUnit) -> float | None:
-    from formats.container import CODING_LOSSY
+    """The step of a per-tensor lossy body (header bytes: flags, theta, exponent, mantissa)."""
     if unit.coding != CODING_LOSSY or len(unit.body) < 5:
         return None
     exponent = int.from_bytes(unit.body[2:4], "little", signed=True)

@@ -14,3 +14,16 @@ PHOTOS = ROOT / "conformance" / "data" / "imagenet"
 @pytest.fixture(scope="session")
 def effnet_path() -> Path:
     return EFFNET
+
+
+def skeleton(model) -> bytes:
+    """The model serialised with every tensor's data stripped: all that must survive exactly."""
+    import onnx
+
+    from formats.onnx_io import strip_tensor, tensor_slots
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for s in tensor_slots(m):
+        strip_tensor(s.tensor)
+    return m.SerializeToString()

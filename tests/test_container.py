@@ -68,3 +68,28 @@ def test_random_access_reader(small_nnr):
     assert f.metadata()["options"]["qp"] == nnr.EncoderOptions().qp
     with pytest.raises(KeyError):
         f.get_tensor("nope")
+
+
+def test_huge_declared_tensor_in_a_tiny_file_is_refused_before_allocating():
+    """A valid-CRC unit claiming 2**36 float32 elements in a few bytes of body."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    huge = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[2**18, 2**18])
+    graph = helper.make_graph([], "g", [], [], [huge])
+    model = helper.make_model(graph)
+    body = bytes([0, 0, 0, 0, 128]) + b"\x00" * 8
+    unit = TensorUnit(0, "w", TensorProto.FLOAT, (2**18, 2**18), 2, body)
+    data = write_container({}, model.SerializeToString(), [unit])
+    with pytest.raises(CorruptionError, match="refusing to allocate"):
+        nnr.decode(data)
+    assert isinstance(model, onnx.ModelProto)
+
+
+def test_tensor_unit_that_does_not_match_its_graph_slot_is_refused(small_nnr):
+    f = nnr.open(small_nnr)
+    units = list(f.units())
+    units[0].dims = (3, 3)
+    data = write_container(f.metadata(), read_container(small_nnr).graph, units)
+    with pytest.raises(CorruptionError, match="does not match its place"):
+        nnr.decode(data)

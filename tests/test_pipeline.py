@@ -11,16 +11,9 @@ from onnx import TensorProto, numpy_helper
 
 import nnr
 from conformance.toy_models import constants_and_subgraphs, mlp
-from formats.onnx_io import strip_tensor, tensor_slots
+from formats.onnx_io import tensor_slots
 from nnr.errors import UnsupportedModelError
-
-
-def _skeleton(model: onnx.ModelProto) -> bytes:
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    for s in tensor_slots(m):
-        strip_tensor(s.tensor)
-    return m.SerializeToString()
+from tests.conftest import skeleton
 
 
 def _arrays(model):
@@ -33,7 +26,7 @@ def test_lossy_round_trip_keeps_graph_and_dtypes(dtype):
     model = mlp(dtype=dtype)
     decoded = nnr.decode(nnr.encode(model))
     onnx.checker.check_model(decoded, full_check=True)
-    assert _skeleton(decoded) == _skeleton(model)
+    assert skeleton(decoded) == skeleton(model)
     before, after = _arrays(model), _arrays(decoded)
     for path, a in before.items():
         b = after[path]
@@ -68,7 +61,7 @@ def test_constants_and_if_subgraphs_are_coded_and_restored():
     assert {"w_in_value", "then_w_value", "else_w_value", "b_in_value"} <= set(names)
     decoded = nnr.decode(data)
     onnx.checker.check_model(decoded, full_check=True)
-    assert _skeleton(decoded) == _skeleton(model)
+    assert skeleton(decoded) == skeleton(model)
     x = np.random.default_rng(1).standard_normal((3, 8)).astype(np.float32)
     for flag in (True, False):
         feed = {"x": x, "flag": np.array(flag)}
@@ -113,7 +106,7 @@ def test_external_data_in_and_out(tmp_path):
     assert (tmp_path / "out.onnx.data").exists()
     reloaded = onnx.load(tmp_path / "out.onnx")
     onnx.checker.check_model(str(tmp_path / "out.onnx"))
-    assert _skeleton(reloaded) == _skeleton(model)
+    assert skeleton(reloaded) == skeleton(model)
     lossless = nnr.decode(nnr.encode(src, lossless=True))
     for a, b in zip(tensor_slots(model), tensor_slots(lossless)):
         assert numpy_helper.to_array(a.tensor).tobytes() == numpy_helper.to_array(b.tensor).tobytes()

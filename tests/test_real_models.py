@@ -13,18 +13,10 @@ import pytest
 
 import nnr
 from conformance.corpus import model_path
-from formats.onnx_io import strip_tensor, tensor_slots
+from formats.onnx_io import tensor_slots
 from nnr.fidelity import run, session, top1_agreement
 from nnr.images import crops, labelled_photos
-from tests.conftest import PHOTOS
-
-
-def _skeleton(model: onnx.ModelProto) -> bytes:
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    for s in tensor_slots(m):
-        strip_tensor(s.tensor)
-    return m.SerializeToString()
+from tests.conftest import PHOTOS, skeleton
 
 
 SENTENCES = ("Compressed networks keep their accuracy.", "The decoder is bit exact on every platform.",
@@ -72,7 +64,7 @@ def test_silero_vad_weights_in_if_subgraphs():
                for p in (s.path for s in tensor_slots(original)))
     decoded = nnr.decode(data)
     onnx.checker.check_model(decoded)
-    assert _skeleton(decoded) == _skeleton(original)
+    assert skeleton(decoded) == skeleton(original)
     audio = _speech()
     ref = _vad_probs(session(str(path)), audio)
     out = _vad_probs(session(decoded), audio)
@@ -89,7 +81,7 @@ def test_ppocr_classifier_weights_in_constant_nodes():
     assert len(data) < 0.4 * path.stat().st_size  # small tensors: the default keeps ~38 dB output SNR
     decoded = nnr.decode(data)
     onnx.checker.check_model(decoded)
-    assert _skeleton(decoded) == _skeleton(original)
+    assert skeleton(decoded) == skeleton(original)
     x, _ = crops(labelled_photos(PHOTOS), size=48, n_crops=2)
     x = np.concatenate([x, x], axis=3)[:, :, :, :192 // 2 * 2]  # 48×96 → widen to 48×192
     x = np.concatenate([x, x], axis=3)[:, :, :, :192]

@@ -1,4 +1,4 @@
-"""Atomic file output: write to a temporary file beside the target, then rename."""
+"""File I/O at the edges: input files read with clear errors, outputs written atomically."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from nnr.errors import OutputError
+from nnr.errors import InputError, OutputError
 
 
 @contextlib.contextmanager
@@ -41,3 +41,16 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     with atomic_writer(path) as fh:
         fh.write(data)
+
+
+def read_input(src: str | os.PathLike, kind: str) -> bytes:
+    """Bytes of a user-supplied file; missing, directory or unreadable is an InputError."""
+    path = Path(src)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected {kind}")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from exc
