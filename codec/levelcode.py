@@ -48,7 +48,8 @@ def choose_k(mags: np.ndarray) -> int:
     top = int(mags.max())
     if top <= 255:
         return top
-    q = int(np.quantile(mags, 0.9999))
+    counts = np.bincount(np.minimum(mags, 4096))
+    q = int(np.searchsorted(np.cumsum(counts), 0.9999 * mags.size))
     return int(min(top, max(255, 2 * q), 4095))
 
 
@@ -115,8 +116,8 @@ def encode_levels(levels: np.ndarray, k: int | None = None, fine_bits: int | Non
     w.varint(int(escaped.size))
     w.raw(encode_varints(((np.abs(escaped) - k - 1) << 1) | (escaped < 0)))
     plain = q[~esc] if escaped.size else q
-    packed = b"".join(np.packbits(((plain >> j) & 1).astype(np.uint8), bitorder="little").tobytes()
-                      for j in range(s))
+    fine = (plain & ((1 << s) - 1)).astype(np.uint16 if s > 8 else np.uint8)
+    packed = b"".join(np.packbits((fine >> j) & 1, bitorder="little").tobytes() for j in range(s))
     w.varint(len(packed))
     w.raw(packed)
     words = ans_encode(symbols, read_table(ByteReader(table.getvalue()), n_sym))

@@ -9,7 +9,7 @@ import numpy as np
 from .bytestream import ByteWriter
 from .levelcode import MAX_LEVEL, encode_levels
 from .lossy_decode import FLAG_PER_CHANNEL, MAX_SHIFT, dequantize, step_values
-from .quantize import bits_from_counts, deadzone_quantize, magnitude_bits, rdo_quantize
+from .quantize import bits_from_counts, laplace_bits, rdo_quantize, scaled_stats
 
 
 class LevelOverflow(ValueError):
@@ -56,25 +56,19 @@ def encode_lossy(x: np.ndarray, steps: np.ndarray | float, lam: float = 0.1,
     per_channel = steps.size > 1
     mant, shifts, exponent = dyadic_steps(steps)
     exact_steps = step_values(mant, exponent - shifts)
-    if per_channel:
-        elem_step = np.broadcast_to(exact_steps.reshape((-1,) + (1,) * (x.ndim - 1)), shape).ravel()
-    else:
-        elem_step = exact_steps[0]
-    flat = x.ravel()
-    a = np.abs(flat) / elem_step
-    if a.size and not float(a.max()) < MAX_LEVEL - 2:
-        raise LevelOverflow(f"values reach {float(a.max()):.3g} steps; levels are limited to {MAX_LEVEL}")
-    mags = deadzone_quantize(a, 0.5)
-    kmax = int(min(max(mags.max(initial=0), 1), 4096)) + 1
-    bits = magnitude_bits(mags, kmax)
+    inner = x.size // steps.size if steps.size > 1 else max(x.size, 1)
+    inv_steps = 1.0 / exact_steps
+    top, mean = scaled_stats(x, inv_steps, inner)
+    if not top < MAX_LEVEL - 2:
+        raise LevelOverflow(f"values reach {top:.3g} steps; levels are limited to {MAX_LEVEL}")
+    bits = laplace_bits(mean if x.size else 1.0, int(min(max(top, 1.0), 4096.0)) + 1)
     theta = 0.0
     for _ in range(iterations):
-        mags, counts, excess = rdo_quantize(a, theta, lam, bits)
-        n_nonzero = mags.size - int(counts[0])
+        levels, counts, excess = rdo_quantize(x, inv_steps, inner, theta, lam, bits)
+        n_nonzero = levels.size - int(counts[0])
         theta = min(max(excess / n_nonzero, 0.0), 0.5) if n_nonzero else 0.0
         bits = bits_from_counts(counts)
     theta_int = int(min(round(theta * 256), 255))
-    levels = np.where(flat < 0, -mags, mags)
     w = ByteWriter()
     w.u8(FLAG_PER_CHANNEL if per_channel else 0)
     w.u8(theta_int)

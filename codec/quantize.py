@@ -29,41 +29,64 @@ def deadzone_quantize(a: np.ndarray, delta: float = 0.5) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _rdo(a: np.ndarray, theta: float, lam: float, bits: np.ndarray):
+def _scaled_stats(x: np.ndarray, inv_steps: np.ndarray, inner: int):
+    top = 0.0
+    total = 0.0
+    for c in range(inv_steps.size):
+        inv = inv_steps[c]
+        for i in range(c * inner, min((c + 1) * inner, x.size)):
+            v = abs(x[i]) * inv
+            total += v
+            top = max(top, v)
+    return top, total / max(x.size, 1)
+
+
+def scaled_stats(x: np.ndarray, inv_steps: np.ndarray, inner: int) -> tuple[float, float]:
+    """(max, mean) of |x|/step, where element i uses inv_steps[i // inner]."""
+    return _scaled_stats(np.ascontiguousarray(x, dtype=np.float64).ravel(),
+                         np.ascontiguousarray(inv_steps, dtype=np.float64), int(max(inner, 1)))
+
+
+@numba.njit(cache=True, nogil=True)
+def _rdo(x: np.ndarray, inv_steps: np.ndarray, inner: int, theta: float, lam: float, bits: np.ndarray):
     kmax = bits.size - 1
-    out = np.empty(a.size, dtype=np.int64)
+    out = np.empty(x.size, dtype=np.int64)
     counts = np.zeros(kmax + 1, dtype=np.int64)
     excess = 0.0
     lam_zero = lam * bits[0]
-    for i in range(a.size):
-        v = a[i]
-        k = np.int64(v + theta)
-        lo = max(k, 1)
-        hi = k + 1
-        e_lo = v - (lo - theta)
-        e_hi = v - (hi - theta)
-        c_lo = e_lo * e_lo + lam * bits[min(lo, kmax)]
-        c_hi = e_hi * e_hi + lam * bits[min(hi, kmax)]
-        best_k = lo if c_lo < c_hi else hi
-        best_c = min(c_lo, c_hi)
-        best_k = 0 if v * v + lam_zero <= best_c else best_k
-        out[i] = best_k
-        counts[min(best_k, kmax)] += 1
-        excess += (best_k - v) if best_k > 0 else 0.0
+    for c in range(inv_steps.size):
+        inv = inv_steps[c]
+        for i in range(c * inner, min((c + 1) * inner, x.size)):
+            xi = x[i]
+            v = abs(xi) * inv
+            k = np.int64(v + theta)
+            lo = max(k, 1)
+            hi = k + 1
+            e_lo = v - (lo - theta)
+            e_hi = v - (hi - theta)
+            c_lo = e_lo * e_lo + lam * bits[min(lo, kmax)]
+            c_hi = e_hi * e_hi + lam * bits[min(hi, kmax)]
+            best_k = lo if c_lo < c_hi else hi
+            best_c = min(c_lo, c_hi)
+            best_k = 0 if v * v + lam_zero <= best_c else best_k
+            out[i] = -best_k if xi < 0 else best_k
+            counts[min(best_k, kmax)] += 1
+            excess += (best_k - v) if best_k > 0 else 0.0
     return out, counts, excess
 
 
-def rdo_quantize(a: np.ndarray, theta: float, lam: float, bits: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Magnitude levels minimising (a − r_k)² + lam·bits[k] over k ∈ {0, ⌊a+θ⌋, ⌊a+θ⌋+1}.
+def rdo_quantize(x: np.ndarray, inv_steps: np.ndarray, inner: int, theta: float, lam: float,
+                 bits: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Signed levels minimising (a − r_k)² + lam·bits[k] over k ∈ {0, ⌊a+θ⌋, ⌊a+θ⌋+1}.
 
-    ``a`` are magnitudes in step units (≥ 0), ``bits[k]`` the code length of magnitude k (the
-    last entry is used for every larger k, i.e. escapes), ``lam`` the Lagrangian in step²
-    units. Also returns the counts of each magnitude (clipped to the last entry) and the sum
-    of (k − a) over nonzero levels, from which the next rate model and offset follow.
+    a = |x_i|·inv_steps[i // inner] is the magnitude in step units; ``bits[k]`` the code
+    length of magnitude k (the last entry serves every larger k, i.e. escapes); ``lam`` the
+    Lagrangian in step² units. Also returns the count of each magnitude (clipped to the last
+    entry) and the sum of (k − a) over nonzero levels, for the next rate model and offset.
     """
-    return _rdo(np.ascontiguousarray(a, dtype=np.float64), float(theta), float(lam),
-                np.ascontiguousarray(bits, dtype=np.float64))
+    return _rdo(np.ascontiguousarray(x, dtype=np.float64).ravel(),
+                np.ascontiguousarray(inv_steps, dtype=np.float64), int(max(inner, 1)),
+                float(theta), float(lam), np.ascontiguousarray(bits, dtype=np.float64))
 
 
 def bits_from_counts(counts: np.ndarray) -> np.ndarray:
@@ -72,6 +95,18 @@ def bits_from_counts(counts: np.ndarray) -> np.ndarray:
     bits = -np.log2(c / c.sum())
     bits[1:] += 1.0
     return bits
+
+
+def laplace_bits(scale: float, kmax: int) -> np.ndarray:
+    """Code length (bits, sign included) of magnitudes 0..kmax under a Laplace source of
+    ``scale`` (in step units) quantized by rounding: the rate model before any counts exist."""
+    b = max(scale, 1e-3)
+    k = np.arange(kmax + 1, dtype=np.float64)
+    p = np.exp(-k / b) * (np.exp(0.5 / b) - np.exp(-0.5 / b))
+    p[0] = 1.0 - np.exp(-0.5 / b)
+    bits = -np.log2(np.maximum(p, 1e-300))
+    bits[1:] += 1.0
+    return np.minimum(bits, 64.0)
 
 
 def magnitude_bits(mags: np.ndarray, kmax: int) -> np.ndarray:
