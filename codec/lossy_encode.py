@@ -21,7 +21,6 @@ class LossyResult:
     """A coded body and what it cost and did (for reports)."""
 
     body: bytes
-    levels: np.ndarray
     reconstruction: np.ndarray
     step: float
     theta: int
@@ -81,4 +80,4 @@ def encode_lossy(x: np.ndarray, steps: np.ndarray | float, lam: float = 0.1,
         w.u8(int(mant[0]))
     w.raw(encode_levels(levels))
     recon = dequantize(levels, theta_int, exact_steps, shape, np.dtype(out_dtype))
-    return LossyResult(w.getvalue(), levels.reshape(shape), recon, float(exact_steps.max()), theta_int)
+    return LossyResult(w.getvalue(), recon, float(exact_steps.max()), theta_int)

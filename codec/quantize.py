@@ -1,4 +1,4 @@
-"""Encoder-side quantizers (numba): deadzone rounding and rate–distortion optimised levels.
+"""Encoder-side quantizer (numba): rate–distortion optimised deadzone levels.
 
 Levels index reconstruction points r_0 = 0 and r_k = k − theta (in units of the step)
 for k ≥ 1, mirrored for negative k; codec.lossy_decode holds the exact reconstruction.
@@ -8,24 +8,6 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-
-
-@numba.njit(cache=True, nogil=True)
-def _deadzone(a: np.ndarray, delta: float) -> np.ndarray:
-    out = np.empty(a.size, dtype=np.int64)
-    for i in range(a.size):
-        v = a[i]
-        if v < delta:
-            out[i] = 0
-        else:
-            out[i] = np.int64(np.ceil(v - delta))
-    return out
-
-
-def deadzone_quantize(a: np.ndarray, delta: float = 0.5) -> np.ndarray:
-    """Magnitude levels of scaled magnitudes ``a = |x|/step``: 0 inside the deadzone
-    |a| < delta, else ceil(a − delta). delta = 0.5 is midtread rounding."""
-    return _deadzone(np.ascontiguousarray(a, dtype=np.float64), float(delta))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -107,8 +89,3 @@ def laplace_bits(scale: float, kmax: int) -> np.ndarray:
     bits = -np.log2(np.maximum(p, 1e-300))
     bits[1:] += 1.0
     return np.minimum(bits, 64.0)
-
-
-def magnitude_bits(mags: np.ndarray, kmax: int) -> np.ndarray:
-    """Code length estimate (bits, sign included) of each magnitude 0..kmax from levels."""
-    return bits_from_counts(np.bincount(np.minimum(mags, kmax), minlength=kmax + 1))

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import onnx
 from google.protobuf.message import DecodeError
 from onnx import AttributeProto, GraphProto, ModelProto, TensorProto, numpy_helper
 

@@ -12,7 +12,6 @@ from codec.floatplanes import decode_float_planes, encode_float_planes
 from codec.levelcode import decode_levels, encode_levels
 from codec.lossy_decode import decode_lossy
 from codec.lossy_encode import LevelOverflow, dyadic_steps, encode_lossy
-from codec.quantize import deadzone_quantize
 from nnr.errors import CorruptionError
 
 shapes = hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=7)
@@ -85,11 +84,6 @@ def test_lossy_huge_outliers_are_escaped_exactly_enough():
     res = encode_lossy(x, 1.0, lam=0.0)
     out = decode_lossy(res.body, x.shape, np.dtype(np.float64))
     assert np.max(np.abs(out - x)) <= 1.0
-
-
-def test_deadzone_quantizer_formula():
-    a = np.array([0.0, 0.39, 0.41, 1.0, 1.4, 1.41, 7.9])
-    np.testing.assert_array_equal(deadzone_quantize(a, 0.4), [0, 0, 1, 1, 1, 2, 8])
 
 
 def test_dyadic_steps_are_exact_and_close():
