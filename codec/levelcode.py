@@ -29,7 +29,7 @@ import numpy as np
 from nnr.errors import CorruptionError
 
 from .bytestream import ByteReader, ByteWriter, encode_varints
-from .entropy import GEOMETRIC, ans_decode, ans_encode, best_table, read_table, write_table
+from .entropy import ans_decode, ans_encode, best_table, read_table, write_table
 
 MAX_K = 1 << 20
 """Largest alphabet half-width a stream may declare."""

@@ -28,7 +28,6 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
-from onnx import numpy_helper  # noqa: E402
 
 import nnr  # noqa: E402
 from formats.onnx_io import FLOAT_TYPES, tensor_slots  # noqa: E402
