@@ -11,10 +11,15 @@ import numpy as np
 FLOAT_FORMATS = {"float32": "<f4", "float16": "<f2", "bfloat16": "<u2", "float64": "<f8"}
 
 
+def bfloat16_values(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 bit patterns (uint16) → their exact float32 values."""
+    return (bits.astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
 def to_float64(storage: np.ndarray, fmt: str) -> np.ndarray:
     """Values of a storage array (bfloat16 given as uint16 bits) as float64."""
     if fmt == "bfloat16":
-        return (storage.astype(np.uint32) << np.uint32(16)).view(np.float32).astype(np.float64)
+        return bfloat16_values(storage).astype(np.float64)
     return storage.astype(np.float64)
 
 
@@ -36,3 +41,13 @@ def to_storage(values: np.ndarray, fmt: str) -> np.ndarray:
     if fmt == "bfloat16":
         return bfloat16_bits(values)
     return values.astype(FLOAT_FORMATS[fmt])
+
+
+def snr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    """10·log10(‖ref‖² / ‖ref − test‖²) in float64; +inf when identical, −inf for a zero signal."""
+    ref = np.asarray(reference, dtype=np.float64)
+    noise = float(np.sum((ref - np.asarray(test, dtype=np.float64)) ** 2))
+    if noise == 0:
+        return float("inf")
+    signal = float(np.sum(ref ** 2))
+    return 10.0 * float(np.log10(signal / noise)) if signal else float("-inf")

@@ -91,3 +91,12 @@ def decode_lossy(body: bytes | memoryview, shape: tuple[int, ...], out_dtype: np
     levels = decode_levels(r, count)
     r.expect_end()
     return dequantize(levels, theta, step_values(mantissas, exponent - shifts), tuple(shape), out_dtype)
+
+
+def lossy_step(body: bytes | memoryview) -> float | None:
+    """The step of a per-tensor lossy body, read from its header; None for per-channel steps."""
+    r = ByteReader(body, "lossy tensor body")
+    flags, _theta, exponent = r.u8(), r.u8(), r.i16()
+    if flags & FLAG_PER_CHANNEL:
+        return None
+    return float(step_values(np.array([r.u8()]), exponent)[0])

@@ -13,6 +13,7 @@ from typing import Iterator
 import numpy as np
 from onnx import ModelProto, TensorProto
 
+from codec.lossy_decode import lossy_step
 from formats.container import CODING_LOSSY, CODING_NAMES, Container, TensorUnit, read_container, read_tensor_unit
 from formats.fileio import read_input
 from formats.onnx_io import Slot, fill_tensor, save_model, tensor_slots
@@ -88,22 +89,12 @@ class NnrFile:
                 "dtype": TensorProto.DataType.Name(unit.dtype).lower(),
                 "shape": list(unit.dims),
                 "mode": CODING_NAMES[unit.coding],
-                "step": _step_of(unit),
+                "step": lossy_step(unit.body) if unit.coding == CODING_LOSSY else None,
                 "bytes": len(unit.body),
                 "bits_per_weight": 8.0 * len(unit.body) / max(unit.numel, 1),
                 "snr_db": None if math.isnan(unit.snr_db) else unit.snr_db,
             })
         return rows
-
-
-def _step_of(unit: TensorUnit) -> float | None:
-    """The step of a per-tensor lossy body (header bytes: flags, theta, exponent, mantissa)."""
-    if unit.coding != CODING_LOSSY or len(unit.body) < 5:
-        return None
-    exponent = int.from_bytes(unit.body[2:4], "little", signed=True)
-    if unit.body[0] & 1:
-        return None  # per-channel steps; no single value
-    return float(np.ldexp(float(unit.body[4]), exponent - 8))
 
 
 def _matching_slot(slots: list[Slot], unit: TensorUnit) -> Slot:

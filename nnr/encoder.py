@@ -9,7 +9,7 @@ import numpy as np
 from onnx import ModelProto
 
 from codec.allocation import steps_for
-from codec.floatcast import compute_dtype, to_float64, to_storage
+from codec.floatcast import compute_dtype, snr_db, to_float64, to_storage
 from codec.floatplanes import encode_float_planes
 from codec.lossy_encode import LevelOverflow, encode_lossy
 from formats.container import (CODING_FLOAT_LOSSLESS, CODING_LOSSY, CODING_RAW, TensorUnit,
@@ -23,17 +23,6 @@ from .options import EncoderOptions
 from .tensorcodec import FLOAT_FORMAT_OF
 
 Progress = Callable[[int, int, str], None]
-
-
-def snr_db(x: np.ndarray, y: np.ndarray) -> float:
-    """Signal-to-noise ratio of reconstruction y of x, in dB (inf when exact)."""
-    noise = float(np.sum((x - y) ** 2))
-    signal = float(np.sum(x ** 2))
-    if noise == 0:
-        return float("inf")
-    if signal == 0:
-        return float("-inf")
-    return 10.0 * float(np.log10(signal / noise))
 
 
 def _code_float(name: str, storage: np.ndarray, fmt: str, opts: EncoderOptions) -> tuple[int, bytes, float]:

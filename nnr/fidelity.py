@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from onnx import ModelProto
 
+from codec.floatcast import snr_db
+
 
 def session(model: ModelProto | bytes | str):
     """A CPU onnxruntime session for a ModelProto, serialised model or path."""
@@ -44,9 +46,7 @@ def top1_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 def output_snr_db(reference: np.ndarray, test: np.ndarray) -> float:
     """10·log10(‖ref‖² / ‖ref − test‖²) over all outputs; inf when identical."""
-    ref = reference.astype(np.float64)
-    noise = float(np.sum((ref - test.astype(np.float64)) ** 2))
-    return float("inf") if noise == 0 else 10.0 * float(np.log10(np.sum(ref ** 2) / noise))
+    return snr_db(reference, test)
 
 
 @dataclass(frozen=True)

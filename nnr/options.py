@@ -6,9 +6,10 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from codec.allocation import RULES as STEP_RULES
+
 from .errors import OptionError
 
-STEP_RULES = ("uniform", "scale", "channel")
 NONFINITE_POLICIES = ("lossless", "refuse")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto
 
-from codec.floatcast import compute_dtype, to_storage
+from codec.floatcast import bfloat16_values, compute_dtype, to_storage
 from codec.floatplanes import decode_float_planes
 from codec.lossy_decode import decode_lossy
 from formats.container import CODING_FLOAT_LOSSLESS, CODING_LOSSY, CODING_RAW, TensorUnit
@@ -60,5 +60,5 @@ def unit_array(unit: TensorUnit) -> np.ndarray:
     """The decoded tensor as a numpy array (bfloat16 as float32 values)."""
     data = np.frombuffer(decode_unit(unit), dtype=storage_dtype(unit.dtype)).reshape(unit.dims)
     if unit.dtype == TensorProto.BFLOAT16:
-        return (data.astype(np.uint32) << np.uint32(16)).view(np.float32)
+        return bfloat16_values(data)
     return data.copy()
