@@ -26,6 +26,9 @@ def _no_traceback(capsys) -> str:
 def test_encode_decode_info_round_trip(tmp_path, model_path, capsys):
     out = tmp_path / "m.nnr"
     assert encode_main([str(model_path), "-o", str(out)]) == 0
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's private 0600
     assert decode_main([str(out), "-o", str(tmp_path / "d.onnx"), "--check"]) == 0
     onnx.checker.check_model(str(tmp_path / "d.onnx"))
     capsys.readouterr()
