@@ -15,14 +15,17 @@ def _w(rng: np.random.Generator, *shape: int, scale: float = 0.05) -> np.ndarray
     return rng.laplace(0.0, scale, size=shape).astype(np.float32)
 
 
-def mlp(seed: int = 0, dtype: int = TensorProto.FLOAT) -> onnx.ModelProto:
+def mlp(seed: int = 0, dtype: int = TensorProto.FLOAT, typed: bool = False) -> onnx.ModelProto:
     """Two Gemm layers with initializers of ``dtype`` (float, float16, bfloat16 or double),
-    plus an int64 shape tensor and metadata that must survive untouched."""
+    plus an int64 shape tensor and metadata that must survive untouched. With ``typed`` the
+    weights sit in their type's repeated field (float_data, int32_data…) instead of raw_data."""
     rng = np.random.default_rng(seed)
     np_type = {TensorProto.FLOAT: np.float32, TensorProto.FLOAT16: np.float16,
                TensorProto.DOUBLE: np.float64, TensorProto.BFLOAT16: np.float32}[dtype]
 
     def init(name: str, arr: np.ndarray) -> TensorProto:
+        if typed:
+            return helper.make_tensor(name, dtype, arr.shape, arr.astype(np_type).ravel().tolist())
         if dtype == TensorProto.BFLOAT16:
             return helper.make_tensor(name, TensorProto.BFLOAT16, arr.shape, arr.astype(np.float32).ravel().tolist())
         return numpy_helper.from_array(arr.astype(np_type), name)

@@ -1,44 +1,61 @@
-"""Reference bitstreams: committed .nnr files and the SHA-256 of what they decode to.
+"""Reference bitstreams and robustness vectors.
 
-    python -m conformance.vectors --update   # maintainers only, after a deliberate format change
+Reference vectors (``vectors/v<N>/``): per case, the source model (.onnx, and .onnx.data
+when its weights are external), its .nnr, and a .json with the encoder options and the
+SHA-256 of every decoded tensor and of the decoded ONNX serialisation. Files of earlier
+versions are never rewritten: the decoder must reproduce them forever, and the encoder
+must reproduce the bytes of the current version's files.
 
-Each vector directory ``vectors/v<N>/`` holds, per case, the source model (.onnx), its
-.nnr, and a .json with the encoder options and the hashes. Files of earlier versions are
-never rewritten: the decoder must reproduce them forever, and the encoder must reproduce
-the bytes of the current version's files.
+Robustness vectors (``vectors/robustness/``): damaged copies of a reference file, each
+with the error class a decoder must raise (formats/SPEC.md, "Refusals").
+
+    nnr-conformance --update-vectors   # maintainers only, after a deliberate format change
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import sys
+import struct
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
-from onnx import TensorProto
+from onnx import ModelProto, TensorProto
 
-from formats.container import FORMAT_VERSION
+from formats.container import FORMAT_VERSION, read_container
 
 HERE = Path(__file__).resolve().parent
 VECTOR_ROOT = HERE / "vectors"
+ROBUSTNESS = VECTOR_ROOT / "robustness"
+UNKNOWN_VERSION = 0xFFFF  # reserved by formats/SPEC.md: never a real format version
 
 
-def cases() -> dict:
-    """name -> (model builder, encoder options) for the current format version."""
+@dataclass(frozen=True)
+class Case:
+    build: Callable[[], ModelProto]
+    options: dict
+    external_data: bool = False   # source model saved with its weights in a .onnx.data file
+
+
+def cases() -> dict[str, Case]:
+    """The reference cases of the current format version: every coding mode and weight place."""
     from .toy_models import constants_and_subgraphs, mlp
 
     return {
-        "mlp_lossy": (lambda: mlp(), {}),
-        "mlp_coarse": (lambda: mlp(), {"qp": -12.0}),
-        "mlp_lossless": (lambda: mlp(), {"lossless": True}),
-        "mlp_fp16": (lambda: mlp(dtype=TensorProto.FLOAT16), {}),
-        "mlp_bf16": (lambda: mlp(dtype=TensorProto.BFLOAT16), {}),
-        "mlp_fp64_lossless": (lambda: mlp(dtype=TensorProto.DOUBLE), {"lossless": True}),
-        "constants_subgraphs": (lambda: constants_and_subgraphs(), {}),
-        "per_tensor_uniform": (lambda: mlp(seed=3), {"step_rule": "uniform", "qp": -30.0}),
-        "per_channel": (lambda: mlp(seed=4), {"step_rule": "channel"}),
+        "mlp_lossy": Case(lambda: mlp(), {}),
+        "mlp_coarse": Case(lambda: mlp(), {"qp": -12.0}),
+        "mlp_lossless": Case(lambda: mlp(), {"lossless": True}),
+        "mlp_fp16": Case(lambda: mlp(dtype=TensorProto.FLOAT16), {}),
+        "mlp_bf16": Case(lambda: mlp(dtype=TensorProto.BFLOAT16), {}),
+        "mlp_fp64_lossless": Case(lambda: mlp(dtype=TensorProto.DOUBLE), {"lossless": True}),
+        "constants_subgraphs": Case(lambda: constants_and_subgraphs(), {}),
+        "per_tensor_uniform": Case(lambda: mlp(seed=3), {"step_rule": "uniform", "qp": -30.0}),
+        "per_channel": Case(lambda: mlp(seed=4), {"step_rule": "channel"}),
+        "external_data": Case(lambda: mlp(seed=5), {}, external_data=True),
+        "typed_fields_lossless": Case(lambda: mlp(seed=6, typed=True), {"lossless": True}),
+        "typed_fields_fp16": Case(lambda: mlp(seed=7, dtype=TensorProto.FLOAT16, typed=True), {}),
     }
 
 
@@ -54,38 +71,161 @@ def decoded_hashes(data: bytes) -> dict:
 
 
 def vector_files() -> list[Path]:
+    """The .json records of every reference vector, all versions."""
     return sorted(VECTOR_ROOT.glob("v*/*.json"))
 
 
-def update() -> None:
+def same_bitstream(new: bytes, old: bytes) -> bool:
+    """Equal except the producer string in the metadata (it names the nnr release)."""
+    a, b = read_container(new), read_container(old)
+    if a.version != b.version or a.graph != b.graph:
+        return False
+    if {k: v for k, v in a.meta.items() if k != "producer"} != {k: v for k, v in b.meta.items() if k != "producer"}:
+        return False
+    import nnr
+
+    return [u.to_bytes() for u in nnr.open(new).units()] == [u.to_bytes() for u in nnr.open(old).units()]
+
+
+def _save_source(model: ModelProto, path: Path, external: bool) -> None:
     import onnx
+
+    if external:
+        onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=path.name + ".data", size_threshold=0)
+    else:
+        onnx.save(model, path)
+
+
+def update_vectors(log: Callable[[str], None] = print) -> list[str]:
+    """Write the current version's reference and robustness vectors; returns the files written.
+
+    Refuses to change an existing current-version .nnr: a changed bitstream means a new
+    format version (bump FORMAT_VERSION, keep a decoder for the old one), not new golden files.
+    """
+    import tempfile
 
     import nnr
 
     out = VECTOR_ROOT / f"v{FORMAT_VERSION}"
     out.mkdir(parents=True, exist_ok=True)
-    for name, (build, options) in cases().items():
-        model = build()
-        onnx.save(model, out / f"{name}.onnx")
-        data = nnr.encode(out / f"{name}.onnx", **options)
-        (out / f"{name}.nnr").write_bytes(data)
-        record = {"format_version": FORMAT_VERSION, "options": options, **decoded_hashes(data)}
-        (out / f"{name}.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        print(f"wrote {out / name}.* ({len(data)} bytes)")
+    written = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, case in cases().items():
+            src = Path(tmp) / f"{name}.onnx"
+            _save_source(case.build(), src, case.external_data)
+            data = nnr.encode(src, **case.options)
+            target = out / f"{name}.nnr"
+            if target.exists() and not same_bitstream(data, target.read_bytes()):
+                raise SystemExit(f"{target}: the encoder now writes different bytes for this case. A "
+                                 f"bitstream change needs a new format version: bump FORMAT_VERSION "
+                                 f"(formats/container.py), keep decoding v{FORMAT_VERSION}, then update.")
+            if target.exists():
+                log(f"unchanged {target}")
+                continue
+            for f in Path(tmp).glob(f"{name}.onnx*"):
+                (out / f.name).write_bytes(f.read_bytes())
+                written.append(str(out / f.name))
+            target.write_bytes(data)
+            record = {"format_version": FORMAT_VERSION, "options": case.options,
+                      "external_data": case.external_data, **decoded_hashes(data)}
+            (out / f"{name}.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+            written += [str(target), str(out / f"{name}.json")]
+            log(f"wrote {target} ({len(data)} bytes)")
+    written += write_robustness(log)
+    return written
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--update", action="store_true",
-                    help="regenerate the current version's vectors (never older versions)")
-    args = ap.parse_args(argv)
-    if not args.update:
-        ap.print_help()
-        return 0
-    update()
-    return 0
+def _flip(data: bytes, offset: int, bit: int = 0) -> bytes:
+    b = bytearray(data)
+    b[offset] ^= 1 << bit
+    return bytes(b)
 
 
-if __name__ == "__main__":
-    sys.path.insert(0, str(HERE.parent))
-    sys.exit(main())
+def robustness_cases(good: bytes) -> dict[str, tuple[bytes, str, str]]:
+    """name -> (damaged bytes, error class a decoder must raise, what was done), from ``good``."""
+    c = read_container(good)
+    first_tensor = c.index[0].offset if c.index else len(good) // 2
+    version_bumped = bytearray(good)
+    struct.pack_into("<H", version_bumped, 4, UNKNOWN_VERSION)
+    flags_set = bytearray(good)
+    struct.pack_into("<H", flags_set, 6, 1)
+    return {
+        "empty": (b"", "FormatError", "zero bytes"),
+        "header_only": (good[:16], "CorruptionError", "the 16-byte header and nothing else"),
+        "truncated_half": (good[:len(good) // 2], "CorruptionError", "first half of the file"),
+        "truncated_last_byte": (good[:-1], "CorruptionError", "last byte missing"),
+        "appended_garbage": (good + b"\x00" * 7, "CorruptionError", "7 zero bytes appended"),
+        "bitflip_magic": (_flip(good, 1), "FormatError", "bit 0 of magic byte 1 flipped"),
+        "bitflip_metadata": (_flip(good, 16 + 12, 3), "CorruptionError", "bit 3 flipped in the META payload"),
+        "bitflip_tensor_body": (_flip(good, first_tensor + 20, 5), "CorruptionError",
+                                "bit 5 flipped inside the first tensor unit"),
+        "bitflip_trailer": (_flip(good, len(good) - 16, 0), "CorruptionError",
+                            "bit 0 of the trailer's index offset flipped"),
+        "version_bumped": (bytes(version_bumped), "VersionError", f"header version set to {UNKNOWN_VERSION}"),
+        "flags_set": (bytes(flags_set), "FormatError", "header flags set to 1"),
+    }
+
+
+def robustness_source() -> Path:
+    return VECTOR_ROOT / f"v{FORMAT_VERSION}" / "mlp_lossy.nnr"
+
+
+def write_robustness(log: Callable[[str], None] = print) -> list[str]:
+    """Write the damaged files and robustness.json (what each must raise)."""
+    ROBUSTNESS.mkdir(parents=True, exist_ok=True)
+    source = robustness_source()
+    record, written = {}, []
+    for name, (data, error, what) in robustness_cases(source.read_bytes()).items():
+        path = ROBUSTNESS / f"{name}.nnr"
+        path.write_bytes(data)
+        record[name] = {"error": error, "what": what, "from": str(source.relative_to(VECTOR_ROOT))}
+        written.append(str(path))
+    (ROBUSTNESS / "robustness.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    log(f"wrote {len(record)} robustness vectors in {ROBUSTNESS}")
+    return written + [str(ROBUSTNESS / "robustness.json")]
+
+
+@dataclass(frozen=True)
+class VectorCheck:
+    name: str
+    kind: str          # "decode", "encode" or "refuse"
+    ok: bool
+    detail: str = ""
+
+
+def check_vectors() -> list[VectorCheck]:
+    """Decode every reference vector to its golden hashes, re-encode the current version's
+    vectors, and feed every robustness vector to the decoder."""
+    import nnr
+    from nnr.errors import NnrError
+
+    results = []
+    for record_path in vector_files():
+        rec = json.loads(record_path.read_text())
+        name = f"{record_path.parent.name}/{record_path.stem}"
+        data = record_path.with_suffix(".nnr").read_bytes()
+        try:
+            got = decoded_hashes(data)
+            ok = got == {"tensors": rec["tensors"], "model": rec["model"]}
+            results.append(VectorCheck(name, "decode", ok, "" if ok else "decoded hashes differ"))
+        except Exception as exc:  # noqa: BLE001 - reported as a failed vector, not a crash
+            results.append(VectorCheck(name, "decode", False, f"{type(exc).__name__}: {exc}"))
+        if rec["format_version"] == FORMAT_VERSION:
+            new = nnr.encode(record_path.with_suffix(".onnx"), **rec["options"])
+            ok = same_bitstream(new, data)
+            results.append(VectorCheck(name, "encode", ok, "" if ok else "encoder output differs"))
+    expected = json.loads((ROBUSTNESS / "robustness.json").read_text())
+    for name, rec in sorted(expected.items()):
+        data = (ROBUSTNESS / f"{name}.nnr").read_bytes()
+        try:
+            nnr.decode(data)
+            results.append(VectorCheck(f"robustness/{name}", "refuse", False, "decoded without error"))
+        except NnrError as exc:
+            ok = type(exc).__name__ == rec["error"]
+            results.append(VectorCheck(f"robustness/{name}", "refuse", ok,
+                                       "" if ok else f"raised {type(exc).__name__}, expected {rec['error']}"))
+        except Exception as exc:  # noqa: BLE001 - a crash is exactly what this check reports
+            results.append(VectorCheck(f"robustness/{name}", "refuse", False,
+                                       f"crashed with {type(exc).__name__}: {exc}"))
+    return results

@@ -20,8 +20,8 @@ from nnr.errors import CorruptionError, FormatError, VersionError
 
 MAGIC = b"\x89NNR"
 TRAILER_MAGIC = b"NNR\x89"
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 HEADER = struct.Struct("<4sHH8s")
 UNIT_HEAD = struct.Struct("<4sQ")
 TRAILER = struct.Struct("<Q4s4s")

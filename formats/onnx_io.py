@@ -155,8 +155,34 @@ def strip_tensor(tensor: TensorProto) -> None:
     tensor.ClearField("data_location")
 
 
-def fill_tensor(tensor: TensorProto, data: bytes) -> None:
-    tensor.raw_data = data
+# The repeated field ONNX defines for each data type's values when raw_data is not used.
+TYPED_FIELD = {
+    TensorProto.FLOAT: "float_data", TensorProto.DOUBLE: "double_data",
+    TensorProto.INT64: "int64_data", TensorProto.UINT32: "uint64_data", TensorProto.UINT64: "uint64_data",
+    **{dt: "int32_data" for dt in (TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.INT8,
+                                   TensorProto.UINT8, TensorProto.INT16, TensorProto.UINT16,
+                                   TensorProto.INT32, TensorProto.BOOL)},
+}
+
+
+def uses_typed_field(tensor: TensorProto) -> bool:
+    """True when the tensor keeps its values in its type's repeated field, not raw_data."""
+    return not is_external(tensor) and not tensor.HasField("raw_data") and tensor.data_type in TYPED_FIELD
+
+
+def fill_tensor(tensor: TensorProto, data: bytes, typed: bool = False) -> None:
+    """Put storage bytes back: as raw_data, or with ``typed`` in the type's repeated field
+    (float16/bfloat16 as their 16-bit patterns in int32_data, as ONNX specifies)."""
+    if not typed:
+        tensor.raw_data = data
+        return
+    field = TYPED_FIELD[tensor.data_type]
+    values = np.frombuffer(data, dtype=STORAGE_DTYPES[tensor.data_type])
+    if field == "int32_data":
+        if values.dtype.kind == "f":
+            values = values.view(np.uint16)
+        values = values.astype(np.int32)
+    getattr(tensor, field).extend(values.tolist())
 
 
 def save_model(model: ModelProto, path: str | os.PathLike, external_data: bool = False,

@@ -71,14 +71,24 @@ class NnrFile:
         """Decode every tensor and put it back into the graph."""
         model = self.graph()
         slots = tensor_slots(model)
+        typed = self._typed_fields()
         seen: set[int] = set()
         for unit in self.units():
             slot = _matching_slot(slots, unit)
             if unit.slot in seen:
                 raise CorruptionError(f"tensor slot {unit.slot} is coded twice")
             seen.add(unit.slot)
-            fill_tensor(slot.tensor, decode_unit(unit))
+            fill_tensor(slot.tensor, decode_unit(unit), typed=unit.slot in typed)
         return model
+
+    def _typed_fields(self) -> set[int]:
+        """Slots whose values go back into their type's repeated field (format version 2 on)."""
+        if self.version < 2:
+            return set()
+        slots = self._container.meta.get("typed_fields", [])
+        if not isinstance(slots, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in slots):
+            raise FormatError("metadata key typed_fields is not a list of slot numbers")
+        return set(slots)
 
     def info(self) -> list[dict]:
         """One row per coded tensor: name, dtype, shape, coding, bytes, bits/weight, SNR."""

@@ -14,7 +14,7 @@ from codec.floatplanes import encode_float_planes
 from codec.lossy_encode import LevelOverflow, encode_lossy
 from formats.container import (CODING_FLOAT_LOSSLESS, CODING_LOSSY, CODING_RAW, TensorUnit,
                                write_container)
-from formats.onnx_io import (FLOAT_TYPES, STORAGE_DTYPES, is_external, read_model, strip_tensor,
+from formats.onnx_io import (FLOAT_TYPES, STORAGE_DTYPES, is_external, read_model, strip_tensor, uses_typed_field,
                              tensor_bytes, tensor_slots)
 
 from . import __version__
@@ -59,6 +59,7 @@ def encode(model: str | os.PathLike | bytes | ModelProto, options: EncoderOption
     slots = tensor_slots(proto)
     had_external = any(is_external(s.tensor) for s in slots)
     units: list[TensorUnit] = []
+    typed_fields: list[int] = []
     for i, slot in enumerate(slots):
         t = slot.tensor
         if progress is not None:
@@ -78,6 +79,8 @@ def encode(model: str | os.PathLike | bytes | ModelProto, options: EncoderOption
             coding, body = CODING_RAW, storage.tobytes()
         units.append(TensorUnit(slot.index, slot.name, t.data_type, tuple(int(d) for d in t.dims),
                                 coding, body, snr))
+        if uses_typed_field(t):
+            typed_fields.append(slot.index)
         strip_tensor(t)
     if progress is not None:
         progress(len(slots), len(slots), "")
@@ -86,5 +89,6 @@ def encode(model: str | os.PathLike | bytes | ModelProto, options: EncoderOption
         "options": opts.to_json(),
         "external_data": had_external,
         "slots": len(slots),
+        "typed_fields": typed_fields,
     }
     return write_container(meta, proto.SerializeToString(), units)

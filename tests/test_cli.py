@@ -7,6 +7,7 @@ import onnx
 import pytest
 
 from conformance.toy_models import mlp
+from formats.container import FORMAT_VERSION
 from nnr.cli import decode_main, encode_main, info_main
 
 
@@ -34,7 +35,7 @@ def test_encode_decode_info_round_trip(tmp_path, model_path, capsys):
     capsys.readouterr()
     assert info_main([str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["format_version"] == 1 and len(info["tensors"]) == 3
+    assert info["format_version"] == FORMAT_VERSION and len(info["tensors"]) == 3
     assert {t["mode"] for t in info["tensors"]} == {"lossy"}
     assert all(t["snr_db"] > 20 for t in info["tensors"])
     assert info_main([str(out)]) == 0
