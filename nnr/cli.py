@@ -80,9 +80,42 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
                    help="rate-distortion Lagrangian in step^2 per bit (default 0.1; 0 = rounding)")
     p.add_argument("--refuse-nonfinite", action="store_true",
                    help="fail on NaN/Inf weights instead of coding those tensors losslessly")
+    rc = p.add_argument_group(
+        "rate control", "Search for the smallest file that meets a fidelity constraint on calibration "
+        "inputs, or for a file of a given size. With --calibration, precision follows each tensor's "
+        "measured sensitivity and biases absorb the mean shift quantization causes.")
+    rc.add_argument("--calibration", metavar="NPZ",
+                    help="model inputs: one array per graph input (batch on axis 0), optional integer 'labels'")
+    goal = rc.add_mutually_exclusive_group()
+    goal.add_argument("--min-agreement", type=float, metavar="A",
+                      help="top-1 agreement with the original, e.g. 0.99 (judged in expectation over "
+                           "the measured output noise)")
+    goal.add_argument("--max-accuracy-drop", type=float, metavar="POINTS",
+                      help="top-1 accuracy may drop by at most this many percentage points (needs labels)")
+    goal.add_argument("--min-snr", type=float, metavar="DB", help="output SNR of the first output, in dB")
+    goal.add_argument("--target-size", metavar="SIZE", help="file size to hit within 2%%, e.g. 1.5MB or 800KB")
+    goal.add_argument("--bits-per-weight", type=float, metavar="B",
+                      help="file size as bits per coded float weight, within 2%%")
+    rc.add_argument("--holdout", type=float, default=0.25, metavar="F",
+                    help="fraction of calibration inputs kept out of the search to verify the result (default 0.25)")
+    rc.add_argument("--budget-seconds", type=float, default=600.0, metavar="S",
+                    help="stop searching after S seconds with the best file found (default 600)")
+    rc.add_argument("--no-bias-correction", action="store_true", help="leave biases as they are")
+    rc.add_argument("--report", metavar="JSON", help="write every setting tried and the result as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     p.add_argument("--version", action="version", version=f"nnr {__version__}")
     args = p.parse_args(argv)
+    searching = any(v is not None for v in (args.min_agreement, args.max_accuracy_drop, args.min_snr,
+                                            args.target_size, args.bits_per_weight))
+    if searching and (args.qp is not None or args.lossless):
+        p.error("--qp and --lossless are chosen by the search; drop them or the rate-control goal")
+    if args.calibration and not searching:
+        p.error("--calibration needs a goal: --min-agreement, --max-accuracy-drop, --min-snr, "
+                "--target-size or --bits-per-weight")
+    if not 0 <= args.holdout < 1:
+        p.error("--holdout must be in [0, 1)")
+    if args.budget_seconds <= 0:
+        p.error("--budget-seconds must be positive")
 
     def run() -> int:
         from .encoder import encode
@@ -98,7 +131,10 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
             kw["nonfinite"] = "refuse"
         opts = EncoderOptions.build(**kw)
         t0 = time.perf_counter()
-        data = encode(args.input, opts, progress=None if args.quiet else _progress())
+        if searching:
+            data = _rate_controlled(args, opts)
+        else:
+            data = encode(args.input, opts, progress=None if args.quiet else _progress())
         write_bytes_atomic(args.output, data)
         if not args.quiet:
             src = Path(args.input).stat().st_size
@@ -108,6 +144,50 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     return _run("nnr-encode", run)
+
+
+def _rate_controlled(args: argparse.Namespace, base) -> bytes:
+    """Run the rate-control search for nnr-encode and print what it found."""
+    from formats.onnx_io import read_model
+    from formats.fileio import write_bytes_atomic
+
+    from . import ratecontrol as rc
+
+    model, _ = read_model(args.input)
+    cal = held = None
+    if args.calibration:
+        cal, held = rc.load_calibration(args.calibration, model).split(args.holdout)
+    constraint = target = None
+    if args.min_agreement is not None:
+        constraint = rc.Constraint("agreement", args.min_agreement)
+    elif args.max_accuracy_drop is not None:
+        constraint = rc.Constraint("accuracy_drop_pct", args.max_accuracy_drop)
+    elif args.min_snr is not None:
+        constraint = rc.Constraint("snr_db", args.min_snr)
+    elif args.target_size is not None:
+        target = rc.parse_size(args.target_size)
+    else:
+        target = round(args.bits_per_weight * rc.coded_float_params(model, base) / 8)
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    t0 = time.perf_counter()
+    res = rc.search(args.input, base, constraint=constraint, target_bytes=target, cal=cal, held=held,
+                    bias_correction=not args.no_bias_correction, budget_seconds=args.budget_seconds,
+                    progress=None if args.quiet else _progress(), log=say)
+    say(f"searched {len(res.trials)} settings in {time.perf_counter() - t0:.0f} s"
+        + (" (budget reached: best file so far)" if res.out_of_time else ""))
+    if target is not None:
+        say(f"target {target:,} bytes: got {len(res.data):,} ({100 * (len(res.data) / target - 1):+.1f} %)")
+    for label, m, n in (("calibration", res.metrics, len(cal) if cal else 0),
+                        ("held-out", res.held_out, len(held) if held else 0)):
+        if m:
+            say(f"{label} ({n} inputs): {rc.describe_metrics(m)}"
+                + ("" if constraint is None else f"  [{constraint}: {'met' if constraint.met(m) else 'NOT met'}]"))
+    if constraint is not None and res.held_out and not constraint.met(res.held_out):
+        say("warning: the held-out inputs miss the constraint; calibrate with more (or more varied) "
+            "inputs, or ask for a stricter bound")
+    if args.report:
+        write_bytes_atomic(args.report, json.dumps(rc.report(res), indent=2).encode())
+    return res.data
 
 
 def decode_main(argv: Sequence[str] | None = None) -> int:

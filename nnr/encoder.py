@@ -25,21 +25,23 @@ from .tensorcodec import FLOAT_FORMAT_OF
 Progress = Callable[[int, int, str], None]
 
 
-def _code_float(name: str, storage: np.ndarray, fmt: str, opts: EncoderOptions) -> tuple[int, bytes, float]:
+def code_float(name: str, storage: np.ndarray, fmt: str,
+               opts: EncoderOptions) -> tuple[int, bytes, float, np.ndarray]:
+    """Code one float tensor: (coding, body, weight SNR in dB, what the decoder will rebuild)."""
     values = to_float64(storage, fmt)
     finite = bool(np.all(np.isfinite(values)))
     if not finite and opts.nonfinite == "refuse":
         raise UnsupportedModelError(f"tensor {name!r} holds NaN or Inf values; encode with "
                                     "nonfinite='lossless' to keep them exactly")
     if opts.lossless or not finite or not np.any(values):
-        return CODING_FLOAT_LOSSLESS, encode_float_planes(storage, storage.dtype.itemsize), float("inf")
-    steps = steps_for(values, opts.qp, opts.step_rule, opts.vector_qp, opts.size_exponent)
+        return CODING_FLOAT_LOSSLESS, encode_float_planes(storage, storage.dtype.itemsize), float("inf"), storage
+    steps = steps_for(values, opts.qp_of(name), opts.step_rule, opts.vector_qp, opts.size_exponent)
     try:
         result = encode_lossy(values, steps, lam=opts.rdo_lambda, out_dtype=compute_dtype(fmt))
     except LevelOverflow:  # outliers too far out for this step: keep the tensor exact
-        return CODING_FLOAT_LOSSLESS, encode_float_planes(storage, storage.dtype.itemsize), float("inf")
-    decoded = to_float64(to_storage(result.reconstruction, fmt), fmt)
-    return CODING_LOSSY, result.body, snr_db(values, decoded)
+        return CODING_FLOAT_LOSSLESS, encode_float_planes(storage, storage.dtype.itemsize), float("inf"), storage
+    rebuilt = to_storage(result.reconstruction, fmt)
+    return CODING_LOSSY, result.body, snr_db(values, to_float64(rebuilt, fmt)), rebuilt
 
 
 def encode(model: str | os.PathLike | bytes | ModelProto, options: EncoderOptions | None = None,
@@ -73,8 +75,8 @@ def encode(model: str | os.PathLike | bytes | ModelProto, options: EncoderOption
         storage = np.frombuffer(tensor_bytes(t, base_dir), dtype=STORAGE_DTYPES[t.data_type])
         snr = float("nan")
         if is_float:
-            coding, body, snr = _code_float(slot.name, storage.reshape(tuple(t.dims)),
-                                            FLOAT_FORMAT_OF[t.data_type], opts)
+            coding, body, snr, _ = code_float(slot.name, storage.reshape(tuple(t.dims)),
+                                              FLOAT_FORMAT_OF[t.data_type], opts)
         else:
             coding, body = CODING_RAW, storage.tobytes()
         units.append(TensorUnit(slot.index, slot.name, t.data_type, tuple(int(d) for d in t.dims),

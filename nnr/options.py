@@ -28,6 +28,8 @@ class EncoderOptions:
     min_elements: float tensors smaller than this stay in the graph untouched (lossless).
     nonfinite: tensors holding NaN/Inf are coded ``lossless`` (they survive exactly) or
         ``refuse`` makes encoding fail.
+    tensor_qp: per-tensor qp offsets by tensor name (added to qp), as rate control sets
+        them from measured sensitivities; replaying a file's options reproduces it.
     """
 
     qp: float = -32.0
@@ -38,6 +40,7 @@ class EncoderOptions:
     rdo_lambda: float = 0.1
     min_elements: int = 16
     nonfinite: str = "lossless"
+    tensor_qp: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.qp, (int, float)) or not math.isfinite(self.qp) or not -80 <= self.qp <= 40:
@@ -57,9 +60,21 @@ class EncoderOptions:
                               f"got {self.nonfinite!r}")
         if not isinstance(self.lossless, bool):
             raise OptionError(f"lossless must be true or false, got {self.lossless!r}")
+        if not isinstance(self.tensor_qp, dict) or not all(
+                isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+                and math.isfinite(v) and -64 <= v <= 64 for k, v in self.tensor_qp.items()):
+            raise OptionError("tensor_qp must map tensor names to qp offsets in [-64, 64]")
+
+    def qp_of(self, name: str) -> float:
+        """The qp a tensor is coded at: qp plus its tensor_qp offset, if any."""
+        return self.qp + self.tensor_qp.get(name, 0.0)
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        """JSON-able dict; tensor_qp only when set, so files without it keep their bytes."""
+        d = dataclasses.asdict(self)
+        if not self.tensor_qp:
+            del d["tensor_qp"]
+        return d
 
     @classmethod
     def from_json(cls, d: dict) -> "EncoderOptions":

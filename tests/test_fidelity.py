@@ -49,3 +49,10 @@ def test_decision_agreement_and_mask_iou():
     b[1:3] = 1
     assert fm.mask_iou(a, b, 0.5) == pytest.approx(4 / 12)
     assert fm.mask_iou(np.zeros(3), np.zeros(3), 0.5) == 1.0
+
+
+def test_expected_agreement_falls_with_noise():
+    ref = np.array([[0.0, 1.0], [2.0, 0.0], [0.0, 0.1]])
+    values = [fm.expected_agreement(ref, v) for v in (0.0, 1e-4, 0.01, 1.0, 1e6)]
+    assert values[0] == 1.0 and all(a >= b for a, b in zip(values, values[1:], strict=False))
+    assert values[-1] == pytest.approx(0.5, abs=0.01)

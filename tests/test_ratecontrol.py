@@ -1,0 +1,177 @@
+"""Rate control: constraint-driven search, target sizes, calibration files, bias correction."""
+
+import numpy as np
+import onnx
+import pytest
+
+import nnr
+from conformance.inputs import mnist_test
+from conformance.toy_models import mlp
+from nnr import biascorrect
+from nnr import ratecontrol as rc
+from nnr.cli import encode_main
+from nnr.errors import InputError, OptionError
+from nnr.fidelity import run, session
+from nnr.options import EncoderOptions
+from tests.conftest import ROOT
+
+MNIST = ROOT / "conformance" / "models" / "mnist_cnn.onnx"
+
+
+@pytest.fixture(scope="module")
+def digits():
+    x, y = mnist_test()
+    return rc.Calibration({"image": x[:200]}, y[:200])
+
+
+@pytest.fixture(scope="module")
+def agreement_result(digits):
+    cal, held = digits.split(0.25)
+    return rc.search(MNIST, EncoderOptions(), constraint=rc.Constraint("agreement", 0.99), cal=cal, held=held)
+
+
+def test_min_agreement_is_met_on_calibration_and_beats_the_default(agreement_result):
+    res = agreement_result
+    assert rc.Constraint("agreement", 0.99).met(res.metrics)
+    assert res.metrics["agreement"] >= 0.99 and res.metrics["agreement_expected"] >= 0.99
+    assert len(res.data) < len(nnr.encode(MNIST))
+    assert res.held_out is not None and "agreement" in res.held_out
+    onnx.checker.check_model(nnr.decode(res.data))
+
+
+def test_search_is_reported_and_its_options_are_in_the_file(agreement_result):
+    doc = rc.report(agreement_result)
+    assert doc["bytes"] == len(agreement_result.data) and len(doc["trials"]) >= 3
+    assert doc["options"] == nnr.open(agreement_result.data).metadata()["options"]
+    assert doc["options"].get("tensor_qp") or doc["options"]["qp"] != EncoderOptions().qp
+
+
+def test_min_snr_and_max_accuracy_drop(digits):
+    res = rc.search(MNIST, EncoderOptions(), constraint=rc.Constraint("snr_db", 30.0), cal=digits)
+    assert res.metrics["snr_db"] >= 30.0
+    res = rc.search(MNIST, EncoderOptions(), constraint=rc.Constraint("accuracy_drop_pct", 1.0), cal=digits,
+                    bias_correction=False)
+    assert res.metrics["accuracy_drop_pct"] <= 1.0
+    with pytest.raises(OptionError, match="labels"):
+        rc.search(MNIST, EncoderOptions(), constraint=rc.Constraint("accuracy_drop_pct", 1.0),
+                  cal=rc.Calibration(digits.inputs))
+
+
+@pytest.mark.parametrize("target", [30_000, 60_000, 120_000])
+def test_target_size_within_two_percent(target):
+    res = rc.search(MNIST, EncoderOptions(), target_bytes=target)
+    assert abs(len(res.data) / target - 1) <= 0.02
+
+
+def test_target_size_with_calibration_uses_sensitivity(digits):
+    res = rc.search(MNIST, EncoderOptions(), target_bytes=40_000, cal=digits)
+    assert abs(len(res.data) / 40_000 - 1) <= 0.02
+    assert {t.allocation for t in res.trials} == {"sensitivity", "data-free"}
+
+
+def test_budget_returns_the_best_file_so_far(digits):
+    res = rc.search(MNIST, EncoderOptions(), constraint=rc.Constraint("agreement", 0.99), cal=digits,
+                    budget_seconds=0.001)
+    assert res.out_of_time and len(res.data) > 0
+    nnr.decode(res.data)
+
+
+def test_goal_is_exactly_one_and_constraints_need_calibration():
+    with pytest.raises(OptionError):
+        rc.search(MNIST, EncoderOptions())
+    with pytest.raises(OptionError, match="calibration"):
+        rc.search(MNIST, EncoderOptions(), constraint=rc.Constraint("agreement", 0.9))
+
+
+def test_calibration_files_are_checked(tmp_path):
+    model = onnx.load(MNIST)
+    x, y = mnist_test()
+    good = tmp_path / "good.npz"
+    np.savez(good, image=x[:10], labels=y[:10])
+    cal = rc.load_calibration(good, model)
+    assert len(cal) == 10 and cal.labels is not None
+    cases = {"missing": dict(other=x[:10]), "extra": dict(image=x[:10], other=x[:10]),
+             "labels": dict(image=x[:10], labels=y[:3]), "float_labels": dict(image=x[:10], labels=x[:10, 0, 0, 0])}
+    for name, arrays in cases.items():
+        np.savez(tmp_path / f"{name}.npz", **arrays)
+        with pytest.raises(InputError):
+            rc.load_calibration(tmp_path / f"{name}.npz", model)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="npz"):
+        rc.load_calibration(tmp_path / "junk.npz", model)
+    with pytest.raises(InputError, match="not found"):
+        rc.load_calibration(tmp_path / "absent.npz", model)
+
+
+def test_holdout_split_is_deterministic_and_disjoint():
+    cal = rc.Calibration({"a": np.arange(20)[:, None]}, np.arange(20))
+    search, held = cal.split(0.25)
+    assert len(held) == 5 and len(search) == 15
+    assert set(held.labels) | set(search.labels) == set(range(20)) and not set(held.labels) & set(search.labels)
+    assert cal.split(0) == (cal, None)
+
+
+@pytest.mark.parametrize("text,value", [("1.5MB", 1_500_000), ("800 KB", 800_000), ("1200", 1200),
+                                        ("2MiB", 2 * 1024 ** 2)])
+def test_parse_size(text, value):
+    assert rc.parse_size(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "MB", "-3MB", "1.5XB", "nan"])
+def test_parse_size_refuses_nonsense(text):
+    with pytest.raises(OptionError):
+        rc.parse_size(text)
+
+
+def test_bias_correction_removes_the_mean_output_shift():
+    model = mlp(seed=11)
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((256, 32)) + 1.5).astype(np.float32)  # inputs with a non-zero mean
+    coarse = nnr.decode(nnr.encode(model, qp=-8))
+    means = biascorrect.input_means(model, {"x": x})
+    assert len(means) == 2
+    fixed = nnr.decode(nnr.encode(biascorrect.corrected(model, coarse, means), qp=-8))
+    ref = run(session(model), {"x": x})
+    shift_plain = np.abs((run(session(coarse), {"x": x}) - ref).mean(axis=0)).mean()
+    shift_fixed = np.abs((run(session(fixed), {"x": x}) - ref).mean(axis=0)).mean()
+    assert shift_fixed < 0.5 * shift_plain
+
+
+def test_tensor_qp_option_is_validated_and_omitted_when_empty():
+    assert "tensor_qp" not in EncoderOptions().to_json()
+    assert EncoderOptions(tensor_qp={"w": 4.0}).qp_of("w") == EncoderOptions().qp + 4
+    for bad in ({"w": "x"}, {"w": 1e9}, ["w"], {"w": True}):
+        with pytest.raises(OptionError):
+            EncoderOptions(tensor_qp=bad)
+
+
+def test_cli_rate_control(tmp_path, capsys):
+    x, y = mnist_test()
+    npz = tmp_path / "cal.npz"
+    np.savez(npz, image=x[:120], labels=y[:120])
+    out, report = tmp_path / "m.nnr", tmp_path / "r.json"
+    assert encode_main([str(MNIST), "-o", str(out), "--bits-per-weight", "3", "-q"]) == 0
+    params = rc.coded_float_params(onnx.load(MNIST), EncoderOptions())
+    assert abs(out.stat().st_size * 8 / params / 3 - 1) <= 0.02
+    assert encode_main([str(MNIST), "-o", str(out), "--calibration", str(npz), "--min-agreement", "0.98",
+                        "--report", str(report)]) == 0
+    err = capsys.readouterr().err
+    assert "calibration (90 inputs)" in err and "held-out (30 inputs)" in err and report.exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--target-size", "50KB", "--qp", "-20"], "chosen by the search"),
+    (["--calibration", "x.npz"], "needs a goal"),
+    (["--min-agreement", "0.99"], "calibration"),
+    (["--target-size", "lots"], "cannot read size"),
+    (["--min-agreement", "0.99", "--calibration", "absent.npz"], "not found"),
+])
+def test_cli_rate_control_errors(tmp_path, capsys, argv, message):
+    out = tmp_path / "m.nnr"
+    try:
+        code = encode_main([str(MNIST), "-o", str(out)] + argv)
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and not out.exists()
