@@ -178,9 +178,11 @@ def _float_weights(model: ModelProto, base_dir: Path | None, opts: EncoderOption
 
 
 def sensitivities(model: ModelProto, base_dir: Path | None, opts: EncoderOptions, evaluator: Evaluator,
-                  progress: Progress | None = None, deadline: float = math.inf) -> dict[str, float]:
+                  progress: Progress | None = None, deadline: float = math.inf,
+                  means: dict[str, np.ndarray] | None = None) -> dict[str, float]:
     """Output MSE per unit of squared weight error, tensor by tensor (each quantized alone at
-    a probe step 4× its default). Tensors not reached before ``deadline`` are left out."""
+    a probe step 4× its default; with ``means``, after bias correction, as it will be coded).
+    Tensors not reached before ``deadline`` are left out."""
     weights = _float_weights(model, base_dir, opts)
     work = ModelProto()
     work.CopyFrom(model)
@@ -200,7 +202,13 @@ def sensitivities(model: ModelProto, base_dir: Path | None, opts: EncoderOptions
         saved = tensor.SerializeToString()
         strip_tensor(tensor)
         fill_tensor(tensor, rebuilt.tobytes())
-        result[w.name] = evaluator.measure(work)["output_mse"] / error
+        probe_model = work
+        if means:
+            probe_model = biascorrect.corrected(model, work, means)
+            target = tensor_slots(probe_model)[w.slot].tensor
+            strip_tensor(target)
+            fill_tensor(target, rebuilt.tobytes())
+        result[w.name] = evaluator.measure(probe_model)["output_mse"] / error
         tensor.ParseFromString(saved)
     if progress:
         progress(len(weights), len(weights), "sensitivities measured")
@@ -328,7 +336,7 @@ def search(model_src: str | Path | ModelProto, base: EncoderOptions, *, constrai
     knobs: dict[str, tuple[float, float, float, Callable[[float], EncoderOptions]]] = {}
     if evaluator is not None:
         sens_eval = Evaluator(model, cal.take(np.arange(min(len(cal), SENSITIVITY_SAMPLES))))
-        sens = sensitivities(model, base_dir, base, sens_eval, progress, start + 0.4 * budget_seconds)
+        sens = sensitivities(model, base_dir, base, sens_eval, progress, start + 0.4 * budget_seconds, means)
         curves = rd_curves(_float_weights(model, base_dir, base), sens, base, progress)
         log(f"sensitivities and R-D curves of {len(sens)} tensors in {time.monotonic() - start:.0f} s")
         lo, hi = _lambda_range(curves)

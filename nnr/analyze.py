@@ -1,0 +1,175 @@
+"""nnr-analyze: which distribution fits a model's weights, tensor by tensor and overall.
+
+Fits Laplace, Gaussian, logistic, Cauchy, uniform and generalized Gaussian densities to
+every float weight tensor (codec.distributions) and ranks them by KL divergence from the
+weights' histogram (SSE is reported too). nnr's encoder models weights as Laplacian; this
+shows where that holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from codec.distributions import FAMILIES, Fit, fit_all, histogram, pdf
+from codec.floatcast import to_float64
+from formats.onnx_io import FLOAT_TYPES, STORAGE_DTYPES, read_model, tensor_bytes, tensor_slots
+
+from .errors import InputError, NnrError
+from .tensorcodec import FLOAT_FORMAT_OF
+
+SHORT = {"laplace": "laplace", "gaussian": "gauss", "logistic": "logistic", "cauchy": "cauchy",
+         "uniform": "uniform", "generalized_gaussian": "gen.gauss"}
+
+
+def weight_tensors(path: str | Path, min_elements: int) -> list[tuple[str, tuple[int, ...], np.ndarray]]:
+    """(name, shape, float64 values) of every float tensor with at least ``min_elements`` values."""
+    model, base_dir = read_model(path)
+    found = []
+    for slot in tensor_slots(model):
+        t = slot.tensor
+        numel = int(np.prod(t.dims, dtype=np.int64)) if t.dims else 1
+        if t.data_type not in FLOAT_TYPES or numel < min_elements:
+            continue
+        storage = np.frombuffer(tensor_bytes(t, base_dir), dtype=STORAGE_DTYPES[t.data_type])
+        values = to_float64(storage, FLOAT_FORMAT_OF[t.data_type])
+        values = values[np.isfinite(values)]
+        if values.size >= min_elements and np.ptp(values) > 0:
+            found.append((slot.name, tuple(int(d) for d in t.dims), values))
+    return found
+
+
+def analyze(path: str | Path, min_elements: int = 256, bins: int = 200) -> dict:
+    """Fits per tensor and for all weights pooled, as a JSON-able dict."""
+    tensors = weight_tensors(path, min_elements)
+    if not tensors:
+        raise InputError(f"{path}: no float tensor with at least {min_elements} weights to analyse")
+    rows = []
+    for name, shape, values in tensors:
+        fits = fit_all(values, bins)
+        rows.append({"name": name, "shape": list(shape), "weights": int(values.size), "best": fits[0].family,
+                     "fits": [_fit_json(f) for f in fits]})
+    pooled = np.concatenate([v for _, _, v in tensors])
+    overall = fit_all(pooled, bins)
+    return {"model": str(path), "tensors": rows, "weights": int(pooled.size),
+            "overall": [_fit_json(f) for f in overall],
+            "best_counts": dict(Counter(r["best"] for r in rows).most_common())}
+
+
+def _fit_json(f: Fit) -> dict:
+    return {"family": f.family, "kl_bits": f.kl, "sse": f.sse, "params": f.params}
+
+
+def table(result: dict) -> str:
+    head = f"{'tensor':<40} {'shape':<18} {'weights':>9}  {'best':<9}  " + "  ".join(
+        f"{SHORT[f]:>9}" for f in FAMILIES)
+    lines = ["KL divergence (bits) of each fit from the weights' histogram; lower is better", head,
+             "-" * len(head)]
+
+    def line(name: str, shape: str, n: int, fits: list[dict]) -> str:
+        kl = {f["family"]: f["kl_bits"] for f in fits}
+        return (f"{name[:40]:<40} {shape[:18]:<18} {n:>9,}  {SHORT[fits[0]['family']]:<9}  "
+                + "  ".join(f"{kl[f]:>9.4f}" for f in FAMILIES))
+
+    for r in result["tensors"]:
+        lines.append(line(r["name"], "×".join(map(str, r["shape"])), r["weights"], r["fits"]))
+    lines.append("-" * len(head))
+    lines.append(line("all weights pooled", "", result["weights"], result["overall"]))
+    gg = next(f for f in result["overall"] if f["family"] == "generalized_gaussian")
+    counts = ", ".join(f"{SHORT[k]} {v}" for k, v in result["best_counts"].items())
+    lines.append(f"best fit per tensor: {counts}; pooled generalized-Gaussian shape β = "
+                 f"{gg['params']['shape']:.2f} (1 = Laplace, 2 = Gaussian)")
+    return "\n".join(lines)
+
+
+def plot(path: str | Path, result: dict, out_dir: Path, count: int, bins: int, min_elements: int) -> list[Path]:
+    """Histogram-with-fits PNGs: all weights pooled, and the ``count`` largest tensors."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from formats.fileio import write_bytes_atomic
+
+    tensors = {name: v for name, _, v in weight_tensors(path, min_elements)}
+    largest = sorted(result["tensors"], key=lambda r: -r["weights"])[:count]
+    jobs = [("all weights pooled", np.concatenate(list(tensors.values())), result["overall"])]
+    jobs += [(r["name"], tensors[r["name"]], r["fits"]) for r in largest]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, (name, values, fits) in enumerate(jobs):
+        counts, edges = histogram(values, bins)
+        width = np.diff(edges)
+        density = counts / (counts.sum() * width)
+        t = np.linspace(edges[0], edges[-1], 600)
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+        for ax, log in zip(axes, (False, True), strict=True):
+            ax.bar(edges[:-1], density, width=width, align="edge", color="0.8", label="weights")
+            for f in fits:
+                ax.plot(t, pdf(f["family"], f["params"], t), lw=1.2,
+                        label=f"{SHORT[f['family']]} (KL {f['kl_bits']:.3f})")
+            if log:
+                ax.set_yscale("log")
+                ax.set_ylim(max(density[density > 0].min() / 10, 1e-6), density.max() * 3)
+            ax.set_xlabel("weight value")
+        axes[0].set_ylabel("density")
+        axes[1].legend(fontsize=7, loc="lower center")
+        fig.suptitle(f"{name} ({values.size:,} weights)", fontsize=10)
+        fig.tight_layout()
+        import io
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+        plt.close(fig)
+        target = out_dir / f"{i:02d}_{''.join(c if c.isalnum() else '_' for c in name)[:60]}.png"
+        write_bytes_atomic(target, buf.getvalue())
+        written.append(target)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="nnr-analyze", description=__doc__.splitlines()[0])
+    ap.add_argument("model", help="ONNX model (.onnx)")
+    ap.add_argument("--json", type=Path, metavar="PATH", help="write every fit with its parameters as JSON")
+    ap.add_argument("--plot", type=Path, metavar="DIR",
+                    help='write histogram-with-fits PNGs into DIR (needs pip install -e ".[plot]")')
+    ap.add_argument("--plot-tensors", type=int, default=6, metavar="N",
+                    help="with --plot: the N largest tensors besides the pooled weights (default 6)")
+    ap.add_argument("--bins", type=int, default=200, help="histogram bins (default 200)")
+    ap.add_argument("--min-elements", type=int, default=256,
+                    help="skip tensors with fewer weights: too few for a histogram (default 256)")
+    args = ap.parse_args(argv)
+    if args.bins < 10:
+        ap.error("--bins must be at least 10")
+    if args.min_elements < 2:
+        ap.error("--min-elements must be at least 2")
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            ap.error('--plot needs matplotlib: pip install -e ".[plot]"')
+    try:
+        result = analyze(args.model, args.min_elements, args.bins)
+        print(table(result))
+        if args.json:
+            from formats.fileio import write_bytes_atomic
+
+            write_bytes_atomic(args.json, (json.dumps(result, indent=2) + "\n").encode())
+        if args.plot:
+            files = plot(args.model, result, args.plot, args.plot_tensors, args.bins, args.min_elements)
+            print(f"wrote {len(files)} plots to {args.plot}", file=sys.stderr)
+    except NnrError as exc:
+        print(f"nnr-analyze: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
