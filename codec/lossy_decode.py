@@ -26,6 +26,10 @@ from .bytestream import ByteReader
 from .levelcode import decode_levels
 
 FLAG_PER_CHANNEL = 1
+FLAG_NEGATIVE_THETA = 2   # format version 3: theta is subtracted with the opposite sign
+MAX_CODEBOOK = 1 << 16
+MAX_SCALE_EXPONENT = 200
+MAX_MINIFLOAT_BITS = 16   # exponent + mantissa bits (fp16 is 15, bfloat16 15, fp8 7)
 MIN_EXPONENT = -200
 MAX_EXPONENT = 200
 MAX_SHIFT = 64
@@ -68,9 +72,11 @@ def decode_lossy(body: bytes | memoryview, shape: tuple[int, ...], out_dtype: np
     """Decode a lossy body into an array of ``shape`` and float ``out_dtype``."""
     r = ByteReader(body, "lossy tensor body")
     flags = r.u8()
-    if flags & ~FLAG_PER_CHANNEL:
+    if flags & ~(FLAG_PER_CHANNEL | FLAG_NEGATIVE_THETA):
         raise CorruptionError(f"lossy body has unknown flags {flags:#x}")
     theta = r.u8()
+    if flags & FLAG_NEGATIVE_THETA:
+        theta = -theta
     exponent = r.i16()
     if not MIN_EXPONENT <= exponent <= MAX_EXPONENT:
         raise CorruptionError(f"step exponent {exponent} out of range")
@@ -100,3 +106,61 @@ def lossy_step(body: bytes | memoryview) -> float | None:
     if flags & FLAG_PER_CHANNEL:
         return None
     return float(step_values(np.array([r.u8()]), exponent)[0])
+
+
+def codebook_values(levels: np.ndarray, magnitudes: np.ndarray) -> np.ndarray:
+    """float64 reconstruction: 0 for level 0, else sign(q) · magnitudes[|q| − 1] (a gather)."""
+    q = np.asarray(levels, dtype=np.int64).ravel()
+    table = np.concatenate([[0.0], np.asarray(magnitudes, dtype=np.float64)])
+    return np.copysign(table[np.abs(q)], q.astype(np.float64))
+
+
+def decode_codebook(body: bytes | memoryview, shape: tuple[int, ...], out_dtype: np.dtype) -> np.ndarray:
+    """Coding 3: u8 flags (0), varint K, K float64 magnitudes, level block with |q| ≤ K."""
+    r = ByteReader(body, "codebook tensor body")
+    if r.u8() != 0:
+        raise CorruptionError("codebook body has unknown flags")
+    k = r.varint(MAX_CODEBOOK)
+    if k < 1:
+        raise CorruptionError("codebook body declares no levels")
+    table = r.array("<f8", k).astype(np.float64)
+    if not np.all(np.isfinite(table)) or np.any(table <= 0) or np.any(np.diff(table) < 0):
+        raise CorruptionError("codebook magnitudes must be positive, finite and non-decreasing")
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    levels = decode_levels(r, count)
+    r.expect_end()
+    if levels.size and int(np.abs(levels).max()) > k:
+        raise CorruptionError(f"codebook level beyond its {k} entries")
+    return codebook_values(levels, table).astype(out_dtype).reshape(shape)
+
+
+def minifloat_magnitudes(exponent_bits: int, mantissa_bits: int, scale: int, count: int | None = None) -> np.ndarray:
+    """Every non-negative value of the minifloat, by code, times 2**scale: code c has
+    e = c >> M, m = c mod 2^M, bias = 2^(E−1) − 1, value m·2^(1−bias−M) when e = 0, else
+    (2^M + m)·2^(e−bias−M). Integer mantissas and ldexp: exact, no transcendental."""
+    codes = np.arange(1 << (exponent_bits + mantissa_bits) if count is None else count, dtype=np.int64)
+    e, m = codes >> mantissa_bits, codes & ((1 << mantissa_bits) - 1)
+    bias = (1 << (exponent_bits - 1)) - 1
+    mant = np.where(e == 0, m, m + (1 << mantissa_bits)).astype(np.float64)
+    return np.ldexp(mant, np.maximum(e, 1) - bias - mantissa_bits + scale)
+
+
+def decode_minifloat(body: bytes | memoryview, shape: tuple[int, ...], out_dtype: np.dtype) -> np.ndarray:
+    """Coding 4: u8 E (1..8), u8 M (E + M ≤ 16), i16 scale s, level block of codes."""
+    r = ByteReader(body, "minifloat tensor body")
+    ebits, mbits, scale = r.u8(), r.u8(), r.i16()
+    if not (1 <= ebits <= 8 and ebits + mbits <= MAX_MINIFLOAT_BITS):
+        raise CorruptionError(f"minifloat E{ebits}M{mbits} is not supported")
+    if abs(scale) > MAX_SCALE_EXPONENT:
+        raise CorruptionError(f"minifloat scale exponent {scale} out of range")
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    levels = decode_levels(r, count)
+    r.expect_end()
+    top = 1 << (ebits + mbits)
+    if levels.size and int(np.abs(levels).max()) >= top:
+        raise CorruptionError("minifloat code out of range")
+    if levels.size == 0:
+        return np.zeros(shape, dtype=out_dtype)
+    hi = int(np.abs(levels).max())
+    table = minifloat_magnitudes(ebits, mbits, scale, hi + 1)[1:]
+    return codebook_values(levels, table).astype(out_dtype).reshape(shape)

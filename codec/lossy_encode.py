@@ -8,7 +8,7 @@ import numpy as np
 
 from .bytestream import ByteWriter
 from .levelcode import MAX_LEVEL, encode_levels
-from .lossy_decode import FLAG_PER_CHANNEL, MAX_SHIFT, dequantize, step_values
+from .lossy_decode import FLAG_NEGATIVE_THETA, FLAG_PER_CHANNEL, MAX_SHIFT, dequantize, step_values
 from .quantize import bits_from_counts, laplace_bits, rdo_quantize, scaled_stats
 
 
@@ -52,7 +52,6 @@ def encode_lossy(x: np.ndarray, steps: np.ndarray | float, lam: float = 0.1,
     x = np.asarray(x, dtype=np.float64)
     shape = x.shape
     steps = np.atleast_1d(np.asarray(steps, dtype=np.float64))
-    per_channel = steps.size > 1
     mant, shifts, exponent = dyadic_steps(steps)
     exact_steps = step_values(mant, exponent - shifts)
     inner = x.size // steps.size if steps.size > 1 else max(x.size, 1)
@@ -68,9 +67,17 @@ def encode_lossy(x: np.ndarray, steps: np.ndarray | float, lam: float = 0.1,
         theta = min(max(excess / n_nonzero, 0.0), 0.5) if n_nonzero else 0.0
         bits = bits_from_counts(counts)
     theta_int = int(min(round(theta * 256), 255))
+    body = lossy_body(levels, theta_int, mant, shifts, exponent)
+    recon = dequantize(levels, theta_int, exact_steps, shape, np.dtype(out_dtype))
+    return LossyResult(body, recon, float(exact_steps.max()), theta_int)
+
+
+def lossy_body(levels: np.ndarray, theta: int, mant: np.ndarray, shifts: np.ndarray, exponent: int) -> bytes:
+    """A coding-2 body: flags, |θ| (negative θ sets flag bit 1), step(s), level block."""
+    per_channel = mant.size > 1
     w = ByteWriter()
-    w.u8(FLAG_PER_CHANNEL if per_channel else 0)
-    w.u8(theta_int)
+    w.u8((FLAG_PER_CHANNEL if per_channel else 0) | (FLAG_NEGATIVE_THETA if theta < 0 else 0))
+    w.u8(abs(theta))
     w.i16(exponent)
     if per_channel:
         w.varint(int(mant.size))
@@ -79,5 +86,4 @@ def encode_lossy(x: np.ndarray, steps: np.ndarray | float, lam: float = 0.1,
     else:
         w.u8(int(mant[0]))
     w.raw(encode_levels(levels))
-    recon = dequantize(levels, theta_int, exact_steps, shape, np.dtype(out_dtype))
-    return LossyResult(w.getvalue(), recon, float(exact_steps.max()), theta_int)
+    return w.getvalue()

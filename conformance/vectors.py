@@ -56,6 +56,13 @@ def cases() -> dict[str, Case]:
         "external_data": Case(lambda: mlp(seed=5), {}, external_data=True),
         "typed_fields_lossless": Case(lambda: mlp(seed=6, typed=True), {"lossless": True}),
         "typed_fields_fp16": Case(lambda: mlp(seed=7, dtype=TensorProto.FLOAT16, typed=True), {}),
+        "quantizer_midrise": Case(lambda: mlp(seed=8), {"quantizer": "midrise", "qp": -24.0}),
+        "quantizer_deadzone_wide": Case(lambda: mlp(seed=9), {"quantizer": "deadzone:0.7", "qp": -24.0}),
+        "quantizer_mulaw": Case(lambda: mlp(seed=10), {"quantizer": "mulaw:255"}),
+        "quantizer_e4m3": Case(lambda: mlp(seed=11), {"quantizer": "e4m3"}),
+        "quantizer_fp16_per_channel": Case(lambda: mlp(seed=12, dtype=TensorProto.FLOAT16),
+                                           {"quantizer": "deadzone:0.25", "step_rule": "channel"}),
+        "quantizer_bf16_e5m2": Case(lambda: mlp(seed=13, dtype=TensorProto.BFLOAT16), {"quantizer": "e5m2"}),
     }
 
 

@@ -20,8 +20,8 @@ from nnr.errors import CorruptionError, FormatError, VersionError
 
 MAGIC = b"\x89NNR"
 TRAILER_MAGIC = b"NNR\x89"
-FORMAT_VERSION = 2
-SUPPORTED_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+SUPPORTED_VERSIONS = (1, 2, 3)
 HEADER = struct.Struct("<4sHH8s")
 UNIT_HEAD = struct.Struct("<4sQ")
 TRAILER = struct.Struct("<Q4s4s")
@@ -35,7 +35,10 @@ META, GRAPH, TENSOR, INDEX = b"META", b"GRPH", b"TENS", b"INDX"
 CODING_RAW = 0
 CODING_FLOAT_LOSSLESS = 1
 CODING_LOSSY = 2
-CODING_NAMES = {CODING_RAW: "raw", CODING_FLOAT_LOSSLESS: "lossless", CODING_LOSSY: "lossy"}
+CODING_CODEBOOK = 3    # format version 3
+CODING_MINIFLOAT = 4   # format version 3
+CODING_NAMES = {CODING_RAW: "raw", CODING_FLOAT_LOSSLESS: "lossless", CODING_LOSSY: "lossy",
+                CODING_CODEBOOK: "codebook", CODING_MINIFLOAT: "minifloat"}
 
 
 @dataclass

@@ -76,6 +76,10 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
                         "channel's, or one absolute step for all tensors (NNC-like)")
     p.add_argument("--size-exponent", type=float, default=None,
                    help="steps grow as (tensor size / 4096)**x (default 0.5; 0 disables)")
+    p.add_argument("--quantizer", default=None, metavar="Q",
+                   help="ecsq (default: rate-distortion optimised deadzone), midtread, midrise, "
+                        "deadzone:DELTA, mulaw:MU, minifloat:EeMm, fp16, e4m3 or e5m2 "
+                        "(formulas in formats/SPEC.md)")
     p.add_argument("--rdo-lambda", type=float, default=None,
                    help="rate-distortion Lagrangian in step^2 per bit (default 0.1; 0 = rounding)")
     p.add_argument("--refuse-nonfinite", action="store_true",
@@ -124,7 +128,7 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
 
         kw = {k: v for k, v in (("qp", args.qp), ("step_rule", args.step_rule),
                                  ("size_exponent", args.size_exponent),
-                                 ("rdo_lambda", args.rdo_lambda)) if v is not None}
+                                 ("rdo_lambda", args.rdo_lambda), ("quantizer", args.quantizer)) if v is not None}
         if args.lossless:
             kw["lossless"] = True
         if args.refuse_nonfinite:

@@ -12,8 +12,10 @@ from codec.allocation import steps_for
 from codec.floatcast import compute_dtype, snr_db, to_float64, to_storage
 from codec.floatplanes import encode_float_planes
 from codec.lossy_encode import LevelOverflow, encode_lossy
-from formats.container import (CODING_FLOAT_LOSSLESS, CODING_LOSSY, CODING_RAW, TensorUnit,
-                               write_container)
+from codec.quantizers import encode_deadzone, encode_minifloat, encode_mulaw
+from codec.quantizers import parse as parse_quantizer
+from formats.container import (CODING_CODEBOOK, CODING_FLOAT_LOSSLESS, CODING_LOSSY, CODING_MINIFLOAT, CODING_RAW,
+                               TensorUnit, write_container)
 from formats.onnx_io import (FLOAT_TYPES, STORAGE_DTYPES, is_external, read_model, strip_tensor, uses_typed_field,
                              tensor_bytes, tensor_slots)
 
@@ -35,13 +37,26 @@ def code_float(name: str, storage: np.ndarray, fmt: str,
                                     "nonfinite='lossless' to keep them exactly")
     if opts.lossless or not finite or not np.any(values):
         return CODING_FLOAT_LOSSLESS, encode_float_planes(storage, storage.dtype.itemsize), float("inf"), storage
+    quantizer = parse_quantizer(opts.quantizer)
     steps = steps_for(values, opts.qp_of(name), opts.step_rule, opts.vector_qp, opts.size_exponent)
+    out_dtype = compute_dtype(fmt)
     try:
-        result = encode_lossy(values, steps, lam=opts.rdo_lambda, out_dtype=compute_dtype(fmt))
+        if quantizer.kind == "ecsq":
+            coding, result = CODING_LOSSY, encode_lossy(values, steps, lam=opts.rdo_lambda, out_dtype=out_dtype)
+            body, recon = result.body, result.reconstruction
+        elif quantizer.kind in ("midtread", "midrise", "deadzone"):
+            result = encode_deadzone(values, steps, quantizer.delta, out_dtype)
+            coding, body, recon = CODING_LOSSY, result.body, result.reconstruction
+        elif quantizer.kind == "mulaw":
+            step = float(np.exp(np.mean(np.log(steps))))
+            coding, (body, recon) = CODING_CODEBOOK, encode_mulaw(values, step, quantizer.mu, out_dtype)
+        else:
+            coding = CODING_MINIFLOAT
+            body, recon = encode_minifloat(values, quantizer.exponent_bits, quantizer.mantissa_bits, out_dtype)
     except LevelOverflow:  # outliers too far out for this step: keep the tensor exact
         return CODING_FLOAT_LOSSLESS, encode_float_planes(storage, storage.dtype.itemsize), float("inf"), storage
-    rebuilt = to_storage(result.reconstruction, fmt)
-    return CODING_LOSSY, result.body, snr_db(values, to_float64(rebuilt, fmt)), rebuilt
+    rebuilt = to_storage(recon, fmt)
+    return coding, body, snr_db(values, to_float64(rebuilt, fmt)), rebuilt
 
 
 def encode(model: str | os.PathLike | bytes | ModelProto, options: EncoderOptions | None = None,

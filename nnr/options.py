@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 
 from codec.allocation import RULES as STEP_RULES
+from codec.quantizers import parse as parse_quantizer
 
 from .errors import OptionError
 
@@ -30,6 +31,9 @@ class EncoderOptions:
         ``refuse`` makes encoding fail.
     tensor_qp: per-tensor qp offsets by tensor name (added to qp), as rate control sets
         them from measured sensitivities; replaying a file's options reproduces it.
+    quantizer: ``ecsq`` (the default RDO deadzone), ``midtread``, ``midrise``,
+        ``deadzone:δ``, ``mulaw:μ`` or ``minifloat:EeMm`` (``fp16``, ``e4m3``, ``e5m2``);
+        see codec/quantizers.py for the formulas.
     """
 
     qp: float = -32.0
@@ -41,6 +45,7 @@ class EncoderOptions:
     min_elements: int = 16
     nonfinite: str = "lossless"
     tensor_qp: dict = dataclasses.field(default_factory=dict)
+    quantizer: str = "ecsq"
 
     def __post_init__(self) -> None:
         if not isinstance(self.qp, (int, float)) or not math.isfinite(self.qp) or not -80 <= self.qp <= 40:
@@ -65,15 +70,22 @@ class EncoderOptions:
                 and math.isfinite(v) and -64 <= v <= 64 for k, v in self.tensor_qp.items()):
             raise OptionError("tensor_qp must map tensor names to qp offsets in [-64, 64]")
 
+        try:
+            parse_quantizer(self.quantizer)
+        except (ValueError, TypeError) as exc:
+            raise OptionError(str(exc)) from None
+
     def qp_of(self, name: str) -> float:
         """The qp a tensor is coded at: qp plus its tensor_qp offset, if any."""
         return self.qp + self.tensor_qp.get(name, 0.0)
 
     def to_json(self) -> dict:
-        """JSON-able dict; tensor_qp only when set, so files without it keep their bytes."""
+        """JSON-able dict; tensor_qp and quantizer only when not the default (compact metadata)."""
         d = dataclasses.asdict(self)
         if not self.tensor_qp:
             del d["tensor_qp"]
+        if self.quantizer == "ecsq":
+            del d["quantizer"]
         return d
 
     @classmethod

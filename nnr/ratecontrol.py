@@ -24,6 +24,7 @@ from onnx import ModelProto
 
 from codec.allocation import steps_for
 from codec.floatcast import to_float64
+from codec.quantizers import parse as parse_quantizer
 from formats.onnx_io import FLOAT_TYPES, STORAGE_DTYPES, fill_tensor, is_external, read_model, strip_tensor
 from formats.onnx_io import tensor_bytes, tensor_slots
 
@@ -318,6 +319,9 @@ def search(model_src: str | Path | ModelProto, base: EncoderOptions, *, constrai
         raise OptionError("a fidelity constraint needs calibration inputs (--calibration)")
     if constraint is not None and constraint.metric == "accuracy_drop_pct" and cal.labels is None:
         raise OptionError("--max-accuracy-drop needs labels: add an integer array 'labels' to the .npz")
+    if not parse_quantizer(base.quantizer).follows_step:
+        raise OptionError(f"quantizer {base.quantizer} has a fixed precision; rate control needs one "
+                          "whose step follows --qp (ecsq, midtread, midrise, deadzone, mulaw)")
     start = time.monotonic()
     deadline = start + budget_seconds
     model, base_dir = read_model(model_src)

@@ -7,8 +7,9 @@ from onnx import TensorProto
 
 from codec.floatcast import bfloat16_values, compute_dtype, to_storage
 from codec.floatplanes import decode_float_planes
-from codec.lossy_decode import decode_lossy
-from formats.container import CODING_FLOAT_LOSSLESS, CODING_LOSSY, CODING_RAW, TensorUnit
+from codec.lossy_decode import decode_codebook, decode_lossy, decode_minifloat
+from formats.container import (CODING_CODEBOOK, CODING_FLOAT_LOSSLESS, CODING_LOSSY, CODING_MINIFLOAT, CODING_RAW,
+                               TensorUnit)
 from formats.onnx_io import STORAGE_DTYPES
 
 from .errors import CorruptionError
@@ -30,6 +31,9 @@ def storage_dtype(onnx_dtype: int) -> np.dtype:
     return np.dtype(STORAGE_DTYPES[onnx_dtype])
 
 
+LOSSY_DECODERS = {CODING_LOSSY: decode_lossy, CODING_CODEBOOK: decode_codebook, CODING_MINIFLOAT: decode_minifloat}
+
+
 def decode_unit(unit: TensorUnit) -> bytes:
     """Storage bytes (little-endian, ONNX raw_data layout) of a tensor unit."""
     dtype = storage_dtype(unit.dtype)
@@ -49,9 +53,9 @@ def decode_unit(unit: TensorUnit) -> bytes:
         if len(out) != nbytes:
             raise CorruptionError(f"tensor {unit.name!r}: lossless body width disagrees with its type")
         return out
-    if unit.coding == CODING_LOSSY:
+    if unit.coding in LOSSY_DECODERS:
         fmt = FLOAT_FORMAT_OF[unit.dtype]
-        values = decode_lossy(unit.body, unit.dims, compute_dtype(fmt))
+        values = LOSSY_DECODERS[unit.coding](unit.body, unit.dims, compute_dtype(fmt))
         return to_storage(values, fmt).tobytes()
     raise CorruptionError(f"tensor {unit.name!r}: unknown coding {unit.coding}")
 

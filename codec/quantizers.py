@@ -1,0 +1,140 @@
+"""The quantizer family besides the default RDO deadzone (ECSQ): encoders of their bodies.
+
+Every quantizer decodes bit-exactly with integer and dyadic arithmetic only:
+
+* ``deadzone:δ`` (δ in [0, 1)): ``q = 0`` if ``|x| < δΔ``, else ``sign(x)·⌈|x|/Δ − δ⌉``;
+  reconstruction ``sign(q)·Δ·(|q| + δ − ½)``. ``midtread`` is δ = ½ (rounding, x̂ = qΔ),
+  ``midrise`` is δ = 0 (x̂ = ±Δ/2, ±3Δ/2, …; exact zeros stay zero). Coded as a lossy body
+  (coding 2) whose offset θ = (½ − δ)·256 may be negative (flag bit 1).
+* ``mulaw:μ``: companding ``y = ln(1 + μ|x|/A) / ln(1 + μ)`` with A = max|x|, y quantized
+  uniformly in K levels; the decoder gets the K reconstruction magnitudes
+  ``A/μ·((1+μ)^((k−½)/K·…) − 1)`` as a table (coding 3), so it evaluates no logarithm.
+* ``minifloat:EeMm``: each weight rounded to the nearest value of a sign/E-bit exponent/
+  M-bit mantissa float (bias 2^(E−1) − 1, subnormals, no infinities or NaN) times a
+  power-of-two scale 2^s chosen so the largest magnitude fits (coding 4). ``fp16`` is
+  E5M10, fp8 ``e4m3`` E4M3 and ``e5m2`` E5M2.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from .bytestream import ByteWriter
+from .levelcode import encode_levels
+from .lossy_decode import (MAX_CODEBOOK, MAX_MINIFLOAT_BITS, MAX_SCALE_EXPONENT, codebook_values, dequantize,
+                           minifloat_magnitudes, step_values)
+from .lossy_encode import LevelOverflow, LossyResult, dyadic_steps, lossy_body
+
+NAMES = ("ecsq", "midtread", "midrise", "deadzone", "mulaw", "minifloat")
+ALIASES = {"fp16": "minifloat:E5M10", "e4m3": "minifloat:E4M3", "e5m2": "minifloat:E5M2"}
+
+
+@dataclass(frozen=True)
+class Quantizer:
+    kind: str          # one of NAMES
+    delta: float = 0.5  # deadzone δ (midtread ½, midrise 0)
+    mu: float = 255.0
+    exponent_bits: int = 0
+    mantissa_bits: int = 0
+
+    @property
+    def follows_step(self) -> bool:
+        """Whether the step (qp) sets this quantizer's precision (minifloat's is set by M)."""
+        return self.kind != "minifloat"
+
+
+def parse(spec: str) -> Quantizer:
+    """'ecsq', 'midtread', 'midrise', 'deadzone:0.4', 'mulaw:255', 'minifloat:E4M3' (or fp16,
+    e4m3, e5m2) → Quantizer; ValueError with the accepted forms otherwise."""
+    text = ALIASES.get(str(spec).strip().lower(), str(spec).strip())
+    kind, _, arg = text.partition(":")
+    kind = kind.lower()
+    try:
+        if kind in ("ecsq", "midtread", "midrise") and not arg:
+            return Quantizer(kind, {"ecsq": 0.5, "midtread": 0.5, "midrise": 0.0}[kind])
+        if kind == "deadzone" and arg:
+            delta = float(arg)
+            if 0.0 <= delta < 1.0:
+                return Quantizer(kind, delta)
+        if kind == "mulaw" and arg:
+            mu = float(arg)
+            if 0.0 < mu <= 1e6 and math.isfinite(mu):
+                return Quantizer(kind, mu=mu)
+        m = re.fullmatch(r"[eE](\d+)[mM](\d+)", arg) if kind == "minifloat" else None
+        if m and 1 <= int(m[1]) <= 8 and int(m[1]) + int(m[2]) <= MAX_MINIFLOAT_BITS:
+            return Quantizer(kind, exponent_bits=int(m[1]), mantissa_bits=int(m[2]))
+    except ValueError:
+        pass
+    raise ValueError(f"unknown quantizer {spec!r}: use ecsq, midtread, midrise, deadzone:δ (0 ≤ δ < 1), "
+                     "mulaw:μ (μ > 0), minifloat:EeMm (E 1..8, E + M ≤ 16; or fp16, e4m3, e5m2)")
+
+
+def encode_deadzone(x: np.ndarray, steps: np.ndarray, delta: float, out_dtype: np.dtype) -> LossyResult:
+    """Plain deadzone quantization (no RDO) at the given steps, as a coding-2 body."""
+    x = np.asarray(x, dtype=np.float64)
+    steps = np.atleast_1d(np.asarray(steps, dtype=np.float64))
+    per_channel = steps.size > 1
+    mant, shifts, exponent = dyadic_steps(steps)
+    exact = step_values(mant, exponent - shifts)
+    per = exact.reshape((-1,) + (1,) * (x.ndim - 1)) if per_channel else exact.reshape(())
+    a = np.abs(x) / per
+    if a.size and not float(a.max()) < 2 ** 30:
+        raise LevelOverflow(f"values reach {float(a.max()):.3g} steps")
+    q = np.where(a < delta, 0, np.ceil(a - delta)).astype(np.int64)
+    q = np.where(x < 0, -q, q)
+    theta = int(round((0.5 - delta) * 256))
+    recon = dequantize(q, theta, exact, x.shape, np.dtype(out_dtype))
+    return LossyResult(lossy_body(q, theta, mant, shifts, exponent), recon, float(exact.max()), theta)
+
+
+def encode_mulaw(x: np.ndarray, step: float, mu: float, out_dtype: np.dtype) -> tuple[bytes, np.ndarray]:
+    """μ-law companding quantizer as a codebook body (coding 3). ``step`` is the effective
+    step near zero: the companded domain gets K = ⌈A·ln(1+μ)/(μ·step)⌉ levels."""
+    x = np.asarray(x, dtype=np.float64)
+    amax = float(np.max(np.abs(x))) if x.size else 0.0
+    if amax == 0.0:
+        raise LevelOverflow("an all-zero tensor has no μ-law range")
+    log1mu = math.log1p(mu)
+    k = int(min(max(math.ceil(amax * log1mu / (mu * step)), 1), MAX_CODEBOOK))
+    y = np.log1p(mu * np.abs(x) / amax) / log1mu                      # in [0, 1]
+    q = np.minimum(np.floor(y * k + 0.5), k).astype(np.int64)          # 0..K, 0 ↔ y < 1/(2K)
+    centres = np.arange(1, k + 1, dtype=np.float64) / k                 # level k ↔ y = k/K
+    table = amax / mu * np.expm1(centres * log1mu)
+    table = np.maximum.accumulate(np.maximum(table, np.finfo(np.float64).tiny))
+    q = np.where(x < 0, -q, q)
+    w = ByteWriter()
+    w.u8(0)
+    w.varint(k)
+    w.raw(table.astype("<f8").tobytes())
+    w.raw(encode_levels(q))
+    recon = codebook_values(q, table).astype(np.dtype(out_dtype)).reshape(x.shape)
+    return w.getvalue(), recon
+
+
+def encode_minifloat(x: np.ndarray, exponent_bits: int, mantissa_bits: int,
+                     out_dtype: np.dtype) -> tuple[bytes, np.ndarray]:
+    """Round every weight to the nearest minifloat × 2^s (ties to the even code), coding 4."""
+    x = np.asarray(x, dtype=np.float64)
+    mags = minifloat_magnitudes(exponent_bits, mantissa_bits, 0)
+    amax = float(np.max(np.abs(x))) if x.size else 0.0
+    scale = 0 if amax == 0.0 else int(math.ceil(math.log2(amax / mags[-1])))
+    scale = max(-MAX_SCALE_EXPONENT, min(MAX_SCALE_EXPONENT, scale))
+    grid = np.ldexp(mags, scale)
+    a = np.abs(x).ravel()
+    hi = np.clip(np.searchsorted(grid, a), 1, grid.size - 1)
+    lo = hi - 1
+    pick_hi = (grid[hi] - a < a - grid[lo]) | ((grid[hi] - a == a - grid[lo]) & (hi % 2 == 0))
+    codes = np.where(pick_hi, hi, lo)
+    codes = np.where(a >= grid[-1], grid.size - 1, codes).astype(np.int64)
+    q = np.where(x.ravel() < 0, -codes, codes)
+    w = ByteWriter()
+    w.u8(exponent_bits)
+    w.u8(mantissa_bits)
+    w.i16(scale)
+    w.raw(encode_levels(q))
+    recon = codebook_values(q, grid[1:]).astype(np.dtype(out_dtype)).reshape(x.shape)
+    return w.getvalue(), recon
