@@ -61,6 +61,78 @@ def analyze(path: str | Path, min_elements: int = 256, bins: int = 200) -> dict:
             "best_counts": dict(Counter(r["best"] for r in rows).most_common())}
 
 
+CURVE_QUANTIZERS = ("ecsq", "midtread", "midrise", "deadzone:0.25", "deadzone:0.7", "mulaw:255")
+CURVE_QPS = (-40, -32, -24, -16, -12, -8, -4, 0, 8)
+CURVE_MINIFLOATS = ("E4M0", "E4M1", "E4M2", "E4M3", "E4M5", "E5M2", "E5M7", "E5M10")
+
+
+def quantizer_curves(path: str | Path, min_elements: int = 256) -> dict[str, list[dict]]:
+    """Entropy against fidelity for each quantizer: per setting, the coded bits per weight and
+    the weight SNR (size-weighted mean of each tensor's SNR in dB), over the tensors analysed.
+    Steps sweep --qp; minifloats sweep their exponent/mantissa split."""
+    from codec.floatcast import snr_db
+
+    from .encoder import code_float
+    from .options import EncoderOptions
+
+    model, base_dir = read_model(path)
+    tensors = [(name, values) for name, _, values in weight_tensors(path, min_elements)]
+    total = sum(v.size for _, v in tensors)
+    settings = [(q, qp) for q in CURVE_QUANTIZERS for qp in CURVE_QPS]
+    settings += [(f"minifloat:{m}", None) for m in CURVE_MINIFLOATS]
+    curves: dict[str, list[dict]] = {}
+    for quantizer, qp in settings:
+        opts = EncoderOptions(quantizer=quantizer, qp=-32.0 if qp is None else float(qp))
+        bits = weighted_snr = 0.0
+        for name, values in tensors:
+            storage = values.astype(np.float64)
+            _, body, _, rebuilt = code_float(name, storage, "float64", opts)
+            bits += 8 * len(body)
+            weighted_snr += min(snr_db(values, rebuilt), 200.0) * values.size
+        label = quantizer.split(":")[0] if quantizer.startswith("minifloat") else quantizer
+        curves.setdefault(label, []).append({"setting": quantizer if qp is None else f"qp {qp}",
+                                             "bits_per_weight": bits / total, "snr_db": weighted_snr / total})
+    return curves
+
+
+def plot_curves(curves: dict[str, list[dict]], target: Path) -> None:
+    """bits per weight (x) against weight SNR (y), one line per quantizer."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from formats.fileio import write_bytes_atomic
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for name, points in curves.items():
+        pts = sorted(points, key=lambda p: p["bits_per_weight"])
+        ax.plot([p["bits_per_weight"] for p in pts], [p["snr_db"] for p in pts], "o-", ms=3, label=name)
+    ax.set_xlabel("coded bits per weight (entropy-coded)")
+    ax.set_ylabel("weight SNR, dB (size-weighted mean over tensors)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    write_bytes_atomic(target, buf.getvalue())
+
+
+def curves_table(curves: dict[str, list[dict]]) -> str:
+    """Each quantizer's weight SNR at 2, 4 and 6 bits per weight (interpolated)."""
+    lines = ["weight SNR (dB) at a given rate, interpolated along each quantizer's curve",
+             f"{'quantizer':<16} {'2 bits':>8} {'4 bits':>8} {'6 bits':>8}"]
+    for name, points in curves.items():
+        pts = sorted(points, key=lambda p: p["bits_per_weight"])
+        xs, ys = [p["bits_per_weight"] for p in pts], [p["snr_db"] for p in pts]
+        cells = [f"{np.interp(b, xs, ys):8.1f}" if xs[0] <= b <= xs[-1] else f"{'–':>8}" for b in (2, 4, 6)]
+        lines.append(f"{name:<16} " + " ".join(cells))
+    return "\n".join(lines)
+
+
 def _fit_json(f: Fit) -> dict:
     return {"family": f.family, "kl_bits": f.kl, "sse": f.sse, "params": f.params}
 
@@ -140,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
                     help='write histogram-with-fits PNGs into DIR (needs pip install -e ".[plot]")')
     ap.add_argument("--plot-tensors", type=int, default=6, metavar="N",
                     help="with --plot: the N largest tensors besides the pooled weights (default 6)")
+    ap.add_argument("--curves", action="store_true",
+                    help="also code the weights with every quantizer over a range of steps and report "
+                         "entropy against weight SNR (with --plot, as quantizer_curves.png)")
     ap.add_argument("--bins", type=int, default=200, help="histogram bins (default 200)")
     ap.add_argument("--min-elements", type=int, default=256,
                     help="skip tensors with fewer weights: too few for a histogram (default 256)")
@@ -156,12 +231,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = analyze(args.model, args.min_elements, args.bins)
         print(table(result))
+        if args.curves:
+            result["quantizer_curves"] = quantizer_curves(args.model, args.min_elements)
+            print()
+            print(curves_table(result["quantizer_curves"]))
         if args.json:
             from formats.fileio import write_bytes_atomic
 
             write_bytes_atomic(args.json, (json.dumps(result, indent=2) + "\n").encode())
         if args.plot:
             files = plot(args.model, result, args.plot, args.plot_tensors, args.bins, args.min_elements)
+            if args.curves:
+                plot_curves(result["quantizer_curves"], args.plot / "quantizer_curves.png")
+                files.append(args.plot / "quantizer_curves.png")
             print(f"wrote {len(files)} plots to {args.plot}", file=sys.stderr)
     except NnrError as exc:
         print(f"nnr-analyze: error: {exc}", file=sys.stderr)

@@ -36,14 +36,20 @@ def test_generalized_gaussian_shape_recovers_laplace_and_gauss(truth, beta):
 
 def test_cli_table_json_and_plots(tmp_path, capsys):
     out_json, plots = tmp_path / "fits.json", tmp_path / "plots"
-    assert main([str(MNIST), "--json", str(out_json), "--plot", str(plots), "--plot-tensors", "2"]) == 0
+    assert main([str(MNIST), "--json", str(out_json), "--plot", str(plots), "--plot-tensors", "2", "--curves"]) == 0
     table = capsys.readouterr().out
-    assert "all weights pooled" in table and "best fit per tensor" in table
+    assert "all weights pooled" in table and "best fit per tensor" in table and "4 bits" in table
     doc = json.loads(out_json.read_text())
     assert doc["weights"] == sum(t["weights"] for t in doc["tensors"])
     assert all(t["best"] == t["fits"][0]["family"] for t in doc["tensors"])
     pngs = sorted(plots.glob("*.png"))
-    assert len(pngs) == 3 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    assert len(pngs) == 4 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    curves = doc["quantizer_curves"]
+    assert set(curves) == {"ecsq", "midtread", "midrise", "deadzone:0.25", "deadzone:0.7", "mulaw:255", "minifloat"}
+    for points in curves.values():  # a coarser setting never costs more bits
+        by_snr = sorted(points, key=lambda p: p["snr_db"])
+        rates = [p["bits_per_weight"] for p in by_snr]
+        assert all(a <= b + 1e-9 for a, b in zip(rates, rates[1:], strict=False))
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
