@@ -6,7 +6,6 @@ import json
 import math
 from pathlib import Path
 
-from formats.fileio import write_bytes_atomic
 
 from .suite import Result
 from .vectors import VectorCheck
@@ -81,13 +80,9 @@ def plot(results: list[Result], swept: list[Result], path: Path) -> None:
     """One panel per model: headline fidelity against bits per weight (log scale), the
     operating points labelled, the --qp sweep as the curve through them, and the output SNR
     of the lossy points on a second axis."""
-    import matplotlib
+    from nnr.plotting import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import io
-
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     models = list(dict.fromkeys(r.model for r in results))
     cols = min(3, len(models))
     nrows = math.ceil(len(models) / cols)
@@ -116,7 +111,4 @@ def plot(results: list[Result], swept: list[Result], path: Path) -> None:
     for ax in list(axes.flat)[len(models):]:
         ax.axis("off")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
+    save_png(fig, path)

@@ -97,16 +97,9 @@ def quantizer_curves(path: str | Path, min_elements: int = 256) -> dict[str, lis
 
 def plot_curves(curves: dict[str, list[dict]], target: Path) -> None:
     """bits per weight (x) against weight SNR (y), one line per quantizer."""
-    import io
+    from .plotting import pyplot, save_png
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from formats.fileio import write_bytes_atomic
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = pyplot().subplots(figsize=(6.5, 4.2))
     for name, points in curves.items():
         pts = sorted(points, key=lambda p: p["bits_per_weight"])
         ax.plot([p["bits_per_weight"] for p in pts], [p["snr_db"] for p in pts], "o-", ms=3, label=name)
@@ -115,10 +108,7 @@ def plot_curves(curves: dict[str, list[dict]], target: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    write_bytes_atomic(target, buf.getvalue())
+    save_png(fig, target)
 
 
 def curves_table(curves: dict[str, list[dict]]) -> str:
@@ -161,13 +151,9 @@ def table(result: dict) -> str:
 
 def plot(path: str | Path, result: dict, out_dir: Path, count: int, bins: int, min_elements: int) -> list[Path]:
     """Histogram-with-fits PNGs: all weights pooled, and the ``count`` largest tensors."""
-    import matplotlib
+    from .plotting import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from formats.fileio import write_bytes_atomic
-
+    plt = pyplot()
     tensors = {name: v for name, _, v in weight_tensors(path, min_elements)}
     largest = sorted(result["tensors"], key=lambda r: -r["weights"])[:count]
     jobs = [("all weights pooled", np.concatenate(list(tensors.values())), result["overall"])]
@@ -193,13 +179,8 @@ def plot(path: str | Path, result: dict, out_dir: Path, count: int, bins: int, m
         axes[1].legend(fontsize=7, loc="lower center")
         fig.suptitle(f"{name} ({values.size:,} weights)", fontsize=10)
         fig.tight_layout()
-        import io
-
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100)
-        plt.close(fig)
         target = out_dir / f"{i:02d}_{''.join(c if c.isalnum() else '_' for c in name)[:60]}.png"
-        write_bytes_atomic(target, buf.getvalue())
+        save_png(fig, target, dpi=100)
         written.append(target)
     return written
 

@@ -76,6 +76,9 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
                         "channel's, or one absolute step for all tensors (NNC-like)")
     p.add_argument("--size-exponent", type=float, default=None,
                    help="steps grow as (tensor size / 4096)**x (default 0.5; 0 disables)")
+    p.add_argument("--options", metavar="JSON",
+                   help="replay encoder options from a JSON file: an options object, or a point of "
+                        "nnr-search --json (an object with an 'options' key)")
     p.add_argument("--quantizer", default=None, metavar="Q",
                    help="ecsq (default: rate-distortion optimised deadzone), midtread, midrise, "
                         "deadzone:DELTA, mulaw:MU, minifloat:EeMm, fp16, e4m3 or e5m2 "
@@ -133,7 +136,12 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
             kw["lossless"] = True
         if args.refuse_nonfinite:
             kw["nonfinite"] = "refuse"
-        opts = EncoderOptions.build(**kw)
+        if args.options:
+            if kw:
+                p.error("--options replays a whole setting; drop the other quality options")
+            opts = EncoderOptions.from_json(_read_options(args.options))
+        else:
+            opts = EncoderOptions.build(**kw)
         t0 = time.perf_counter()
         if searching:
             data = _rate_controlled(args, opts)
@@ -148,6 +156,22 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     return _run("nnr-encode", run)
+
+
+def _read_options(path: str) -> dict:
+    from formats.fileio import read_input
+
+    from .errors import InputError
+
+    try:
+        doc = json.loads(read_input(path, "an options .json file"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not JSON ({exc})") from exc
+    if isinstance(doc, dict) and isinstance(doc.get("options"), dict):
+        doc = doc["options"]
+    if not isinstance(doc, dict):
+        raise InputError(f"{path}: expected a JSON object of encoder options")
+    return doc
 
 
 def _rate_controlled(args: argparse.Namespace, base) -> bytes:

@@ -1,0 +1,75 @@
+"""nnr-search: the Pareto front, its JSON and plot, and replaying a point with nnr-encode --options."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conformance.inputs import mnist_test
+from nnr.cli import encode_main
+from nnr.search import main, pareto_front, settings
+from tests.conftest import ROOT
+
+MNIST = ROOT / "conformance" / "models" / "mnist_cnn.onnx"
+
+
+def _p(size, value):
+    return {"bytes": size, "metrics": {"m": value}}
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    points = [_p(10, 0.5), _p(20, 0.9), _p(15, 0.4), _p(30, 0.9), _p(25, 0.95), _p(10, 0.6)]
+    front = pareto_front(points, "m")
+    assert [(p["bytes"], p["metrics"]["m"]) for p in front] == [(10, 0.6), (20, 0.9), (25, 0.95)]
+
+
+def test_fixed_precision_quantizers_are_tried_once():
+    todo = settings(["ecsq", "e4m3"], [-30.0, -20.0])
+    assert todo == [{"quantizer": "ecsq", "qp": -30.0}, {"quantizer": "ecsq", "qp": -20.0}, {"quantizer": "e4m3"}]
+
+
+@pytest.fixture
+def calibration(tmp_path):
+    x, y = mnist_test()
+    path = tmp_path / "cal.npz"
+    np.savez(path, image=x[:100], labels=y[:100])
+    return path
+
+
+def test_search_writes_front_and_plot_and_a_point_replays(tmp_path, calibration, capsys):
+    out = tmp_path / "search.json"
+    argv = [str(MNIST), "--calibration", str(calibration), "--quantizers", "ecsq,deadzone:0.7,e4m3",
+            "--qps=-28,-16", "--json", str(out), "--plot", str(tmp_path), "-q", "--metric", "snr_db"]
+    assert main(argv) == 0
+    assert "Pareto front" in capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    assert len(doc["points"]) == 5 and doc["front"]
+    assert doc["front"] == pareto_front(doc["points"], "snr_db")
+    assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    point = tmp_path / "point.json"
+    point.write_text(json.dumps(doc["front"][0]))
+    replay = tmp_path / "replay.nnr"
+    assert encode_main([str(MNIST), "-o", str(replay), "--options", str(point), "-q"]) == 0
+    assert replay.stat().st_size == doc["front"][0]["bytes"]
+
+
+@pytest.mark.parametrize("extra,message", [(["--quantizers", "fancy"], "unknown quantizer"),
+                                           (["--qps", "a,b"], "--qps")])
+def test_search_errors(calibration, capsys, extra, message):
+    try:
+        code = main([str(MNIST), "--calibration", str(calibration), "-q"] + extra)
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2 and message in capsys.readouterr().err
+
+
+def test_options_replay_refuses_mixing_and_bad_files(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    out = tmp_path / "x.nnr"
+    assert encode_main([str(MNIST), "-o", str(out), "--options", str(bad)]) == 2
+    with pytest.raises(SystemExit):
+        encode_main([str(MNIST), "-o", str(out), "--options", str(bad), "--qp", "-20"])
+    bad.write_text('{"qp": -20, "colour": "red"}')
+    assert encode_main([str(MNIST), "-o", str(out), "--options", str(bad)]) == 2
+    assert "unknown encoder option" in capsys.readouterr().err and not out.exists()
