@@ -40,6 +40,7 @@ QP_RESOLUTION = 0.25
 MAX_OFFSET = 24.0             # a tensor's qp offset is clamped to ±24 (±6 octaves of step)
 PROBE_OFFSET = 8.0            # sensitivity probe: 4× the tensor's default step
 SENSITIVITY_SAMPLES = 16      # calibration samples used to measure sensitivities
+REFINE_STEPS = 16             # finer steps tried when the count misses an agreement met in expectation
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,13 @@ class Constraint:
 
     metric: str    # "agreement", "accuracy_drop_pct" or "snr_db"
     bound: float
+
+    def met_smooth(self, m: dict[str, float]) -> bool:
+        """The search's test: agreement judged only in expectation, which, unlike a count over
+        a few dozen inputs, falls steadily as steps grow (so bisection is sound)."""
+        if self.metric == "agreement":
+            return m["agreement_expected"] >= self.bound - 1e-12
+        return self.met(m)
 
     def met(self, m: dict[str, float]) -> bool:
         """Whether the measured metrics meet the bound. Agreement must hold both as counted on
@@ -372,7 +380,15 @@ def search(model_src: str | Path | ModelProto, base: EncoderOptions, *, constrai
         if time.monotonic() > deadline and best is not None:
             break
         if constraint is not None:
-            knob = _bisect(lo, hi, lambda v, k=kind: constraint.met(attempt(k, v)[1].metrics), resolution, deadline)
+            knob = _bisect(lo, hi, lambda v, k=kind: constraint.met_smooth(attempt(k, v)[1].metrics), resolution,
+                           deadline)
+            # the count on the calibration inputs must hold too: step finer until it does
+            for _ in range(REFINE_STEPS):
+                if knob is None or constraint.met(attempt(kind, knob)[1].metrics) or time.monotonic() > deadline:
+                    break
+                knob = max(lo, knob - 2 * resolution)
+            if knob is not None and not constraint.met(attempt(kind, knob)[1].metrics):
+                knob = None
         else:
             knob = _bisect(lo, hi, lambda v, k=kind: attempt(k, v)[1].size >= target_bytes, resolution, deadline)
             if knob is not None:  # the largest knob still at or above the target; a smaller file may be closer

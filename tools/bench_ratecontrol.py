@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--min-agreement", type=float, default=0.99)
     ap.add_argument("--budget-seconds", type=float, default=600.0)
+    ap.add_argument("--quantizer", default="ecsq", help="quantizer the search uses (default ecsq)")
     ap.add_argument("--markdown", type=Path, help="write the result table here")
     ap.add_argument("--json", type=Path, help="write the result and every trial here")
     args = ap.parse_args(argv)
@@ -47,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     default_held = held_eval.measure(nnr.decode(default))
 
     t0 = time.perf_counter()
-    res = rc.search(model, EncoderOptions(), constraint=rc.Constraint("agreement", args.min_agreement),
-                    cal=cal, held=held, budget_seconds=args.budget_seconds,
+    res = rc.search(model, EncoderOptions(quantizer=args.quantizer),
+                    constraint=rc.Constraint("agreement", args.min_agreement), cal=cal, held=held,
+                    budget_seconds=args.budget_seconds,
                     log=lambda m: print(m, file=sys.stderr))
     seconds = time.perf_counter() - t0
     size = len(res.data)
@@ -59,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     rows = [
         ("default preset", len(default), None, default_held),
-        (f"--min-agreement {args.min_agreement}", size, res.metrics, res.held_out),
+        (f"--min-agreement {args.min_agreement}"
+         + ("" if args.quantizer == "ecsq" else f" --quantizer {args.quantizer}"), size, res.metrics, res.held_out),
     ]
     lines = [f"EfficientNet-Lite0, calibration: {len(cal)} crops of 10 photos; held out: {len(held)} crops of "
              f"10 other photos; search {seconds:.0f} s, {len(res.trials)} settings tried.", "",
