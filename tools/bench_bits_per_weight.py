@@ -20,6 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tools._emit import emit  # noqa: E402
+
 MODELS = {  # corpus model -> (input name, labelled inputs)
     "efficientnet_lite0": ("image", "imagenet"),
     "mnist_cnn": ("image", "mnist_test"),
@@ -70,10 +72,7 @@ def main(argv: list[str] | None = None) -> int:
               "", "Research reference (entropy estimates of quantized weights, not files; ≤ 0.8 % top-1 loss): "
               "mean 4.73 bits/weight over 14 ONNX classifiers; EfficientNet-Lite4 6.53, SqueezeNet 4.67, "
               "GoogLeNet 3.06, ResNet 7.74, VGG 2.65, MobileNet 12.4."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.markdown:
-        args.markdown.write_text(text)
+    emit("\n".join(lines) + "\n", args.markdown)
     return 0
 
 
