@@ -121,6 +121,14 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
                 "--target-size or --bits-per-weight")
     if not 0 <= args.holdout < 1:
         p.error("--holdout must be in [0, 1)")
+    if args.min_agreement is not None and not 0 < args.min_agreement <= 1:
+        p.error("--min-agreement is a fraction in (0, 1], e.g. 0.99")
+    if args.max_accuracy_drop is not None and not 0 <= args.max_accuracy_drop <= 100:
+        p.error("--max-accuracy-drop is in percentage points, 0 to 100")
+    if args.min_snr is not None and not math.isfinite(args.min_snr):
+        p.error("--min-snr must be a finite number of dB")
+    if args.bits_per_weight is not None and not 0 < args.bits_per_weight <= 64:
+        p.error("--bits-per-weight must be in (0, 64]")
     if args.budget_seconds <= 0:
         p.error("--budget-seconds must be positive")
 

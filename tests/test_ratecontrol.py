@@ -165,6 +165,9 @@ def test_cli_rate_control(tmp_path, capsys):
     (["--min-agreement", "0.99"], "calibration"),
     (["--target-size", "lots"], "cannot read size"),
     (["--min-agreement", "0.99", "--calibration", "absent.npz"], "not found"),
+    (["--min-agreement", "99", "--calibration", "x.npz"], "fraction"),
+    (["--max-accuracy-drop", "-1", "--calibration", "x.npz"], "percentage points"),
+    (["--bits-per-weight", "0"], "bits-per-weight"),
 ])
 def test_cli_rate_control_errors(tmp_path, capsys, argv, message):
     out = tmp_path / "m.nnr"
