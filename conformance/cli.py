@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from nnr.errors import NnrError
+from nnr.plotting import require_matplotlib
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -95,10 +96,7 @@ def _main(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         update_vectors(log)
         return 0
     if args.plot:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            ap.error('--plot needs matplotlib: pip install -e ".[plot]"')
+        require_matplotlib(ap)
 
     manifest = load_manifest(args.manifest) if args.manifest else load_manifest()
     if args.list:

@@ -21,13 +21,17 @@ from codec.floatcast import to_float64
 from formats.onnx_io import FLOAT_TYPES, STORAGE_DTYPES, read_model, tensor_bytes, tensor_slots
 
 from .errors import InputError, NnrError
+from .plotting import require_matplotlib
 from .tensorcodec import FLOAT_FORMAT_OF
 
 SHORT = {"laplace": "laplace", "gaussian": "gauss", "logistic": "logistic", "cauchy": "cauchy",
          "uniform": "uniform", "generalized_gaussian": "gen.gauss"}
 
 
-def weight_tensors(path: str | Path, min_elements: int) -> list[tuple[str, tuple[int, ...], np.ndarray]]:
+Tensors = list[tuple[str, tuple[int, ...], np.ndarray]]  # (name, shape, float64 values)
+
+
+def weight_tensors(path: str | Path, min_elements: int) -> Tensors:
     """(name, shape, float64 values) of every float tensor with at least ``min_elements`` values."""
     model, base_dir = read_model(path)
     found = []
@@ -41,14 +45,13 @@ def weight_tensors(path: str | Path, min_elements: int) -> list[tuple[str, tuple
         values = values[np.isfinite(values)]
         if values.size >= min_elements and np.ptp(values) > 0:
             found.append((slot.name, tuple(int(d) for d in t.dims), values))
+    if not found:
+        raise InputError(f"{path}: no float tensor with at least {min_elements} weights to analyse")
     return found
 
 
-def analyze(path: str | Path, min_elements: int = 256, bins: int = 200) -> dict:
-    """Fits per tensor and for all weights pooled, as a JSON-able dict."""
-    tensors = weight_tensors(path, min_elements)
-    if not tensors:
-        raise InputError(f"{path}: no float tensor with at least {min_elements} weights to analyse")
+def analyze(path: str | Path, tensors: Tensors, bins: int = 200) -> dict:
+    """Fits per tensor (from weight_tensors) and for all weights pooled, as a JSON-able dict."""
     rows = []
     for name, shape, values in tensors:
         fits = fit_all(values, bins)
@@ -66,7 +69,7 @@ CURVE_QPS = (-40, -32, -24, -16, -12, -8, -4, 0, 8)
 CURVE_MINIFLOATS = ("E4M0", "E4M1", "E4M2", "E4M3", "E4M5", "E5M2", "E5M7", "E5M10")
 
 
-def quantizer_curves(path: str | Path, min_elements: int = 256) -> dict[str, list[dict]]:
+def quantizer_curves(tensors: Tensors) -> dict[str, list[dict]]:
     """Entropy against fidelity for each quantizer: per setting, the coded bits per weight and
     the weight SNR (size-weighted mean of each tensor's SNR in dB), over the tensors analysed.
     Steps sweep --qp; minifloats sweep their exponent/mantissa split."""
@@ -75,16 +78,14 @@ def quantizer_curves(path: str | Path, min_elements: int = 256) -> dict[str, lis
     from .encoder import code_float
     from .options import EncoderOptions
 
-    model, base_dir = read_model(path)
-    tensors = [(name, values) for name, _, values in weight_tensors(path, min_elements)]
-    total = sum(v.size for _, v in tensors)
+    total = sum(v.size for _, _, v in tensors)
     settings = [(q, qp) for q in CURVE_QUANTIZERS for qp in CURVE_QPS]
     settings += [(f"minifloat:{m}", None) for m in CURVE_MINIFLOATS]
     curves: dict[str, list[dict]] = {}
     for quantizer, qp in settings:
         opts = EncoderOptions(quantizer=quantizer, qp=-32.0 if qp is None else float(qp))
         bits = weighted_snr = 0.0
-        for name, values in tensors:
+        for name, _, values in tensors:
             storage = values.astype(np.float64)
             _, body, _, rebuilt = code_float(name, storage, "float64", opts)
             bits += 8 * len(body)
@@ -149,12 +150,12 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(path: str | Path, result: dict, out_dir: Path, count: int, bins: int, min_elements: int) -> list[Path]:
+def plot(tensors: Tensors, result: dict, out_dir: Path, count: int, bins: int) -> list[Path]:
     """Histogram-with-fits PNGs: all weights pooled, and the ``count`` largest tensors."""
     from .plotting import pyplot, save_png
 
     plt = pyplot()
-    tensors = {name: v for name, _, v in weight_tensors(path, min_elements)}
+    tensors = {name: v for name, _, v in tensors}
     largest = sorted(result["tensors"], key=lambda r: -r["weights"])[:count]
     jobs = [("all weights pooled", np.concatenate(list(tensors.values())), result["overall"])]
     jobs += [(r["name"], tensors[r["name"]], r["fits"]) for r in largest]
@@ -205,15 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.min_elements < 2:
         ap.error("--min-elements must be at least 2")
     if args.plot:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            ap.error('--plot needs matplotlib: pip install -e ".[plot]"')
+        require_matplotlib(ap)
     try:
-        result = analyze(args.model, args.min_elements, args.bins)
+        tensors = weight_tensors(args.model, args.min_elements)
+        result = analyze(args.model, tensors, args.bins)
         print(table(result))
         if args.curves:
-            result["quantizer_curves"] = quantizer_curves(args.model, args.min_elements)
+            result["quantizer_curves"] = quantizer_curves(tensors)
             print()
             print(curves_table(result["quantizer_curves"]))
         if args.json:
@@ -221,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
 
             write_bytes_atomic(args.json, (json.dumps(result, indent=2) + "\n").encode())
         if args.plot:
-            files = plot(args.model, result, args.plot, args.plot_tensors, args.bins, args.min_elements)
+            files = plot(tensors, result, args.plot, args.plot_tensors, args.bins)
             if args.curves:
                 plot_curves(result["quantizer_curves"], args.plot / "quantizer_curves.png")
                 files.append(args.plot / "quantizer_curves.png")

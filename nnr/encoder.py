@@ -13,7 +13,7 @@ from codec.floatcast import compute_dtype, snr_db, to_float64, to_storage
 from codec.floatplanes import encode_float_planes
 from codec.lossy_encode import LevelOverflow, encode_lossy
 from codec.quantizers import encode_deadzone, encode_minifloat, encode_mulaw
-from codec.quantizers import parse as parse_quantizer
+from codec.quantizer_spec import parse as parse_quantizer
 from formats.container import (CODING_CODEBOOK, CODING_FLOAT_LOSSLESS, CODING_LOSSY, CODING_MINIFLOAT, CODING_RAW,
                                TensorUnit, write_container)
 from formats.onnx_io import (FLOAT_TYPES, STORAGE_DTYPES, is_external, read_model, strip_tensor, uses_typed_field,

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 
 from codec.allocation import RULES as STEP_RULES
-from codec.quantizers import parse as parse_quantizer
+from codec.quantizer_spec import parse as parse_quantizer
 
 from .errors import OptionError
 

@@ -6,6 +6,14 @@ import io
 from pathlib import Path
 
 
+def require_matplotlib(parser) -> None:
+    """Stop with a usage error (exit 2) before any work when --plot cannot be honoured."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        parser.error('--plot needs matplotlib: pip install -e ".[plot]"')
+
+
 def pyplot():
     """matplotlib.pyplot on the non-interactive Agg backend (no display needed)."""
     import matplotlib

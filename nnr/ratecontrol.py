@@ -24,7 +24,7 @@ from onnx import ModelProto
 
 from codec.allocation import steps_for
 from codec.floatcast import to_float64
-from codec.quantizers import parse as parse_quantizer
+from codec.quantizer_spec import parse as parse_quantizer
 from formats.onnx_io import FLOAT_TYPES, STORAGE_DTYPES, fill_tensor, is_external, read_model, strip_tensor
 from formats.onnx_io import tensor_bytes, tensor_slots
 
@@ -141,11 +141,24 @@ class Evaluator:
     def _outputs(self, model: ModelProto | bytes) -> np.ndarray:
         return fidelity.run(fidelity.session(model), self.cal.inputs, self.batch).astype(np.float64)
 
+    def scores_classes(self) -> bool:
+        """Whether the first output looks like class scores (top-1 metrics make sense)."""
+        return self.reference.ndim >= 2 and self.reference.shape[-1] > 1
+
+    def measurable(self) -> set[str]:
+        """The metrics measure() reports for these inputs and this model."""
+        found = {"snr_db", "output_mse"}
+        if self.scores_classes():
+            found |= {"agreement", "agreement_expected"}
+        if self.cal.labels is not None:
+            found |= {"accuracy", "accuracy_original", "accuracy_drop_pct"}
+        return found
+
     def measure(self, candidate: ModelProto | bytes) -> dict[str, float]:
         out = self._outputs(candidate)
         m = {"snr_db": fidelity.output_snr_db(self.reference, out),
              "output_mse": float(np.mean((out - self.reference) ** 2))}
-        if self.reference.ndim >= 2 and self.reference.shape[-1] > 1:
+        if self.scores_classes():
             m["agreement"] = fidelity.top1_agreement(self.reference, out)
             m["agreement_expected"] = fidelity.expected_agreement(self.reference, m["output_mse"])
         if self.cal.labels is not None:
@@ -186,13 +199,12 @@ def _float_weights(model: ModelProto, base_dir: Path | None, opts: EncoderOption
     return found
 
 
-def sensitivities(model: ModelProto, base_dir: Path | None, opts: EncoderOptions, evaluator: Evaluator,
+def sensitivities(model: ModelProto, weights: list[_Weight], opts: EncoderOptions, evaluator: Evaluator,
                   progress: Progress | None = None, deadline: float = math.inf,
                   means: dict[str, np.ndarray] | None = None) -> dict[str, float]:
     """Output MSE per unit of squared weight error, tensor by tensor (each quantized alone at
     a probe step 4× its default; with ``means``, after bias correction, as it will be coded).
     Tensors not reached before ``deadline`` are left out."""
-    weights = _float_weights(model, base_dir, opts)
     work = ModelProto()
     work.CopyFrom(model)
     slots = tensor_slots(work)
@@ -335,7 +347,7 @@ def search(model_src: str | Path | ModelProto, base: EncoderOptions, *, constrai
     model, base_dir = read_model(model_src)
     source = model_src if not isinstance(model_src, ModelProto) else model
     evaluator = Evaluator(model, cal) if cal is not None else None
-    if constraint is not None and constraint.metric not in evaluator.measure(model):
+    if constraint is not None and constraint.metric not in evaluator.measurable():
         raise OptionError(f"{constraint} cannot be measured: the model's first output is not class scores")
 
     means = None
@@ -348,8 +360,9 @@ def search(model_src: str | Path | ModelProto, base: EncoderOptions, *, constrai
     knobs: dict[str, tuple[float, float, float, Callable[[float], EncoderOptions]]] = {}
     if evaluator is not None:
         sens_eval = Evaluator(model, cal.take(np.arange(min(len(cal), SENSITIVITY_SAMPLES))))
-        sens = sensitivities(model, base_dir, base, sens_eval, progress, start + 0.4 * budget_seconds, means)
-        curves = rd_curves(_float_weights(model, base_dir, base), sens, base, progress)
+        weights = _float_weights(model, base_dir, base)
+        sens = sensitivities(model, weights, base, sens_eval, progress, start + 0.4 * budget_seconds, means)
+        curves = rd_curves(weights, sens, base, progress)
         log(f"sensitivities and R-D curves of {len(sens)} tensors in {time.monotonic() - start:.0f} s")
         lo, hi = _lambda_range(curves)
         knobs["sensitivity"] = (lo, hi, 0.125, lambda t: dataclasses.replace(

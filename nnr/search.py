@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from .errors import InputError, NnrError, OptionError
+from .plotting import require_matplotlib
 
 DEFAULT_QUANTIZERS = ("ecsq", "midtread", "midrise", "deadzone:0.25", "deadzone:0.7", "mulaw:255")
 DEFAULT_QPS = (-36.0, -32.0, -28.0, -24.0, -20.0, -16.0, -12.0)
@@ -36,7 +37,7 @@ def pareto_front(points: list[dict], metric: str) -> list[dict]:
 
 def settings(quantizers: list[str], qps: list[float]) -> list[dict]:
     """Encoder option overrides to try: fixed-precision quantizers once, the others per qp."""
-    from codec.quantizers import parse
+    from codec.quantizer_spec import parse
 
     out = []
     for q in quantizers:
@@ -122,10 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     if not quantizers or not qps:
         ap.error("--quantizers and --qps need at least one value each")
     if args.plot:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            ap.error('--plot needs matplotlib: pip install -e ".[plot]"')
+        require_matplotlib(ap)
     try:
         return _run(args, quantizers, qps)
     except NnrError as exc:

@@ -7,7 +7,8 @@ import nnr
 from codec.bytestream import ByteWriter
 from codec.levelcode import encode_levels
 from codec.lossy_decode import decode_codebook, decode_lossy, decode_minifloat, lossy_step, minifloat_magnitudes
-from codec.quantizers import encode_deadzone, encode_minifloat, encode_mulaw, parse
+from codec.quantizer_spec import parse
+from codec.quantizers import encode_deadzone, encode_minifloat, encode_mulaw
 from conformance.toy_models import mlp
 from nnr import ratecontrol as rc
 from nnr.errors import CorruptionError, OptionError
