@@ -7,9 +7,34 @@ from dataclasses import dataclass
 import numpy as np
 
 from .bytestream import ByteWriter
+from .error_feedback import DEFAULT_DAMPING, feedback_levels
 from .levelcode import MAX_LEVEL, encode_levels
 from .lossy_decode import FLAG_NEGATIVE_THETA, FLAG_PER_CHANNEL, MAX_SHIFT, dequantize, step_values
 from .quantize import bits_from_counts, laplace_bits, rdo_quantize, scaled_stats
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """A layer's input second moments for data-aware rounding (codec.error_feedback).
+
+    ``hessian`` is (G, d, d); the weight is read as rows × d with rows along axis 0, or along
+    the last axis when ``transposed`` (a MatMul/Gemm weight stored inputs × outputs)."""
+
+    hessian: np.ndarray
+    transposed: bool = False
+    damping: float = DEFAULT_DAMPING
+
+
+def _feedback(x: np.ndarray, inv_steps: np.ndarray, theta: float, lam: float, bits: np.ndarray,
+              fb: Feedback) -> np.ndarray:
+    if fb.transposed:
+        if inv_steps.size > 1:
+            raise ValueError("error feedback on a transposed weight needs one step")
+        w = x.reshape(x.shape[0], -1).T
+    else:
+        w = x.reshape(x.shape[0], -1)
+    levels = feedback_levels(w, fb.hessian, inv_steps, theta, lam, bits, fb.damping)
+    return (levels.T if fb.transposed else levels).reshape(-1)
 
 
 class LevelOverflow(ValueError):
@@ -43,11 +68,14 @@ def dyadic_steps(steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def encode_lossy(x: np.ndarray, steps: np.ndarray | float, lam: float = 0.1,
-                 iterations: int = 1, out_dtype: np.dtype = np.dtype(np.float32)) -> LossyResult:
+                 iterations: int = 1, out_dtype: np.dtype = np.dtype(np.float32),
+                 feedback: Feedback | None = None) -> LossyResult:
     """Quantize ``x`` with the given step (scalar, or one per axis-0 slice) and code it.
 
     Levels are decided by rate–distortion optimisation with Lagrangian ``lam``·step² and an
     adaptive rate model, refined ``iterations`` times together with the reconstruction offset.
+    With ``feedback``, the final levels are rounded with error feedback through the layer's
+    input statistics (codec.error_feedback); the body's format is the same.
     """
     x = np.asarray(x, dtype=np.float64)
     shape = x.shape
@@ -67,6 +95,8 @@ def encode_lossy(x: np.ndarray, steps: np.ndarray | float, lam: float = 0.1,
         theta = min(max(excess / n_nonzero, 0.0), 0.5) if n_nonzero else 0.0
         bits = bits_from_counts(counts)
     theta_int = int(min(round(theta * 256), 255))
+    if feedback is not None and x.size:
+        levels = _feedback(x, inv_steps, theta_int / 256.0, lam, bits, feedback)
     body = lossy_body(levels, theta_int, mant, shifts, exponent)
     recon = dequantize(levels, theta_int, exact_steps, shape, np.dtype(out_dtype))
     return LossyResult(body, recon, float(exact_steps.max()), theta_int)

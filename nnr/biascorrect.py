@@ -17,7 +17,7 @@ from onnx import AttributeProto, ModelProto, TensorProto, helper, numpy_helper
 from . import fidelity
 
 
-def _constants(model: ModelProto) -> dict[str, TensorProto]:
+def graph_constants(model: ModelProto) -> dict[str, TensorProto]:
     """Main-graph constant values by name: initializers and Constant nodes' ``value``."""
     found = {t.name: t for t in model.graph.initializer}
     for node in model.graph.node:
@@ -30,7 +30,7 @@ def _constants(model: ModelProto) -> dict[str, TensorProto]:
 
 def correctable_layers(model: ModelProto) -> list:
     """Conv and Gemm nodes whose weight and bias are float constants of the main graph."""
-    consts = _constants(model)
+    consts = graph_constants(model)
     layers = []
     for node in model.graph.node:
         if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3:
@@ -38,13 +38,13 @@ def correctable_layers(model: ModelProto) -> list:
         w, b = consts.get(node.input[1]), consts.get(node.input[2])
         if w is None or b is None or w.data_type != TensorProto.FLOAT or b.data_type != TensorProto.FLOAT:
             continue
-        if node.op_type == "Gemm" and (len(w.dims) != 2 or len(b.dims) != 1 or _attr(node, "transA", 0)):
+        if node.op_type == "Gemm" and (len(w.dims) != 2 or len(b.dims) != 1 or int_attr(node, "transA", 0)):
             continue
         layers.append(node)
     return layers
 
 
-def _attr(node, name: str, default: int) -> int:
+def int_attr(node, name: str, default: int) -> int:
     return next((a.i for a in node.attribute if a.name == name), default)
 
 
@@ -79,7 +79,7 @@ def corrected(original: ModelProto, decoded: ModelProto, means: dict[str, np.nda
     weights as ``decoded`` rebuilds them."""
     out = ModelProto()
     out.CopyFrom(original)
-    consts, rebuilt = _constants(out), _constants(decoded)
+    consts, rebuilt = graph_constants(out), graph_constants(decoded)
     for node in correctable_layers(out):
         mu = means.get(node.input[0])
         if mu is None:
@@ -89,14 +89,14 @@ def corrected(original: ModelProto, decoded: ModelProto, means: dict[str, np.nda
         if not np.any(dw):
             continue
         if node.op_type == "Conv":
-            groups = _attr(node, "group", 1)
+            groups = int_attr(node, "group", 1)
             o, cg = w.shape[:2]
             if mu.shape != (cg * groups,):
                 continue
             channel = (np.arange(o)[:, None] // (o // groups)) * cg + np.arange(cg)[None, :]
             shift = np.einsum("oc,oc->o", dw.reshape(o, cg, -1).sum(axis=2), mu[channel])
         else:
-            shift = dw @ mu if _attr(node, "transB", 0) else mu @ dw
+            shift = dw @ mu if int_attr(node, "transB", 0) else mu @ dw
         bias = consts[node.input[2]]
         b = numpy_helper.to_array(bias).astype(np.float64)
         if b.shape != shift.shape:

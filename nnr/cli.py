@@ -108,6 +108,11 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
     rc.add_argument("--budget-seconds", type=float, default=600.0, metavar="S",
                     help="stop searching after S seconds with the best file found (default 600)")
     rc.add_argument("--no-bias-correction", action="store_true", help="leave biases as they are")
+    rc.add_argument("--error-feedback", action="store_true",
+                    help="round Conv/Gemm/MatMul weights with error feedback through each layer's input "
+                         "statistics (GPTQ-style; the outputs move less at the same size). The statistics "
+                         "come from the first half of the search inputs and the search judges on the "
+                         "second half. Also replays an --options file that has it, given the same --calibration")
     rc.add_argument("--report", metavar="JSON", help="write every setting tried and the result as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     p.add_argument("--version", action="version", version=f"nnr {__version__}")
@@ -116,9 +121,9 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
                                             args.target_size, args.bits_per_weight))
     if searching and (args.qp is not None or args.lossless):
         p.error("--qp and --lossless are chosen by the search; drop them or the rate-control goal")
-    if args.calibration and not searching:
+    if args.calibration and not searching and not args.error_feedback and not args.options:
         p.error("--calibration needs a goal: --min-agreement, --max-accuracy-drop, --min-snr, "
-                "--target-size or --bits-per-weight")
+                "--target-size or --bits-per-weight (or --error-feedback)")
     if not 0 <= args.holdout < 1:
         p.error("--holdout must be in [0, 1)")
     if args.min_agreement is not None and not 0 < args.min_agreement <= 1:
@@ -142,6 +147,8 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
                                  ("rdo_lambda", args.rdo_lambda), ("quantizer", args.quantizer)) if v is not None}
         if args.lossless:
             kw["lossless"] = True
+        if args.error_feedback:
+            kw["error_feedback"] = True
         if args.refuse_nonfinite:
             kw["nonfinite"] = "refuse"
         if args.options:
@@ -150,11 +157,20 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
             opts = EncoderOptions.from_json(_read_options(args.options))
         else:
             opts = EncoderOptions.build(**kw)
+        if args.calibration and not searching and not opts.error_feedback:
+            p.error("--calibration needs a goal: --min-agreement, --max-accuracy-drop, --min-snr, "
+                    "--target-size or --bits-per-weight (or --error-feedback)")
+        if opts.error_feedback and not args.calibration:
+            p.error("--error-feedback (or replayed options with error_feedback) needs --calibration inputs")
         t0 = time.perf_counter()
         if searching:
             data = _rate_controlled(args, opts)
         else:
-            data = encode(args.input, opts, progress=None if args.quiet else _progress())
+            calibration = None
+            if opts.error_feedback:
+                calibration = _feedback_inputs(args)
+            data = encode(args.input, opts, progress=None if args.quiet else _progress(),
+                          calibration=calibration)
         write_bytes_atomic(args.output, data)
         if not args.quiet:
             src = Path(args.input).stat().st_size
@@ -180,6 +196,18 @@ def _read_options(path: str) -> dict:
     if not isinstance(doc, dict):
         raise InputError(f"{path}: expected a JSON object of encoder options")
     return doc
+
+
+def _feedback_inputs(args: argparse.Namespace) -> dict:
+    """The calibration inputs error feedback fits on: the first half of the search part, as
+    in the rate-control search, so --options replays a searched file byte for byte."""
+    from formats.onnx_io import read_model
+
+    from . import ratecontrol as rc
+
+    model, _ = read_model(args.input)
+    search_part, _ = rc.load_calibration(args.calibration, model).split(args.holdout)
+    return search_part.halves()[0].inputs
 
 
 def _rate_controlled(args: argparse.Namespace, base) -> bytes:

@@ -11,25 +11,28 @@ from onnx import ModelProto
 from codec.allocation import steps_for
 from codec.floatcast import compute_dtype, snr_db, to_float64, to_storage
 from codec.floatplanes import encode_float_planes
-from codec.lossy_encode import LevelOverflow, encode_lossy
+from codec.lossy_encode import Feedback, LevelOverflow, encode_lossy
 from codec.quantizers import encode_deadzone, encode_minifloat, encode_mulaw
 from codec.quantizer_spec import parse as parse_quantizer
 from formats.container import (CODING_CODEBOOK, CODING_FLOAT_LOSSLESS, CODING_LOSSY, CODING_MINIFLOAT, CODING_RAW,
                                TensorUnit, write_container)
-from formats.onnx_io import (FLOAT_TYPES, STORAGE_DTYPES, is_external, read_model, strip_tensor, uses_typed_field,
-                             tensor_bytes, tensor_slots)
+from formats.onnx_io import (FLOAT_TYPES, STORAGE_DTYPES, fill_tensor, is_external, read_model, strip_tensor,
+                             tensor_bytes, tensor_slots, uses_typed_field)
 
 from . import __version__
-from .errors import UnsupportedModelError
+from .errors import OptionError, UnsupportedModelError
+from .hessians import layer_hessians
 from .options import EncoderOptions
 from .tensorcodec import FLOAT_FORMAT_OF
 
 Progress = Callable[[int, int, str], None]
 
 
-def code_float(name: str, storage: np.ndarray, fmt: str,
-               opts: EncoderOptions) -> tuple[int, bytes, float, np.ndarray]:
-    """Code one float tensor: (coding, body, weight SNR in dB, what the decoder will rebuild)."""
+def code_float(name: str, storage: np.ndarray, fmt: str, opts: EncoderOptions,
+               feedback: Feedback | None = None) -> tuple[int, bytes, float, np.ndarray]:
+    """Code one float tensor: (coding, body, weight SNR in dB, what the decoder will rebuild).
+
+    ``feedback`` (the layer's input statistics) is used when ``opts.error_feedback`` is set."""
     values = to_float64(storage, fmt)
     finite = bool(np.all(np.isfinite(values)))
     if not finite and opts.nonfinite == "refuse":
@@ -42,7 +45,9 @@ def code_float(name: str, storage: np.ndarray, fmt: str,
     out_dtype = compute_dtype(fmt)
     try:
         if quantizer.kind == "ecsq":
-            coding, result = CODING_LOSSY, encode_lossy(values, steps, lam=opts.rdo_lambda, out_dtype=out_dtype)
+            fb = feedback if opts.error_feedback and _fits(feedback, values, steps) else None
+            coding, result = CODING_LOSSY, encode_lossy(values, steps, lam=opts.rdo_lambda, out_dtype=out_dtype,
+                                                        feedback=fb)
             body, recon = result.body, result.reconstruction
         elif quantizer.kind in ("midtread", "midrise", "deadzone"):
             result = encode_deadzone(values, steps, quantizer.delta, out_dtype)
@@ -59,11 +64,39 @@ def code_float(name: str, storage: np.ndarray, fmt: str,
     return coding, body, snr_db(values, to_float64(rebuilt, fmt)), rebuilt
 
 
+def _fits(fb: Feedback | None, values: np.ndarray, steps: np.ndarray) -> bool:
+    """Whether layer statistics ``fb`` describe a weight of this shape (and step layout)."""
+    if fb is None or values.ndim < 2:
+        return False
+    rows, d = (values.shape[-1], values.size // values.shape[-1]) if fb.transposed else \
+        (values.shape[0], values.size // values.shape[0])
+    groups = fb.hessian.shape[0]
+    return (fb.hessian.shape[1:] == (d, d) and rows % groups == 0
+            and (steps.size == 1 or (steps.size == rows and not fb.transposed)))
+
+
+def with_inline_data(proto: ModelProto, base_dir) -> ModelProto:
+    """The model with external tensor data read in, so onnxruntime can run it from memory."""
+    if not any(is_external(s.tensor) for s in tensor_slots(proto)):
+        return proto
+    out = ModelProto()
+    out.CopyFrom(proto)
+    for slot in tensor_slots(out):
+        if is_external(slot.tensor):
+            data = tensor_bytes(slot.tensor, base_dir)
+            strip_tensor(slot.tensor)
+            fill_tensor(slot.tensor, data)
+    return out
+
+
 def encode(model: str | os.PathLike | bytes | ModelProto, options: EncoderOptions | None = None,
-           progress: Progress | None = None, **kwargs) -> bytes:
+           progress: Progress | None = None, *, calibration: dict[str, np.ndarray] | None = None,
+           feedback: dict[str, Feedback] | None = None, **kwargs) -> bytes:
     """Encode an ONNX model (path, bytes or ModelProto) to .nnr bytes.
 
     Options come as an EncoderOptions or as keywords (``qp=-20``, ``lossless=True``, ...).
+    With ``error_feedback`` the layer statistics come from ``calibration`` (input name →
+    array, batch along axis 0) or ready-made as ``feedback`` (nnr.hessians.layer_hessians).
     The input model is not modified.
     """
     if options is not None and kwargs:
@@ -73,6 +106,11 @@ def encode(model: str | os.PathLike | bytes | ModelProto, options: EncoderOption
     if isinstance(model, ModelProto):
         proto = ModelProto()
         proto.CopyFrom(model)
+    if opts.error_feedback and feedback is None:
+        if calibration is None:
+            raise OptionError("error_feedback needs calibration inputs: give --calibration (or calibration=)")
+        feedback = layer_hessians(with_inline_data(proto, base_dir), calibration)
+    feedback = feedback or {}
     slots = tensor_slots(proto)
     had_external = any(is_external(s.tensor) for s in slots)
     units: list[TensorUnit] = []
@@ -91,7 +129,7 @@ def encode(model: str | os.PathLike | bytes | ModelProto, options: EncoderOption
         snr = float("nan")
         if is_float:
             coding, body, snr, _ = code_float(slot.name, storage.reshape(tuple(t.dims)),
-                                              FLOAT_FORMAT_OF[t.data_type], opts)
+                                              FLOAT_FORMAT_OF[t.data_type], opts, feedback.get(slot.name))
         else:
             coding, body = CODING_RAW, storage.tobytes()
         units.append(TensorUnit(slot.index, slot.name, t.data_type, tuple(int(d) for d in t.dims),

@@ -34,6 +34,9 @@ class EncoderOptions:
     quantizer: ``ecsq`` (the default RDO deadzone), ``midtread``, ``midrise``,
         ``deadzone:δ``, ``mulaw:μ`` or ``minifloat:EeMm`` (``fp16``, ``e4m3``, ``e5m2``);
         see codec/quantizers.py for the formulas.
+    error_feedback: round Conv/Gemm/MatMul weights with error feedback through their
+        inputs' second moments on calibration data (codec.error_feedback, GPTQ-style), so
+        the layer outputs move less at the same rate; needs calibration inputs and ``ecsq``.
     """
 
     qp: float = -32.0
@@ -46,6 +49,7 @@ class EncoderOptions:
     nonfinite: str = "lossless"
     tensor_qp: dict = dataclasses.field(default_factory=dict)
     quantizer: str = "ecsq"
+    error_feedback: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.qp, (int, float)) or not math.isfinite(self.qp) or not -80 <= self.qp <= 40:
@@ -74,18 +78,26 @@ class EncoderOptions:
             parse_quantizer(self.quantizer)
         except (ValueError, TypeError) as exc:
             raise OptionError(str(exc)) from None
+        if not isinstance(self.error_feedback, bool):
+            raise OptionError(f"error_feedback must be true or false, got {self.error_feedback!r}")
+        if self.error_feedback and (self.lossless or self.quantizer != "ecsq"):
+            raise OptionError("error_feedback works with the default ecsq quantizer only, not with "
+                              + ("lossless" if self.lossless else f"quantizer {self.quantizer!r}"))
 
     def qp_of(self, name: str) -> float:
         """The qp a tensor is coded at: qp plus its tensor_qp offset, if any."""
         return self.qp + self.tensor_qp.get(name, 0.0)
 
     def to_json(self) -> dict:
-        """JSON-able dict; tensor_qp and quantizer only when not the default (compact metadata)."""
+        """JSON-able dict; tensor_qp, quantizer and error_feedback only when not the default
+        (compact metadata, and files from before an option existed keep their options text)."""
         d = dataclasses.asdict(self)
         if not self.tensor_qp:
             del d["tensor_qp"]
         if self.quantizer == "ecsq":
             del d["quantizer"]
+        if not self.error_feedback:
+            del d["error_feedback"]
         return d
 
     @classmethod

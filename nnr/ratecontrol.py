@@ -29,7 +29,8 @@ from formats.onnx_io import FLOAT_TYPES, STORAGE_DTYPES, fill_tensor, is_externa
 from formats.onnx_io import tensor_bytes, tensor_slots
 
 from . import biascorrect, fidelity
-from .encoder import code_float, encode
+from .encoder import with_inline_data, code_float, encode
+from .hessians import layer_hessians
 from .errors import InputError, OptionError
 from .options import EncoderOptions
 from .tensorcodec import FLOAT_FORMAT_OF
@@ -67,6 +68,16 @@ class Calibration:
         if held.all() or not held.any():
             raise InputError(f"--holdout {holdout} leaves no calibration or no held-out samples of {n}")
         return self.take(np.flatnonzero(~held)), self.take(np.flatnonzero(held))
+
+    def halves(self) -> tuple["Calibration", "Calibration"]:
+        """(first half, second half), contiguous: error feedback fits its layer statistics on
+        the first and the search judges on the second, since a file rounded for some inputs
+        looks better on those inputs than it is."""
+        n = len(self)
+        if n < 2:
+            raise InputError("error feedback needs at least 2 calibration samples")
+        cut = (n + 1) // 2
+        return self.take(np.arange(cut)), self.take(np.arange(cut, n))
 
 
 def model_inputs(model: ModelProto) -> list[str]:
@@ -346,6 +357,13 @@ def search(model_src: str | Path | ModelProto, base: EncoderOptions, *, constrai
     deadline = start + budget_seconds
     model, base_dir = read_model(model_src)
     source = model_src if not isinstance(model_src, ModelProto) else model
+    feedback = None
+    if base.error_feedback:
+        if cal is None:
+            raise OptionError("error feedback needs calibration inputs (--calibration)")
+        fit, cal = cal.halves()
+        feedback = layer_hessians(with_inline_data(model, base_dir), fit.inputs)
+        log(f"layer statistics of {len(feedback)} layers from {len(fit)} inputs; judging on {len(cal)} others")
     evaluator = Evaluator(model, cal) if cal is not None else None
     if constraint is not None and constraint.metric not in evaluator.measurable():
         raise OptionError(f"{constraint} cannot be measured: the model's first output is not class scores")
@@ -376,9 +394,9 @@ def search(model_src: str | Path | ModelProto, base: EncoderOptions, *, constrai
     def attempt(kind: str, knob: float) -> tuple[bytes, Trial]:
         if (kind, knob) not in cache:
             opts = knobs[kind][3](knob)
-            data = encode(source, opts)
+            data = encode(source, opts, feedback=feedback)
             if means:
-                data = encode(biascorrect.corrected(model, _decode(data), means), opts)
+                data = encode(biascorrect.corrected(model, _decode(data), means), opts, feedback=feedback)
             trial = Trial(kind, knob, len(data))
             if constraint is not None:
                 trial.metrics = evaluator.measure(_decode(data))
@@ -418,7 +436,7 @@ def search(model_src: str | Path | ModelProto, base: EncoderOptions, *, constrai
             best = attempt("data-free", QP_RANGE[0])
         else:
             log(f"no quantized file meets {constraint}; the answer is lossless")
-            data = encode(source, dataclasses.replace(base, lossless=True))
+            data = encode(source, dataclasses.replace(base, lossless=True, error_feedback=False))
             best = (data, Trial("lossless", math.nan, len(data), evaluator.measure(_decode(data))))
     data, trial = best
     held_metrics = Evaluator(model, held).measure(_decode(data)) if held is not None else None

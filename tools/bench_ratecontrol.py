@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-agreement", type=float, default=0.99)
     ap.add_argument("--budget-seconds", type=float, default=600.0)
     ap.add_argument("--quantizer", default="ecsq", help="quantizer the search uses (default ecsq)")
+    ap.add_argument("--error-feedback", action="store_true",
+                    help="round with error feedback (layer statistics from half the calibration photos)")
     ap.add_argument("--markdown", type=Path, help="write the result table here")
     ap.add_argument("--json", type=Path, help="write the result and every trial here")
     args = ap.parse_args(argv)
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     default_held = held_eval.measure(nnr.decode(default))
 
     t0 = time.perf_counter()
-    res = rc.search(model, EncoderOptions(quantizer=args.quantizer),
+    res = rc.search(model, EncoderOptions(quantizer=args.quantizer, error_feedback=args.error_feedback),
                     constraint=rc.Constraint("agreement", args.min_agreement), cal=cal, held=held,
                     budget_seconds=args.budget_seconds,
                     log=lambda m: print(m, file=sys.stderr))
@@ -62,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         ("default preset", len(default), None, default_held),
         (f"--min-agreement {args.min_agreement}"
-         + ("" if args.quantizer == "ecsq" else f" --quantizer {args.quantizer}"), size, res.metrics, res.held_out),
+         + ("" if args.quantizer == "ecsq" else f" --quantizer {args.quantizer}")
+         + (" --error-feedback" if args.error_feedback else ""), size, res.metrics, res.held_out),
     ]
     lines = [f"EfficientNet-Lite0, calibration: {len(cal)} crops of 10 photos; held out: {len(held)} crops of "
              f"10 other photos; search {seconds:.0f} s, {len(res.trials)} settings tried.", "",
