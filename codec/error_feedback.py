@@ -44,7 +44,8 @@ def feedback_levels(w: np.ndarray, hessian: np.ndarray, inv_steps: np.ndarray, t
     ``hessian`` is (G, d, d): rows are split into G equal consecutive groups (grouped
     convolutions), group g seeing inputs of second moment hessian[g]. ``inv_steps`` is one
     value or one per row; ``theta`` (step units) and ``bits`` (code length per magnitude)
-    are the reconstruction offset and rate model of codec.quantize.rdo_quantize.
+    are the reconstruction offset and rate model of codec.quantize.rdo_quantize. Weights
+    that are exactly zero (pruned) stay zero; their share of the error flows on like any other.
     """
     w = np.asarray(w, dtype=np.float64)
     h = np.array(hessian, dtype=np.float64)
@@ -64,6 +65,7 @@ def feedback_levels(w: np.ndarray, hessian: np.ndarray, inv_steps: np.ndarray, t
     h += damping * diag.mean(axis=1)[:, None, None] * np.eye(d)
     order = np.argsort(-diag, axis=1, kind="stable")
     u = np.take_along_axis(u, order[:, None, :], axis=2)
+    pruned = u == 0
     h = np.take_along_axis(np.take_along_axis(h, order[:, :, None], axis=1), order[:, None, :], axis=2)
     # upper Cholesky factor of H⁻¹: row j holds how column j's error moves later columns
     upper = np.swapaxes(np.linalg.cholesky(np.linalg.inv(h)), 1, 2)
@@ -74,7 +76,7 @@ def feedback_levels(w: np.ndarray, hessian: np.ndarray, inv_steps: np.ndarray, t
         errors = np.empty_like(block)
         for j in range(b1 - b0):
             c = b0 + j
-            q = _rdo_column(block[:, :, j], theta, lam, bits)
+            q = np.where(pruned[:, :, c], 0.0, _rdo_column(block[:, :, j], theta, lam, bits))
             levels[:, :, c] = q
             recon = np.where(q != 0, q - np.copysign(theta, q), 0.0)
             err = (block[:, :, j] - recon) / upper[:, c, c][:, None]

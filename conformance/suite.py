@@ -22,7 +22,8 @@ from formats.onnx_io import strip_tensor, tensor_slots
 from .corpus import Entry, Limits, Manifest, load_model
 from .tasks import TASKS
 
-FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE}
+FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE,
+               TensorProto.COMPLEX64, TensorProto.COMPLEX128}  # weights nnr codes (complex: version 4)
 
 
 @dataclass

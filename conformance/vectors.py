@@ -41,7 +41,7 @@ class Case:
 
 def cases() -> dict[str, Case]:
     """The reference cases of the current format version: every coding mode and weight place."""
-    from .toy_models import constants_and_subgraphs, mlp
+    from .toy_models import complex_linear, constants_and_subgraphs, mlp
 
     return {
         "mlp_lossy": Case(lambda: mlp(), {}),
@@ -63,6 +63,13 @@ def cases() -> dict[str, Case]:
         "quantizer_fp16_per_channel": Case(lambda: mlp(seed=12, dtype=TensorProto.FLOAT16),
                                            {"quantizer": "deadzone:0.25", "step_rule": "channel"}),
         "quantizer_bf16_e5m2": Case(lambda: mlp(seed=13, dtype=TensorProto.BFLOAT16), {"quantizer": "e5m2"}),
+        "complex_lossy": Case(lambda: complex_linear(), {}),
+        "complex_lossless": Case(lambda: complex_linear(seed=21), {"lossless": True}),
+        "complex_per_channel_mulaw": Case(lambda: complex_linear(seed=22), {"quantizer": "mulaw:255",
+                                                                            "step_rule": "channel"}),
+        "complex_pruned_phase": Case(lambda: complex_linear(seed=23), {"prune": "magnitude:0.5", "prune_global": True,
+                                                                       "prune_criterion": "phase"}),
+        "pruned_filters_l2": Case(lambda: mlp(seed=24), {"prune": "filters:l2:0.25"}),
     }
 
 

@@ -20,8 +20,10 @@ from nnr.errors import CorruptionError, FormatError, VersionError
 
 MAGIC = b"\x89NNR"
 TRAILER_MAGIC = b"NNR\x89"
-FORMAT_VERSION = 3
-SUPPORTED_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4
+SUPPORTED_VERSIONS = (1, 2, 3, 4)
+COMPLEX_SINCE = 4
+"""First format version whose units may hold complex64/complex128 tensors."""
 HEADER = struct.Struct("<4sHH8s")
 UNIT_HEAD = struct.Struct("<4sQ")
 TRAILER = struct.Struct("<Q4s4s")

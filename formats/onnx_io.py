@@ -35,10 +35,16 @@ STORAGE_DTYPES = {
     TensorProto.INT64: "<i8",
     TensorProto.UINT64: "<u8",
     TensorProto.BOOL: "u1",
+    TensorProto.COMPLEX64: "<c8",
+    TensorProto.COMPLEX128: "<c16",
 }
-"""Little-endian storage type of each ONNX dtype nnr extracts (bfloat16 as its bit pattern)."""
+"""Little-endian storage type of each ONNX dtype nnr extracts (bfloat16 as its bit pattern;
+complex as interleaved real and imaginary parts, ONNX's raw_data layout)."""
 
 FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE)
+COMPLEX_TYPES = (TensorProto.COMPLEX64, TensorProto.COMPLEX128)
+COMPONENT_DTYPE = {TensorProto.COMPLEX64: TensorProto.FLOAT, TensorProto.COMPLEX128: TensorProto.DOUBLE}
+"""The float type of a complex type's real and imaginary parts."""
 
 
 @dataclass
@@ -159,6 +165,7 @@ def strip_tensor(tensor: TensorProto) -> None:
 TYPED_FIELD = {
     TensorProto.FLOAT: "float_data", TensorProto.DOUBLE: "double_data",
     TensorProto.INT64: "int64_data", TensorProto.UINT32: "uint64_data", TensorProto.UINT64: "uint64_data",
+    TensorProto.COMPLEX64: "float_data", TensorProto.COMPLEX128: "double_data",
     **{dt: "int32_data" for dt in (TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.INT8,
                                    TensorProto.UINT8, TensorProto.INT16, TensorProto.UINT16,
                                    TensorProto.INT32, TensorProto.BOOL)},
@@ -178,6 +185,8 @@ def fill_tensor(tensor: TensorProto, data: bytes, typed: bool = False) -> None:
         return
     field = TYPED_FIELD[tensor.data_type]
     values = np.frombuffer(data, dtype=STORAGE_DTYPES[tensor.data_type])
+    if values.dtype.kind == "c":  # real and imaginary parts interleaved
+        values = values.view(values.real.dtype)
     if field == "int32_data":
         if values.dtype.kind == "f":
             values = values.view(np.uint16)

@@ -12,7 +12,7 @@ Weight Equalization and Bias Correction", 2019, empirical variant.)
 from __future__ import annotations
 
 import numpy as np
-from onnx import AttributeProto, ModelProto, TensorProto, helper, numpy_helper
+from onnx import AttributeProto, ModelProto, TensorProto, numpy_helper
 
 from . import fidelity
 
@@ -55,18 +55,11 @@ def input_means(model: ModelProto, inputs: dict[str, np.ndarray], batch: int = 8
     names = list(dict.fromkeys(n.input[0] for n in layers))
     if not names:
         return {}
-    probe = ModelProto()
-    probe.CopyFrom(model)
-    known = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names if n not in known)
-    sess = fidelity.session(probe)
     sums: dict[str, np.ndarray] = {}
     count = 0
-    n = len(next(iter(inputs.values())))
-    for i in range(0, n, batch):
-        outs = sess.run(names, {k: v[i:i + batch] for k, v in inputs.items()})
-        k = len(next(iter(inputs.values()))[i:i + batch])
-        for name, a in zip(names, outs, strict=True):
+    for values in fidelity.intermediates(model, names, inputs, batch):
+        k = len(values[names[0]])
+        for name, a in values.items():
             a = np.asarray(a, dtype=np.float64)
             axes = (0,) + tuple(range(2, a.ndim))
             sums[name] = sums.get(name, 0.0) + a.mean(axis=axes) * k

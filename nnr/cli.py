@@ -87,6 +87,23 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
                    help="rate-distortion Lagrangian in step^2 per bit (default 0.1; 0 = rounding)")
     p.add_argument("--refuse-nonfinite", action="store_true",
                    help="fail on NaN/Inf weights instead of coding those tensors losslessly")
+    pr = p.add_argument_group(
+        "pruning", "Zero weights before quantizing; the coder stores the zeros almost for free. No "
+        "retraining: check fidelity (e.g. with --calibration and a rate-control goal, or tools/study_pruning.py).")
+    pr.add_argument("--prune", metavar="SPEC",
+                    help="magnitude:F (drop the fraction F of smallest weights of each layer), std:G (drop "
+                         "|w| < G*sigma per layer), filters:RANKING:F (drop the fraction F of output channels of "
+                         "each Conv/Gemm/MatMul; RANKING l1, l2, random:SEED or activation, which needs --calibration)")
+    pr.add_argument("--global", dest="prune_global", action="store_true",
+                    help="magnitude pruning with one threshold across all layers instead of one per layer")
+    pr.add_argument("--criterion", choices=("modulus", "phase", "real", "imag"), default=None,
+                    help="how complex weights are ranked (default modulus)")
+    pr.add_argument("--prune-include", action="append", metavar="PATTERN", default=None,
+                    help="also prune float tensors whose name matches (fnmatch; repeatable), e.g. '*embed*'")
+    pr.add_argument("--prune-exclude", action="append", metavar="PATTERN", default=None,
+                    help="never prune tensors whose name matches (repeatable)")
+    pr.add_argument("--prune-steps", type=int, default=None, metavar="N",
+                    help="reach the target in N steps, re-measuring importance after each (default 1: one shot)")
     rc = p.add_argument_group(
         "rate control", "Search for the smallest file that meets a fidelity constraint on calibration "
         "inputs, or for a file of a given size. With --calibration, precision follows each tensor's "
@@ -121,7 +138,12 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
                                             args.target_size, args.bits_per_weight))
     if searching and (args.qp is not None or args.lossless):
         p.error("--qp and --lossless are chosen by the search; drop them or the rate-control goal")
-    if args.calibration and not searching and not args.error_feedback and not args.options:
+    pruning_given = any(v for v in (args.prune_global, args.criterion, args.prune_include, args.prune_exclude,
+                                      args.prune_steps))
+    if pruning_given and not args.prune and not args.options:
+        p.error("--global, --criterion, --prune-include, --prune-exclude and --prune-steps need --prune")
+    activation = bool(args.prune) and args.prune.startswith("filters:activation")
+    if args.calibration and not searching and not args.error_feedback and not args.options and not activation:
         p.error("--calibration needs a goal: --min-agreement, --max-accuracy-drop, --min-snr, "
                 "--target-size or --bits-per-weight (or --error-feedback)")
     if not 0 <= args.holdout < 1:
@@ -149,6 +171,11 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
             kw["lossless"] = True
         if args.error_feedback:
             kw["error_feedback"] = True
+        for key, value in (("prune", args.prune), ("prune_global", args.prune_global or None),
+                           ("prune_criterion", args.criterion), ("prune_steps", args.prune_steps),
+                           ("prune_include", args.prune_include), ("prune_exclude", args.prune_exclude)):
+            if value is not None:
+                kw[key] = value
         if args.refuse_nonfinite:
             kw["nonfinite"] = "refuse"
         if args.options:
@@ -157,20 +184,24 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
             opts = EncoderOptions.from_json(_read_options(args.options))
         else:
             opts = EncoderOptions.build(**kw)
-        if args.calibration and not searching and not opts.error_feedback:
+        ranks_on_data = opts.prune.startswith("filters:activation")
+        if args.calibration and not searching and not opts.error_feedback and not ranks_on_data:
             p.error("--calibration needs a goal: --min-agreement, --max-accuracy-drop, --min-snr, "
                     "--target-size or --bits-per-weight (or --error-feedback)")
         if opts.error_feedback and not args.calibration:
             p.error("--error-feedback (or replayed options with error_feedback) needs --calibration inputs")
+        if ranks_on_data and not args.calibration:
+            p.error("--prune filters:activation ranks channels by their output on real data: give --calibration")
         t0 = time.perf_counter()
         if searching:
             data = _rate_controlled(args, opts)
         else:
             calibration = None
-            if opts.error_feedback:
-                calibration = _feedback_inputs(args)
+            if opts.error_feedback or ranks_on_data:
+                calibration = _fit_inputs(args)
             data = encode(args.input, opts, progress=None if args.quiet else _progress(),
-                          calibration=calibration)
+                          calibration=calibration,
+                          on_pruned=None if args.quiet else lambda r: print(r.summary(), file=sys.stderr))
         write_bytes_atomic(args.output, data)
         if not args.quiet:
             src = Path(args.input).stat().st_size
@@ -198,9 +229,10 @@ def _read_options(path: str) -> dict:
     return doc
 
 
-def _feedback_inputs(args: argparse.Namespace) -> dict:
-    """The calibration inputs error feedback fits on: the first half of the search part, as
-    in the rate-control search, so --options replays a searched file byte for byte."""
+def _fit_inputs(args: argparse.Namespace) -> dict:
+    """The calibration inputs error feedback and activation-ranked pruning fit on: the first
+    half of the search part, as in the rate-control search, so --options replays a searched
+    file byte for byte."""
     from formats.onnx_io import read_model
 
     from . import ratecontrol as rc

@@ -14,9 +14,10 @@ import numpy as np
 from onnx import ModelProto, TensorProto
 
 from codec.lossy_decode import lossy_step
-from formats.container import CODING_LOSSY, CODING_NAMES, Container, TensorUnit, read_container, read_tensor_unit
+from formats.container import (CODING_LOSSY, CODING_NAMES, COMPLEX_SINCE, Container, TensorUnit, read_container,
+                               read_tensor_unit)
 from formats.fileio import read_input
-from formats.onnx_io import Slot, fill_tensor, save_model, tensor_slots
+from formats.onnx_io import COMPLEX_TYPES, Slot, fill_tensor, save_model, tensor_slots
 
 from .errors import CorruptionError, FormatError
 from .tensorcodec import decode_unit, unit_array
@@ -75,6 +76,9 @@ class NnrFile:
         seen: set[int] = set()
         for unit in self.units():
             slot = _matching_slot(slots, unit)
+            if unit.dtype in COMPLEX_TYPES and self.version < COMPLEX_SINCE:
+                raise CorruptionError(f"tensor {unit.name!r} is complex, which format version {self.version} "
+                                      f"cannot hold (complex tensors came with version {COMPLEX_SINCE})")
             if unit.slot in seen:
                 raise CorruptionError(f"tensor slot {unit.slot} is coded twice")
             seen.add(unit.slot)

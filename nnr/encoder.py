@@ -16,12 +16,13 @@ from codec.quantizers import encode_deadzone, encode_minifloat, encode_mulaw
 from codec.quantizer_spec import parse as parse_quantizer
 from formats.container import (CODING_CODEBOOK, CODING_FLOAT_LOSSLESS, CODING_LOSSY, CODING_MINIFLOAT, CODING_RAW,
                                TensorUnit, write_container)
-from formats.onnx_io import (FLOAT_TYPES, STORAGE_DTYPES, fill_tensor, is_external, read_model, strip_tensor,
-                             tensor_bytes, tensor_slots, uses_typed_field)
+from formats.onnx_io import (COMPLEX_TYPES, COMPONENT_DTYPE, FLOAT_TYPES, STORAGE_DTYPES, fill_tensor, is_external,
+                             read_model, strip_tensor, tensor_bytes, tensor_slots, uses_typed_field)
 
 from . import __version__
 from .errors import OptionError, UnsupportedModelError
 from .hessians import layer_hessians
+from .pruning import PruneReport, prune_model
 from .options import EncoderOptions
 from .tensorcodec import FLOAT_FORMAT_OF
 
@@ -91,13 +92,15 @@ def with_inline_data(proto: ModelProto, base_dir) -> ModelProto:
 
 def encode(model: str | os.PathLike | bytes | ModelProto, options: EncoderOptions | None = None,
            progress: Progress | None = None, *, calibration: dict[str, np.ndarray] | None = None,
-           feedback: dict[str, Feedback] | None = None, **kwargs) -> bytes:
+           feedback: dict[str, Feedback] | None = None,
+           on_pruned: Callable[[PruneReport], None] | None = None, **kwargs) -> bytes:
     """Encode an ONNX model (path, bytes or ModelProto) to .nnr bytes.
 
     Options come as an EncoderOptions or as keywords (``qp=-20``, ``lossless=True``, ...).
     With ``error_feedback`` the layer statistics come from ``calibration`` (input name →
     array, batch along axis 0) or ready-made as ``feedback`` (nnr.hessians.layer_hessians).
-    The input model is not modified.
+    With ``prune``, weights are zeroed first (nnr.pruning; ``filters:activation`` ranks on
+    ``calibration``) and ``on_pruned`` receives the report. The input model is not modified.
     """
     if options is not None and kwargs:
         raise TypeError("pass either options or keyword options, not both")
@@ -106,13 +109,22 @@ def encode(model: str | os.PathLike | bytes | ModelProto, options: EncoderOption
     if isinstance(model, ModelProto):
         proto = ModelProto()
         proto.CopyFrom(model)
+    slots = tensor_slots(proto)
+    had_external = any(is_external(s.tensor) for s in slots)
+    if opts.prune:
+        if had_external:
+            proto = with_inline_data(proto, base_dir)
+        report = prune_model(proto, opts.prune, global_threshold=opts.prune_global, criterion=opts.prune_criterion,
+                             include=opts.prune_include, exclude=opts.prune_exclude, calibration=calibration,
+                             steps=opts.prune_steps, base_dir=base_dir)
+        if on_pruned is not None:
+            on_pruned(report)
     if opts.error_feedback and feedback is None:
         if calibration is None:
             raise OptionError("error_feedback needs calibration inputs: give --calibration (or calibration=)")
         feedback = layer_hessians(with_inline_data(proto, base_dir), calibration)
     feedback = feedback or {}
     slots = tensor_slots(proto)
-    had_external = any(is_external(s.tensor) for s in slots)
     units: list[TensorUnit] = []
     typed_fields: list[int] = []
     for i, slot in enumerate(slots):
@@ -122,12 +134,16 @@ def encode(model: str | os.PathLike | bytes | ModelProto, options: EncoderOption
         if t.data_type not in STORAGE_DTYPES:
             continue
         numel = int(np.prod(t.dims, dtype=np.int64)) if t.dims else 1
-        is_float = t.data_type in FLOAT_TYPES
+        is_float = t.data_type in FLOAT_TYPES or t.data_type in COMPLEX_TYPES
         if not is_external(t) and (not is_float or numel < opts.min_elements):
             continue
         storage = np.frombuffer(tensor_bytes(t, base_dir), dtype=STORAGE_DTYPES[t.data_type])
         snr = float("nan")
-        if is_float:
+        if t.data_type in COMPLEX_TYPES:  # coded as the float tensor of its parts, shape dims + [2]
+            part = COMPONENT_DTYPE[t.data_type]
+            parts = storage.view(STORAGE_DTYPES[part]).reshape(tuple(t.dims) + (2,))
+            coding, body, snr, _ = code_float(slot.name, parts, FLOAT_FORMAT_OF[part], opts)
+        elif is_float:
             coding, body, snr, _ = code_float(slot.name, storage.reshape(tuple(t.dims)),
                                               FLOAT_FORMAT_OF[t.data_type], opts, feedback.get(slot.name))
         else:

@@ -9,6 +9,7 @@ functions of model outputs (numpy in, float out), plus a small onnxruntime helpe
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,22 @@ def run(sess, inputs: dict[str, np.ndarray], batch: int = 16) -> np.ndarray:
         feed = {k: v[i:i + batch] for k, v in inputs.items()}
         outs.append(sess.run(None, feed)[0])
     return np.concatenate(outs)
+
+
+def intermediates(model: ModelProto, names: list[str], inputs: dict[str, np.ndarray],
+                  batch: int = 8) -> Iterator[dict[str, np.ndarray]]:
+    """Values of the graph's tensors ``names`` on ``inputs``, one dict per batch along axis 0
+    (the model is run with those tensors exposed as extra outputs)."""
+    from onnx import helper
+
+    probe = ModelProto()
+    probe.CopyFrom(model)
+    known = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names if n not in known)
+    sess = session(probe)
+    n = len(next(iter(inputs.values())))
+    for start in range(0, n, batch):
+        yield dict(zip(names, sess.run(names, {k: v[start:start + batch] for k, v in inputs.items()}), strict=True))
 
 
 def top1_agreement(reference: np.ndarray, test: np.ndarray) -> float:

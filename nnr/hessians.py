@@ -10,7 +10,7 @@ subsampled with a fixed seed, so the same inputs always give the same H (and fil
 from __future__ import annotations
 
 import numpy as np
-from onnx import ModelProto, TensorProto, helper
+from onnx import ModelProto, TensorProto
 
 from codec.lossy_encode import Feedback
 
@@ -102,18 +102,10 @@ def layer_hessians(model: ModelProto, inputs: dict[str, np.ndarray], batch: int 
     if not names:
         return {}
     consts = graph_constants(model)
-    probe = ModelProto()
-    probe.CopyFrom(model)
-    known = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names if n not in known)
-    sess = fidelity.session(probe)
     rng = np.random.default_rng(0)
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
-    n = len(next(iter(inputs.values())))
-    for start in range(0, n, batch):
-        acts = dict(zip(names, sess.run(names, {k: v[start:start + batch] for k, v in inputs.items()}),
-                        strict=True))
+    for acts in fidelity.intermediates(model, names, inputs, batch):
         for node, wname, _ in layers:
             a = np.asarray(acts[node.input[0]], dtype=np.float32)
             if node.op_type == "Conv":

@@ -37,6 +37,13 @@ class EncoderOptions:
     error_feedback: round Conv/Gemm/MatMul weights with error feedback through their
         inputs' second moments on calibration data (codec.error_feedback, GPTQ-style), so
         the layer outputs move less at the same rate; needs calibration inputs and ``ecsq``.
+    prune: zero weights before quantizing (nnr/pruning.py): ``magnitude:F``, ``std:G`` or
+        ``filters:RANKING:F`` (RANKING ``l1``, ``l2``, ``random:SEED``, ``activation``); "" = none.
+    prune_global: one magnitude threshold over all prunable tensors instead of one per tensor.
+    prune_criterion: how complex weights are ranked: ``modulus``, ``phase``, ``real``, ``imag``.
+    prune_include, prune_exclude: tensor-name patterns (fnmatch) added to / removed from the
+        prunable set (by default the weights of Conv, Gemm, MatMul, recurrent and attention ops).
+    prune_steps: reach the pruning target in this many steps, re-measuring importance after each.
     """
 
     qp: float = -32.0
@@ -50,6 +57,12 @@ class EncoderOptions:
     tensor_qp: dict = dataclasses.field(default_factory=dict)
     quantizer: str = "ecsq"
     error_feedback: bool = False
+    prune: str = ""
+    prune_global: bool = False
+    prune_criterion: str = "modulus"
+    prune_include: tuple = ()
+    prune_exclude: tuple = ()
+    prune_steps: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.qp, (int, float)) or not math.isfinite(self.qp) or not -80 <= self.qp <= 40:
@@ -78,18 +91,47 @@ class EncoderOptions:
             parse_quantizer(self.quantizer)
         except (ValueError, TypeError) as exc:
             raise OptionError(str(exc)) from None
+        self._check_pruning()
         if not isinstance(self.error_feedback, bool):
             raise OptionError(f"error_feedback must be true or false, got {self.error_feedback!r}")
         if self.error_feedback and (self.lossless or self.quantizer != "ecsq"):
             raise OptionError("error_feedback works with the default ecsq quantizer only, not with "
                               + ("lossless" if self.lossless else f"quantizer {self.quantizer!r}"))
 
+    def _check_pruning(self) -> None:
+        from codec.pruning import CRITERIA
+
+        for key in ("prune_include", "prune_exclude"):
+            value = getattr(self, key)
+            if isinstance(value, str) or not isinstance(value, (list, tuple)) \
+                    or not all(isinstance(v, str) and v for v in value):
+                raise OptionError(f"{key} must be a list of tensor-name patterns, got {value!r}")
+            object.__setattr__(self, key, tuple(value))
+        if not isinstance(self.prune, str):
+            raise OptionError(f"prune must be a pruning spec string, got {self.prune!r}")
+        if self.prune:
+            from .pruning import parse_spec
+
+            spec = parse_spec(self.prune)
+            if self.prune_global and spec.method != "magnitude":
+                raise OptionError("a global threshold applies to magnitude pruning only "
+                                  "(std and filters are per layer)")
+        elif self.prune_global or self.prune_include or self.prune_exclude or self.prune_steps != 1:
+            raise OptionError("pruning options (global, include, exclude, steps) need a pruning spec (--prune)")
+        if not isinstance(self.prune_global, bool):
+            raise OptionError(f"prune_global must be true or false, got {self.prune_global!r}")
+        if self.prune_criterion not in CRITERIA:
+            raise OptionError(f"unknown criterion {self.prune_criterion!r}; choose one of {', '.join(CRITERIA)}")
+        if not isinstance(self.prune_steps, int) or isinstance(self.prune_steps, bool) \
+                or not 1 <= self.prune_steps <= 100:
+            raise OptionError(f"prune_steps must be an integer in [1, 100], got {self.prune_steps!r}")
+
     def qp_of(self, name: str) -> float:
         """The qp a tensor is coded at: qp plus its tensor_qp offset, if any."""
         return self.qp + self.tensor_qp.get(name, 0.0)
 
     def to_json(self) -> dict:
-        """JSON-able dict; tensor_qp, quantizer and error_feedback only when not the default
+        """JSON-able dict; tensor_qp, quantizer, error_feedback and pruning only when not the default
         (compact metadata, and files from before an option existed keep their options text)."""
         d = dataclasses.asdict(self)
         if not self.tensor_qp:
@@ -98,6 +140,13 @@ class EncoderOptions:
             del d["quantizer"]
         if not self.error_feedback:
             del d["error_feedback"]
+        defaults = {"prune": "", "prune_global": False, "prune_criterion": "modulus", "prune_include": (),
+                    "prune_exclude": (), "prune_steps": 1}
+        for key, default in defaults.items():
+            if d[key] == default:
+                del d[key]
+            elif isinstance(d[key], tuple):
+                d[key] = list(d[key])
         return d
 
     @classmethod

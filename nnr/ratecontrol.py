@@ -357,11 +357,14 @@ def search(model_src: str | Path | ModelProto, base: EncoderOptions, *, constrai
     deadline = start + budget_seconds
     model, base_dir = read_model(model_src)
     source = model_src if not isinstance(model_src, ModelProto) else model
-    feedback = None
-    if base.error_feedback:
+    feedback = fit_inputs = None
+    if base.error_feedback or base.prune.startswith("filters:activation"):
         if cal is None:
-            raise OptionError("error feedback needs calibration inputs (--calibration)")
-        fit, cal = cal.halves()
+            raise OptionError("error feedback and activation-ranked pruning need calibration inputs (--calibration)")
+        fit, judge = cal.halves()
+        fit_inputs = fit.inputs
+    if base.error_feedback:
+        cal = judge
         feedback = layer_hessians(with_inline_data(model, base_dir), fit.inputs)
         log(f"layer statistics of {len(feedback)} layers from {len(fit)} inputs; judging on {len(cal)} others")
     evaluator = Evaluator(model, cal) if cal is not None else None
@@ -394,9 +397,10 @@ def search(model_src: str | Path | ModelProto, base: EncoderOptions, *, constrai
     def attempt(kind: str, knob: float) -> tuple[bytes, Trial]:
         if (kind, knob) not in cache:
             opts = knobs[kind][3](knob)
-            data = encode(source, opts, feedback=feedback)
+            data = encode(source, opts, feedback=feedback, calibration=fit_inputs)
             if means:
-                data = encode(biascorrect.corrected(model, _decode(data), means), opts, feedback=feedback)
+                data = encode(biascorrect.corrected(model, _decode(data), means), opts, feedback=feedback,
+                              calibration=fit_inputs)
             trial = Trial(kind, knob, len(data))
             if constraint is not None:
                 trial.metrics = evaluator.measure(_decode(data))

@@ -10,7 +10,7 @@ from codec.floatplanes import decode_float_planes
 from codec.lossy_decode import decode_codebook, decode_lossy, decode_minifloat
 from formats.container import (CODING_CODEBOOK, CODING_FLOAT_LOSSLESS, CODING_LOSSY, CODING_MINIFLOAT, CODING_RAW,
                                TensorUnit)
-from formats.onnx_io import STORAGE_DTYPES
+from formats.onnx_io import COMPONENT_DTYPE, STORAGE_DTYPES
 
 from .errors import CorruptionError
 
@@ -46,16 +46,20 @@ def decode_unit(unit: TensorUnit) -> bytes:
     if unit.numel > (len(unit.body) + 64) << MAX_EXPANSION_LOG2:
         raise CorruptionError(f"tensor {unit.name!r}: {unit.numel} elements cannot come from "
                               f"{len(unit.body)} bytes (refusing to allocate)")
-    if unit.dtype not in FLOAT_FORMAT_OF:
-        raise CorruptionError(f"tensor {unit.name!r}: coding {unit.coding} needs a float type")
+    # a complex tensor is coded as the float tensor of its parts: shape dims + [2], (real, imag)
+    parts = unit.dtype in COMPONENT_DTYPE
+    float_type = COMPONENT_DTYPE.get(unit.dtype, unit.dtype)
+    if float_type not in FLOAT_FORMAT_OF:
+        raise CorruptionError(f"tensor {unit.name!r}: coding {unit.coding} needs a float or complex type")
+    count, dims = (2 * unit.numel, unit.dims + (2,)) if parts else (unit.numel, unit.dims)
     if unit.coding == CODING_FLOAT_LOSSLESS:
-        out = decode_float_planes(unit.body, unit.numel)
+        out = decode_float_planes(unit.body, count)
         if len(out) != nbytes:
             raise CorruptionError(f"tensor {unit.name!r}: lossless body width disagrees with its type")
         return out
     if unit.coding in LOSSY_DECODERS:
-        fmt = FLOAT_FORMAT_OF[unit.dtype]
-        values = LOSSY_DECODERS[unit.coding](unit.body, unit.dims, compute_dtype(fmt))
+        fmt = FLOAT_FORMAT_OF[float_type]
+        values = LOSSY_DECODERS[unit.coding](unit.body, dims, compute_dtype(fmt))
         return to_storage(values, fmt).tobytes()
     raise CorruptionError(f"tensor {unit.name!r}: unknown coding {unit.coding}")
 
