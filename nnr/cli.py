@@ -125,6 +125,10 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
     rc.add_argument("--budget-seconds", type=float, default=600.0, metavar="S",
                     help="stop searching after S seconds with the best file found (default 600)")
     rc.add_argument("--no-bias-correction", action="store_true", help="leave biases as they are")
+    rc.add_argument("--prune-levels", metavar="SPECS",
+                    help="with a fidelity goal, also search these pruning levels (comma-separated --prune specs, "
+                         "e.g. magnitude:0.3,magnitude:0.5; --global etc. apply to each) and keep the smallest "
+                         "file that meets the goal, pruned or not")
     rc.add_argument("--error-feedback", action="store_true",
                     help="round Conv/Gemm/MatMul weights with error feedback through each layer's input "
                          "statistics (GPTQ-style; the outputs move less at the same size). The statistics "
@@ -140,8 +144,13 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
         p.error("--qp and --lossless are chosen by the search; drop them or the rate-control goal")
     pruning_given = any(v for v in (args.prune_global, args.criterion, args.prune_include, args.prune_exclude,
                                       args.prune_steps))
-    if pruning_given and not args.prune and not args.options:
+    if pruning_given and not args.prune and not args.options and not args.prune_levels:
         p.error("--global, --criterion, --prune-include, --prune-exclude and --prune-steps need --prune")
+    if args.prune_levels and (args.prune or args.options):
+        p.error("--prune-levels searches the pruning level; drop --prune (or --options)")
+    if args.prune_levels and not any(v is not None for v in (args.min_agreement, args.max_accuracy_drop,
+                                                              args.min_snr)):
+        p.error("--prune-levels needs a fidelity goal: --min-agreement, --max-accuracy-drop or --min-snr")
     activation = bool(args.prune) and args.prune.startswith("filters:activation")
     if args.calibration and not searching and not args.error_feedback and not args.options and not activation:
         p.error("--calibration needs a goal: --min-agreement, --max-accuracy-drop, --min-snr, "
@@ -178,6 +187,12 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
                 kw[key] = value
         if args.refuse_nonfinite:
             kw["nonfinite"] = "refuse"
+        prune_options = {}
+        if args.prune_levels:
+            prune_options = {k: kw.pop(k) for k in ("prune_global", "prune_criterion", "prune_steps", "prune_include",
+                                                    "prune_exclude") if k in kw}
+            for level in args.prune_levels.split(","):
+                EncoderOptions.build(prune=level.strip(), **prune_options)  # refuse a bad level before searching
         if args.options:
             if kw:
                 p.error("--options replays a whole setting; drop the other quality options")
@@ -194,7 +209,7 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
             p.error("--prune filters:activation ranks channels by their output on real data: give --calibration")
         t0 = time.perf_counter()
         if searching:
-            data = _rate_controlled(args, opts)
+            data = _rate_controlled(args, opts, prune_options)
         else:
             calibration = None
             if opts.error_feedback or ranks_on_data:
@@ -242,7 +257,7 @@ def _fit_inputs(args: argparse.Namespace) -> dict:
     return search_part.halves()[0].inputs
 
 
-def _rate_controlled(args: argparse.Namespace, base) -> bytes:
+def _rate_controlled(args: argparse.Namespace, base, prune_options: dict) -> bytes:
     """Run the rate-control search for nnr-encode and print what it found."""
     from formats.onnx_io import read_model
     from formats.fileio import write_bytes_atomic
@@ -266,9 +281,13 @@ def _rate_controlled(args: argparse.Namespace, base) -> bytes:
         target = round(args.bits_per_weight * rc.coded_float_params(model, base) / 8)
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     t0 = time.perf_counter()
-    res = rc.search(args.input, base, constraint=constraint, target_bytes=target, cal=cal, held=held,
-                    bias_correction=not args.no_bias_correction, budget_seconds=args.budget_seconds,
-                    progress=None if args.quiet else _progress(), log=say)
+    common = dict(cal=cal, held=held, bias_correction=not args.no_bias_correction,
+                  budget_seconds=args.budget_seconds, progress=None if args.quiet else _progress(), log=say)
+    if args.prune_levels:
+        levels = [lv.strip() for lv in args.prune_levels.split(",") if lv.strip()]
+        res = rc.search_pruning(args.input, base, levels, constraint=constraint, prune_options=prune_options, **common)
+    else:
+        res = rc.search(args.input, base, constraint=constraint, target_bytes=target, **common)
     say(f"searched {len(res.trials)} settings in {time.perf_counter() - t0:.0f} s"
         + (" (budget reached: best file so far)" if res.out_of_time else ""))
     if target is not None:

@@ -450,6 +450,43 @@ def search(model_src: str | Path | ModelProto, base: EncoderOptions, *, constrai
                         time.monotonic() > deadline)
 
 
+def search_pruning(model_src: str | Path | ModelProto, base: EncoderOptions, levels: list[str], *,
+                   constraint: Constraint, prune_options: dict | None = None, budget_seconds: float = 600.0,
+                   log: Callable[[str], None] = lambda msg: None, **kwargs) -> SearchResult:
+    """Rate control with the pruning level as one more dimension: the constraint search runs
+    without pruning and with each pruning spec of ``levels``, sharing one time budget, and the
+    smallest file meeting the constraint on the calibration inputs wins. Every level's trials
+    are kept, tagged with the level. ``prune_options`` (prune_global, prune_criterion, …)
+    go with every level."""
+    if constraint is None:
+        raise OptionError("searching pruning levels needs a fidelity goal (--min-agreement, "
+                          "--max-accuracy-drop or --min-snr): a size target alone cannot say which level is better")
+    start = time.monotonic()
+    best: SearchResult | None = None
+    trials: list[Trial] = []
+    out_of_time = False
+    runs = [""] + [lv for lv in levels if lv]
+    for i, level in enumerate(runs):
+        left = budget_seconds - (time.monotonic() - start)
+        if left <= 0 and best is not None:
+            out_of_time = True
+            break
+        opts = dataclasses.replace(base, prune=level, **(prune_options or {})) if level else dataclasses.replace(
+            base, prune="", prune_global=False, prune_steps=1, prune_include=(), prune_exclude=())
+        res = search(model_src, opts, constraint=constraint, budget_seconds=max(left / (len(runs) - i), 1.0),
+                     log=log, **kwargs)
+        tag = f"prune {level}" if level else "no pruning"
+        log(f"{tag}: {len(res.data):,} bytes, {describe_metrics(res.metrics)}")
+        trials += [dataclasses.replace(t, allocation=f"{t.allocation}, {tag}") for t in res.trials]
+        out_of_time = out_of_time or res.out_of_time
+        if constraint.met(res.metrics) and (best is None or len(res.data) < len(best.data)
+                                            or not constraint.met(best.metrics)):
+            best = res
+        elif best is None:
+            best = res
+    return dataclasses.replace(best, trials=trials, out_of_time=out_of_time)
+
+
 def _better(a: Trial, b: Trial, target: int | None) -> bool:
     if target is None:
         return a.size < b.size

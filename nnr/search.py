@@ -1,8 +1,8 @@
-"""nnr-search: the Pareto front of file size against fidelity over quantizers and steps.
+"""nnr-search: the Pareto front of file size against fidelity over quantizers, steps and pruning.
 
 Encodes the model with every quantizer over a range of --qp values (minifloats over their
-formats), measures each decoded model on calibration inputs, and keeps the settings no
-other setting beats on both size and fidelity. Every point carries its full encoder
+formats), each at every pruning level of --prunes, measures each decoded model on
+calibration inputs, and keeps the settings no other setting beats on both size and fidelity. Every point carries its full encoder
 options, so ``nnr-encode --options`` replays it exactly.
 """
 
@@ -35,16 +35,20 @@ def pareto_front(points: list[dict], metric: str) -> list[dict]:
     return front
 
 
-def settings(quantizers: list[str], qps: list[float]) -> list[dict]:
-    """Encoder option overrides to try: fixed-precision quantizers once, the others per qp."""
+def settings(quantizers: list[str], qps: list[float], prunes: tuple[str, ...] = ("",),
+             prune_global: bool = False) -> list[dict]:
+    """Encoder option overrides to try: fixed-precision quantizers once, the others per qp,
+    each at every pruning level ("" = none; ``prune_global`` for magnitude levels)."""
     from codec.quantizer_spec import parse
 
     out = []
-    for q in quantizers:
-        if parse(q).follows_step:
-            out += [{"quantizer": q, "qp": qp} for qp in qps]
-        else:
-            out.append({"quantizer": q})
+    for prune in prunes:
+        extra = {"prune": prune, "prune_global": prune_global and prune.startswith("magnitude")} if prune else {}
+        for q in quantizers:
+            if parse(q).follows_step:
+                out += [{"quantizer": q, "qp": qp, **extra} for qp in qps]
+            else:
+                out.append({"quantizer": q, **extra})
     return out
 
 
@@ -68,7 +72,7 @@ def sweep(model_path: str | Path, cal, todo: list[dict], budget_seconds: float =
         if progress:
             progress(i, len(todo), ", ".join(f"{k} {v}" for k, v in override.items()))
         opts = dataclasses.replace(base, **override)
-        data = encode(model_path, opts)
+        data = encode(model_path, opts, calibration=cal.inputs)
         metrics = evaluator.measure(decode(data))
         points.append({"options": opts.to_json(), "bytes": len(data), "metrics": metrics})
     if progress:
@@ -83,7 +87,10 @@ def plot(points: list[dict], front: list[dict], metric: str, onnx_bytes: int, ta
     fig, ax = pyplot().subplots(figsize=(7, 4.5))
     by_q: dict[str, list[dict]] = {}
     for p in points:
-        by_q.setdefault(p["options"].get("quantizer", "ecsq"), []).append(p)
+        label = p["options"].get("quantizer", "ecsq")
+        if p["options"].get("prune"):
+            label += f", prune {p['options']['prune']}"
+        by_q.setdefault(label, []).append(p)
     for name, pts in by_q.items():
         ax.scatter([p["bytes"] / onnx_bytes for p in pts], [p["metrics"][metric] for p in pts], s=18, label=name)
     ax.plot([p["bytes"] / onnx_bytes for p in front], [p["metrics"][metric] for p in front], "k-", lw=1,
@@ -110,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--qps", default=",".join(f"{q:g}" for q in DEFAULT_QPS),
                     help="comma-separated --qp values for quantizers whose step follows qp; write "
                          "--qps=-36,-28 (with =) since the values start with a minus sign")
+    ap.add_argument("--prunes", default="none",
+                    help="comma-separated pruning levels to cross with every setting: none or --prune specs, e.g. "
+                         "none,magnitude:0.3,magnitude:0.5 (default none)")
+    ap.add_argument("--global", dest="prune_global", action="store_true",
+                    help="magnitude levels use one threshold across all layers")
     ap.add_argument("--json", type=Path, metavar="PATH", help="write every point and the front as JSON")
     ap.add_argument("--plot", type=Path, metavar="DIR", help="write pareto.png into DIR (needs matplotlib)")
     ap.add_argument("--budget-seconds", type=float, default=600.0, help="stop after this long (default 600)")
@@ -122,10 +134,18 @@ def main(argv: list[str] | None = None) -> int:
     quantizers = [q.strip() for q in args.quantizers.split(",") if q.strip()]
     if not quantizers or not qps:
         ap.error("--quantizers and --qps need at least one value each")
+    prunes = tuple("" if p.strip() == "none" else p.strip() for p in args.prunes.split(",") if p.strip())
+    if not prunes:
+        ap.error("--prunes needs at least one value (none for no pruning)")
     if args.plot:
         require_matplotlib(ap)
     try:
-        return _run(args, quantizers, qps)
+        from .options import EncoderOptions
+
+        for prune in prunes:  # refuse a bad level before any work
+            if prune:
+                EncoderOptions(prune=prune, prune_global=args.prune_global and prune.startswith("magnitude"))
+        return _run(args, quantizers, qps, prunes)
     except NnrError as exc:
         print(f"nnr-search: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -134,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _run(args: argparse.Namespace, quantizers: list[str], qps: list[float]) -> int:
+def _run(args: argparse.Namespace, quantizers: list[str], qps: list[float], prunes: tuple[str, ...]) -> int:
     from formats.fileio import write_bytes_atomic
     from formats.onnx_io import read_model
 
@@ -143,7 +163,7 @@ def _run(args: argparse.Namespace, quantizers: list[str], qps: list[float]) -> i
 
     model, _ = read_model(args.model)
     cal = load_calibration(args.calibration, model)
-    todo = settings(quantizers, qps)
+    todo = settings(quantizers, qps, prunes, args.prune_global)
     points, out_of_time = sweep(args.model, cal, todo, args.budget_seconds,
                                 None if args.quiet else _progress())
     if not points:
@@ -157,7 +177,7 @@ def _run(args: argparse.Namespace, quantizers: list[str], qps: list[float]) -> i
           f"Pareto front by size and {metric}:")
     print(f"{'bytes':>12} {'x ONNX':>8} {metric:>12}  options")
     for p in front:
-        opts = {k: v for k, v in p["options"].items() if k in ("quantizer", "qp")}
+        opts = {k: v for k, v in p["options"].items() if k in ("quantizer", "qp", "prune", "prune_global")}
         print(f"{p['bytes']:>12,} {p['bytes'] / onnx_bytes:>8.4f} {p['metrics'][metric]:>12.4f}  {json.dumps(opts)}")
     if args.json:
         doc = {"model": str(args.model), "metric": metric, "onnx_bytes": onnx_bytes, "out_of_time": out_of_time,

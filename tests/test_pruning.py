@@ -215,8 +215,25 @@ def test_cli_prunes_and_reports(tmp_path, capsys):
     assert "to 60.0% zeros" in capsys.readouterr().err
 
 
+def test_rate_control_searches_pruning_levels(tmp_path, capsys):
+    x, _ = mnist_test()
+    npz = tmp_path / "cal.npz"
+    np.savez(npz, image=x[:200])
+    out, report = tmp_path / "m.nnr", tmp_path / "r.json"
+    assert encode_main([str(MNIST), "-o", str(out), "--calibration", str(npz), "--min-snr", "20",
+                        "--prune-levels", "magnitude:0.5", "--global", "--budget-seconds", "20",
+                        "--report", str(report)]) == 0
+    err = capsys.readouterr().err
+    assert "no pruning:" in err and "prune magnitude:0.5:" in err
+    import json
+    trials = json.loads(report.read_text())["trials"]
+    assert {t["allocation"].split(", ")[-1] for t in trials} == {"no pruning", "prune magnitude:0.5"}
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--prune", "magnitude:1.0"], "[0, 1)"),
+    (["--prune-levels", "magnitude:0.5", "--target-size", "50KB"], "fidelity goal"),
+    (["--prune-levels", "magnitude:0.5", "--prune", "std:1", "--min-snr", "20"], "drop --prune"),
     (["--prune", "std:0.5", "--global"], "global threshold"),
     (["--prune", "filters:activation:0.2"], "--calibration"),
     (["--global"], "need --prune"),

@@ -28,6 +28,31 @@ def test_fixed_precision_quantizers_are_tried_once():
     assert todo == [{"quantizer": "ecsq", "qp": -30.0}, {"quantizer": "ecsq", "qp": -20.0}, {"quantizer": "e4m3"}]
 
 
+def test_pruning_levels_cross_every_setting():
+    todo = settings(["ecsq", "e4m3"], [-30.0], ("", "magnitude:0.5", "filters:l1:0.1"), prune_global=True)
+    assert todo == [
+        {"quantizer": "ecsq", "qp": -30.0}, {"quantizer": "e4m3"},
+        {"quantizer": "ecsq", "qp": -30.0, "prune": "magnitude:0.5", "prune_global": True},
+        {"quantizer": "e4m3", "prune": "magnitude:0.5", "prune_global": True},
+        {"quantizer": "ecsq", "qp": -30.0, "prune": "filters:l1:0.1", "prune_global": False},
+        {"quantizer": "e4m3", "prune": "filters:l1:0.1", "prune_global": False}]
+
+
+def test_search_over_pruning_levels_replays(tmp_path, calibration, capsys):
+    out = tmp_path / "search.json"
+    assert main([str(MNIST), "--calibration", str(calibration), "--quantizers", "ecsq", "--qps=-20",
+                 "--prunes", "none,magnitude:0.5", "--global", "--json", str(out), "-q"]) == 0
+    doc = json.loads(out.read_text())
+    pruned = [p for p in doc["points"] if p["options"].get("prune")]
+    assert len(doc["points"]) == 2 and len(pruned) == 1
+    assert pruned[0]["bytes"] < [p for p in doc["points"] if p is not pruned[0]][0]["bytes"]
+    point = tmp_path / "point.json"
+    point.write_text(json.dumps(pruned[0]))
+    replay = tmp_path / "replay.nnr"
+    assert encode_main([str(MNIST), "-o", str(replay), "--options", str(point), "-q"]) == 0
+    assert replay.stat().st_size == pruned[0]["bytes"]
+
+
 @pytest.fixture
 def calibration(tmp_path):
     x, y = mnist_test()
@@ -54,7 +79,9 @@ def test_search_writes_front_and_plot_and_a_point_replays(tmp_path, calibration,
 
 
 @pytest.mark.parametrize("extra,message", [(["--quantizers", "fancy"], "unknown quantizer"),
-                                           (["--qps", "a,b"], "--qps")])
+                                           (["--qps", "a,b"], "--qps"),
+                                           (["--prunes", "none,magnitude:1.5"], "[0, 1)"),
+                                           (["--prunes", "none,shrink:0.5"], "unknown pruning method")])
 def test_search_errors(calibration, capsys, extra, message):
     try:
         code = main([str(MNIST), "--calibration", str(calibration), "-q"] + extra)
