@@ -2,8 +2,9 @@
 
 Encodes the model with every quantizer over a range of --qp values (minifloats over their
 formats), each at every pruning level of --prunes, measures each decoded model on
-calibration inputs, and keeps the settings no other setting beats on both size and fidelity. Every point carries its full encoder
-options, so ``nnr-encode --options`` replays it exactly.
+calibration inputs, and keeps the settings no other setting beats on both size and
+fidelity. Every point carries its full encoder options, so ``nnr-encode --options`` replays
+it exactly.
 """
 
 from __future__ import annotations

@@ -31,10 +31,9 @@ def _calibration(name: str):
     from conformance import inputs
     from nnr import ratecontrol as rc
 
-    if name == "mnist_cnn":
-        x, y = inputs.mnist()
-        held = inputs.mnist_held_out(y)
-        return rc.Calibration({"image": x[~held][:500]}, y[~held][:500]), rc.Calibration({"image": x[held]}, y[held])
+    if name == "mnist_cnn":  # digits the model never trained on (training digits have wide margins)
+        x, y = inputs.mnist_test()
+        return (rc.Calibration({"image": x[0::2]}, y[0::2]), rc.Calibration({"image": x[1::2]}, y[1::2]))
     if name == "ppocr_cls":
         x, y = inputs.text_orientation()
         return rc.Calibration({"x": x[:24]}, y[:24]), rc.Calibration({"x": x[24:]}, y[24:])
