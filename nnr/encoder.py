@@ -23,6 +23,7 @@ from . import __version__
 from .errors import OptionError, UnsupportedModelError
 from .hessians import layer_hessians
 from .pruning import PruneReport, prune_model
+from .removal import remove_channels
 from .options import EncoderOptions
 from .tensorcodec import FLOAT_FORMAT_OF
 
@@ -117,6 +118,13 @@ def encode(model: str | os.PathLike | bytes | ModelProto, options: EncoderOption
         report = prune_model(proto, opts.prune, global_threshold=opts.prune_global, criterion=opts.prune_criterion,
                              include=opts.prune_include, exclude=opts.prune_exclude, calibration=calibration,
                              steps=opts.prune_steps, base_dir=base_dir)
+        if opts.prune_remove:
+            report.removal = remove_channels(proto, {t.name: t.dropped for t in report.tensors
+                                                     if t.dropped is not None})
+            if report.removal.channels_removed == 0:
+                reasons = "; ".join(f"{w}: {why}" for w, (_, why) in report.removal.zeroed.items()) or "none pruned"
+                raise UnsupportedModelError(f"--remove: no pruned channel can be removed exactly from this graph "
+                                            f"({reasons}). Prune without --remove to zero them instead.")
         if on_pruned is not None:
             on_pruned(report)
     if opts.error_feedback and feedback is None:

@@ -44,6 +44,8 @@ class EncoderOptions:
     prune_include, prune_exclude: tensor-name patterns (fnmatch) added to / removed from the
         prunable set (by default the weights of Conv, Gemm, MatMul, recurrent and attention ops).
     prune_steps: reach the pruning target in this many steps, re-measuring importance after each.
+    prune_remove: physically remove the pruned output channels where that is exact (nnr/removal.py),
+        zeroing the others; needs a ``filters`` spec. Changes the graph's weight shapes.
     """
 
     qp: float = -32.0
@@ -63,6 +65,7 @@ class EncoderOptions:
     prune_include: tuple = ()
     prune_exclude: tuple = ()
     prune_steps: int = 1
+    prune_remove: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.qp, (int, float)) or not math.isfinite(self.qp) or not -80 <= self.qp <= 40:
@@ -116,8 +119,15 @@ class EncoderOptions:
             if self.prune_global and spec.method != "magnitude":
                 raise OptionError("a global threshold applies to magnitude pruning only "
                                   "(std and filters are per layer)")
-        elif self.prune_global or self.prune_include or self.prune_exclude or self.prune_steps != 1:
-            raise OptionError("pruning options (global, include, exclude, steps) need a pruning spec (--prune)")
+            if self.prune_remove and not spec.structured:
+                raise OptionError("removing channels needs structured pruning: --prune filters:RANKING:F "
+                                  f"(got {self.prune!r}, which zeroes single weights)")
+        elif self.prune_global or self.prune_include or self.prune_exclude or self.prune_steps != 1 \
+                or self.prune_remove:
+            raise OptionError("pruning options (global, include, exclude, steps, remove) need a pruning spec "
+                              "(--prune)")
+        if not isinstance(self.prune_remove, bool):
+            raise OptionError(f"prune_remove must be true or false, got {self.prune_remove!r}")
         if not isinstance(self.prune_global, bool):
             raise OptionError(f"prune_global must be true or false, got {self.prune_global!r}")
         if self.prune_criterion not in CRITERIA:
@@ -141,7 +151,7 @@ class EncoderOptions:
         if not self.error_feedback:
             del d["error_feedback"]
         defaults = {"prune": "", "prune_global": False, "prune_criterion": "modulus", "prune_include": (),
-                    "prune_exclude": (), "prune_steps": 1}
+                    "prune_exclude": (), "prune_steps": 1, "prune_remove": False}
         for key, default in defaults.items():
             if d[key] == default:
                 del d[key]

@@ -113,6 +113,7 @@ class TensorReport:
     channels: int = 0
     channels_pruned: int = 0
     note: str = ""
+    dropped: np.ndarray | None = None   # structured pruning: which output channels were zeroed
 
 
 @dataclass
@@ -120,6 +121,7 @@ class PruneReport:
     """Per-tensor results and the tensors structured pruning left alone (with why)."""
 
     tensors: list[TensorReport] = field(default_factory=list)
+    removal: object | None = None   # nnr.removal.RemovalReport when channels were physically removed
 
     @property
     def sparsity(self) -> float:
@@ -137,6 +139,8 @@ class PruneReport:
         skipped = [t for t in self.tensors if t.note]
         if skipped:
             text += f"; left alone: {', '.join(f'{t.name} ({t.note})' for t in skipped)}"
+        if self.removal is not None:
+            text += "\n" + self.removal.summary()
         return text
 
 
@@ -318,5 +322,5 @@ def _prune_channels(model: ModelProto, tgts: list[_Target], spec: PruneSpec,
         values = loaded[tg.name][1]
         report.tensors.append(TensorReport(tg.name, tg.op, values.size, zeros_before[tg.name],
                                            int(np.count_nonzero(values == 0)), channels=values.shape[tg.axis],
-                                           channels_pruned=int(dropped[tg.name].sum())))
+                                           channels_pruned=int(dropped[tg.name].sum()), dropped=dropped[tg.name]))
 
