@@ -80,7 +80,8 @@ def _clip(v: np.ndarray, node, consts: dict) -> np.ndarray:
     return np.clip(v, lo, hi)
 
 
-def _float_params(model: ModelProto) -> int:
+def float_params(model: ModelProto) -> int:
+    """Float (32/16/bf16/64-bit) initializer elements: the parameter count removal reports."""
     return sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type in (1, 10, 11, 16))
 
 
@@ -173,7 +174,7 @@ def _set(t, arr: np.ndarray) -> None:
 def remove_channels(model: ModelProto, dropped: dict[str, np.ndarray]) -> RemovalReport:
     """Remove, in place, the zeroed output channels ``dropped`` (weight name -> bool mask) where
     that is exact; returns what was removed and what stays zeroed. Weights must be inline."""
-    report = RemovalReport(params_before=_float_params(model))
+    report = RemovalReport(params_before=float_params(model))
     try:
         shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
                   for v in shape_inference.infer_shapes(model).graph.value_info}
@@ -220,7 +221,7 @@ def remove_channels(model: ModelProto, dropped: dict[str, np.ndarray]) -> Remova
     keep_info = [v for v in model.graph.value_info if v.name not in changed]
     del model.graph.value_info[:]
     model.graph.value_info.extend(keep_info)
-    report.params_after = _float_params(model)
+    report.params_after = float_params(model)
     return report
 
 
