@@ -100,11 +100,10 @@ def _bias_corrected(original, pruned, report, rank_inputs):
     from nnr import biascorrect
 
     fixed = biascorrect.corrected(original, pruned, biascorrect.input_means(original, rank_inputs))
-    zeroed = {t.name for t in report.tensors if not t.note}
-    weights = {t.name: t for t in pruned.graph.initializer if t.name in zeroed}
-    for t in fixed.graph.initializer:
-        if t.name in weights:
-            t.CopyFrom(weights[t.name])
+    pruned_weights = biascorrect.graph_constants(pruned)   # initializers and Constant nodes alike
+    for name, tensor in biascorrect.graph_constants(fixed).items():
+        if name in {t.name for t in report.tensors if not t.note}:
+            tensor.CopyFrom(pruned_weights[name])
     return fixed
 
 
