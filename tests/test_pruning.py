@@ -14,6 +14,7 @@ from nnr.errors import OptionError
 from nnr.fidelity import run, session, top1_agreement
 from nnr.options import EncoderOptions
 from nnr.pruning import parse_spec, prune_model, targets
+from nnr.ratecontrol import read_options
 from tests.conftest import ROOT
 
 MNIST = ROOT / "conformance" / "models" / "mnist_cnn.onnx"
@@ -246,3 +247,25 @@ def test_cli_refuses_nonsense_and_writes_nothing(tmp_path, capsys, argv, message
         code = e.code
     assert code == 2
     assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_cli_patterns_steps_and_random_seed_reach_the_file(tmp_path):
+    out = tmp_path / "m.nnr"
+    assert encode_main([str(MNIST), "-o", str(out), "-q", "--lossless", "--prune", "magnitude:0.5",
+                        "--prune-exclude", "0.*", "--prune-include", "*.bias", "--prune-exclude", "9.bias"]) == 0
+    decoded, original = _arrays(nnr.decode(out.read_bytes())), _arrays(onnx.load(MNIST))
+    assert np.array_equal(decoded["0.weight"], original["0.weight"])            # excluded
+    assert np.mean(decoded["3.weight"] == 0) == pytest.approx(0.5, abs=0.001)  # a layer weight
+    assert np.mean(decoded["7.bias"] == 0) == pytest.approx(0.5, abs=0.02)     # included by pattern
+    assert np.array_equal(decoded["9.bias"], original["9.bias"])                # excluded again
+    opts = read_options(out.read_bytes())
+    assert opts.prune_exclude == ("0.*", "9.bias") and opts.prune_include == ("*.bias",)
+
+    a, b = tmp_path / "a.nnr", tmp_path / "b.nnr"
+    for path, seed in ((a, "3"), (b, "4")):
+        assert encode_main([str(MNIST), "-o", str(path), "-q", "--lossless", "--prune", f"filters:random:{seed}:0.25",
+                            "--prune-steps", "2"]) == 0
+    wa, wb = _arrays(nnr.decode(a.read_bytes()))["3.weight"], _arrays(nnr.decode(b.read_bytes()))["3.weight"]
+    gone_a, gone_b = ~wa.reshape(32, -1).any(1), ~wb.reshape(32, -1).any(1)
+    assert gone_a.sum() == gone_b.sum() == 8 and not np.array_equal(gone_a, gone_b)
+    assert read_options(a.read_bytes()).prune_steps == 2
