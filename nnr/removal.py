@@ -81,8 +81,9 @@ def _clip(v: np.ndarray, node, consts: dict) -> np.ndarray:
 
 
 def float_params(model: ModelProto) -> int:
-    """Float (32/16/bf16/64-bit) initializer elements: the parameter count removal reports."""
-    return sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type in (1, 10, 11, 16))
+    """Float (32/16/bf16/64-bit) elements of the main graph's constants (initializers and
+    Constant nodes): the parameter count removal reports."""
+    return sum(int(np.prod(t.dims)) for t in graph_constants(model).values() if t.data_type in (1, 10, 11, 16))
 
 
 @dataclass

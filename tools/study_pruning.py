@@ -184,6 +184,11 @@ def _measure(models: str) -> list[dict]:
     return results
 
 
+def _cell(text: str) -> str:
+    """Text for a markdown table cell (a literal | would end the cell)."""
+    return text.replace("|", "\\|")
+
+
 def summary(results: list[dict], floor: float) -> list[str]:
     """Markdown table: per model and criterion, the highest sparsity whose agreement stays ≥ ``floor``."""
     models = list(dict.fromkeys(r["model"] for r in results))
@@ -194,8 +199,8 @@ def summary(results: list[dict], floor: float) -> list[str]:
         for m in models:
             rows = [r for r in results if r["model"] == m and r["criterion"] == c]
             ok = [r["sparsity"] for r in rows if r["agreement"] >= floor]
-            cells.append("" if not rows else (f"{max(ok):.0%}" if ok else f"< {min(r['sparsity'] for r in rows):.0%}"))
-        lines.append(f"| {c} | {' | '.join(cells)} |")
+            cells.append("" if not rows else (f"{max(ok):.1%}" if ok else f"< {min(r['sparsity'] for r in rows):.1%}"))
+        lines.append(f"| {_cell(c)} | {' | '.join(cells)} |")
     return lines
 
 
@@ -216,7 +221,7 @@ def _render(results: list[dict], command: str, args: argparse.Namespace) -> None
                   "|---|---|---|---|---|---|---|"]
         for r in rows:
             level = f"γ = {r['level']:g}" if "γ" in r["criterion"] else f"{r['level']:.0%}"
-            lines.append(f"| {r['criterion']} | {level} | {r['sparsity']:.1%} | {r['agreement']:.1%} | "
+            lines.append(f"| {_cell(r['criterion'])} | {level} | {r['sparsity']:.1%} | {r['agreement']:.1%} | "
                          f"{r['accuracy']:.1%} | {r['bytes']:,} | {r['bytes'] / r['default_bytes'] - 1:+.1%} |")
         lines.append("")
     emit("\n".join(lines), args.markdown)
