@@ -120,7 +120,7 @@ def encode(model: str | os.PathLike | bytes | ModelProto, options: EncoderOption
                              steps=opts.prune_steps, base_dir=base_dir)
         if opts.prune_remove:
             report.removal = remove_channels(proto, {t.name: t.dropped for t in report.tensors
-                                                     if t.dropped is not None})
+                                                     if t.dropped is not None}, opts.prune_remove_multiple)
             if report.removal.channels_removed == 0:
                 reasons = "; ".join(f"{w}: {why}" for w, (_, why) in report.removal.zeroed.items()) or "none pruned"
                 raise UnsupportedModelError(f"--remove: no pruned channel can be removed exactly from this graph "

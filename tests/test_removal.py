@@ -22,10 +22,11 @@ def _dims(model):
     return {t.name: list(t.dims) for t in model.graph.initializer}
 
 
-def _zeroed_and_removed(model, spec):
+def _zeroed_and_removed(model, spec, multiple=1):
     zeroed = nnr.decode(nnr.encode(model, prune=spec, lossless=True))
     reports = []
-    removed = nnr.decode(nnr.encode(model, prune=spec, prune_remove=True, lossless=True, on_pruned=reports.append))
+    removed = nnr.decode(nnr.encode(model, prune=spec, prune_remove=True, prune_remove_multiple=multiple,
+                                    lossless=True, on_pruned=reports.append))
     return zeroed, removed, reports[0].removal
 
 
@@ -106,6 +107,18 @@ def test_nothing_removable_is_refused_with_the_reasons(tmp_path, capsys):
     onnx.save(model, src)
     assert encode_main([str(src), "-o", str(out), "--prune", "filters:l1:0.5", "--remove"]) == 3 or not out.exists()
     assert "--remove" in capsys.readouterr().err and not out.exists()
+
+
+def test_channel_counts_stay_multiples_of_eight_by_default():
+    zeroed, removed, report = _zeroed_and_removed(onnx.load(MNIST), "filters:l1:0.3", multiple=8)
+    dims = _dims(removed)
+    assert dims["0.weight"][0] == 16 and dims["3.weight"][0] == 24 and dims["7.weight"][0] == 48
+    assert "multiple of 8" in report.zeroed["3.weight"][1]
+    x, _ = mnist_test()
+    assert np.abs(run(session(zeroed), {"image": x[:50]}) - run(session(removed), {"image": x[:50]})).max() < 1e-4
+    assert EncoderOptions().to_json().get("prune_remove_multiple") is None
+    with pytest.raises(OptionError, match="--remove only"):
+        EncoderOptions(prune="filters:l1:0.3", prune_remove_multiple=4)
 
 
 def test_remove_needs_structured_pruning():
