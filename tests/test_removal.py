@@ -140,3 +140,25 @@ def test_synthetic_inputs_and_timing():
     feed = synthetic_inputs(model)
     assert list(feed) == ["image"] and feed["image"].shape == (1, 1, 28, 28)
     assert inference_ms(model, feed, runs=3) > 0
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--prune", "filters:l1:0.3", "--remove", "--remove-multiple", "0"], "[1, 1024]"),
+    (["--prune", "filters:l1:0.3", "--remove-multiple", "4"], "--remove only"),
+    (["--remove"], "need --prune"),
+    (["--prune", "magnitude:0.3", "--remove"], "structured"),
+])
+def test_cli_refuses_removal_nonsense(tmp_path, capsys, argv, message):
+    out = tmp_path / "m.nnr"
+    try:
+        code = encode_main([str(MNIST), "-o", str(out), *argv])
+    except SystemExit as e:
+        code = e.code
+    assert code == 2 and message in capsys.readouterr().err and not out.exists()
+
+
+def test_cli_remove_multiple_one_removes_every_removable_channel(tmp_path):
+    out = tmp_path / "m.nnr"
+    assert encode_main([str(MNIST), "-o", str(out), "-q", "--lossless", "--prune", "filters:l1:0.3", "--remove",
+                        "--remove-multiple", "1"]) == 0
+    assert _dims(nnr.decode(out.read_bytes()))["3.weight"][0] == 23
