@@ -91,6 +91,22 @@ def with_inline_data(proto: ModelProto, base_dir) -> ModelProto:
     return out
 
 
+def _prune(proto: ModelProto, base_dir, opts: EncoderOptions,
+           calibration: dict[str, np.ndarray] | None) -> PruneReport:
+    """Zero (and with ``prune_remove`` remove) weights of ``proto`` in place, as ``opts`` say."""
+    report = prune_model(proto, opts.prune, global_threshold=opts.prune_global, criterion=opts.prune_criterion,
+                         include=opts.prune_include, exclude=opts.prune_exclude, calibration=calibration,
+                         steps=opts.prune_steps, base_dir=base_dir)
+    if opts.prune_remove:
+        report.removal = remove_channels(proto, {t.name: t.dropped for t in report.tensors if t.dropped is not None},
+                                         opts.prune_remove_multiple)
+        if report.removal.channels_removed == 0:
+            reasons = "; ".join(f"{w}: {why}" for w, (_, why) in report.removal.zeroed.items()) or "none pruned"
+            raise UnsupportedModelError(f"--remove: no pruned channel can be removed exactly from this graph "
+                                        f"({reasons}). Prune without --remove to zero them instead.")
+    return report
+
+
 def encode(model: str | os.PathLike | bytes | ModelProto, options: EncoderOptions | None = None,
            progress: Progress | None = None, *, calibration: dict[str, np.ndarray] | None = None,
            feedback: dict[str, Feedback] | None = None,
@@ -115,16 +131,7 @@ def encode(model: str | os.PathLike | bytes | ModelProto, options: EncoderOption
     if opts.prune:
         if had_external:
             proto = with_inline_data(proto, base_dir)
-        report = prune_model(proto, opts.prune, global_threshold=opts.prune_global, criterion=opts.prune_criterion,
-                             include=opts.prune_include, exclude=opts.prune_exclude, calibration=calibration,
-                             steps=opts.prune_steps, base_dir=base_dir)
-        if opts.prune_remove:
-            report.removal = remove_channels(proto, {t.name: t.dropped for t in report.tensors
-                                                     if t.dropped is not None}, opts.prune_remove_multiple)
-            if report.removal.channels_removed == 0:
-                reasons = "; ".join(f"{w}: {why}" for w, (_, why) in report.removal.zeroed.items()) or "none pruned"
-                raise UnsupportedModelError(f"--remove: no pruned channel can be removed exactly from this graph "
-                                            f"({reasons}). Prune without --remove to zero them instead.")
+        report = _prune(proto, base_dir, opts, calibration)
         if on_pruned is not None:
             on_pruned(report)
     if opts.error_feedback and feedback is None:
