@@ -73,6 +73,25 @@ def expected_agreement(reference: np.ndarray, noise_variance: float) -> float:
     return 1.0 - float(np.mean([0.5 * math.erfc(g / (2.0 * sigma)) for g in gaps]))
 
 
+def expected_accuracy(reference: np.ndarray, labels: np.ndarray, noise_variance: float) -> float:
+    """Top-1 accuracy expected when independent Gaussian noise of ``noise_variance`` is added
+    to every score of ``reference``: each input is right when its label's score beats every
+    other class's, P ≈ Π_k ½·erfc((s_k − s_label) / (2σ)) (the pairwise events taken as
+    independent). Right inputs can turn wrong and wrong ones right; the smooth counterpart of
+    a count, as expected_agreement is for agreement."""
+    scores = np.asarray(reference, dtype=np.float64).reshape(len(labels), -1)
+    labels = np.asarray(labels).reshape(-1)
+    if noise_variance <= 0:
+        return top1_accuracy(scores, labels)
+    ahead = scores - scores[np.arange(len(labels)), labels][:, None]   # s_k − s_label
+    ahead[np.arange(len(labels)), labels] = -np.inf                     # the label itself
+    wins = 0.5 * _erfc(ahead / (2.0 * math.sqrt(noise_variance)))
+    return float(np.mean(np.exp(np.sum(np.log(np.maximum(wins, 1e-300)), axis=1))))
+
+
+_erfc = np.vectorize(math.erfc, otypes=[np.float64])
+
+
 def top1_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of inputs whose arg-max class is the label."""
     return float(np.mean(logits.argmax(axis=-1) == labels))

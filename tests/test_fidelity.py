@@ -1,5 +1,7 @@
 """The fidelity metrics shared by the conformance suite and (later) rate control."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -49,6 +51,28 @@ def test_decision_agreement_and_mask_iou():
     b[1:3] = 1
     assert fm.mask_iou(a, b, 0.5) == pytest.approx(4 / 12)
     assert fm.mask_iou(np.zeros(3), np.zeros(3), 0.5) == 1.0
+
+
+def test_expected_accuracy_is_the_count_without_noise_and_moves_towards_chance():
+    ref = np.array([[0.0, 1.0], [2.0, 0.0], [0.0, 0.1], [0.3, 0.0]])
+    labels = np.array([1, 0, 0, 1])      # right, right, wrong by 0.1, wrong by 0.3
+    assert fm.expected_accuracy(ref, labels, 0.0) == fm.top1_accuracy(ref, labels) == 0.5
+    small, large = fm.expected_accuracy(ref, labels, 0.01), fm.expected_accuracy(ref, labels, 1e6)
+    assert large == pytest.approx(0.5, abs=0.01)        # two classes: chance
+    wrong_only = fm.expected_accuracy(ref[2:], labels[2:], 0.01)
+    assert 0 < wrong_only < 0.5                         # noise can only help the wrong ones
+    right_only = fm.expected_accuracy(ref[:2], labels[:2], 0.01)
+    assert 0.5 < right_only < 1.0 and small == pytest.approx((wrong_only * 2 + right_only * 2) / 4)
+    # each input: P(cross) = ½·erfc(gap / 2σ)
+    sigma = 0.1
+    assert fm.expected_accuracy(ref[2:3], labels[2:3], sigma ** 2) == pytest.approx(
+        0.5 * math.erfc(0.1 / (2 * sigma)))
+
+
+def test_expected_accuracy_counts_every_competitor():
+    crowded, lonely = np.array([[1.0, 0.9, 0.9, 0.9]]), np.array([[1.0, 0.9, -5.0, -5.0]])
+    label = np.array([0])
+    assert fm.expected_accuracy(crowded, label, 0.01) < fm.expected_accuracy(lonely, label, 0.01) < 1.0
 
 
 def test_expected_agreement_falls_with_noise():

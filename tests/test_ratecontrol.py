@@ -46,6 +46,14 @@ def test_search_is_reported_and_its_options_are_in_the_file(agreement_result):
     assert doc["options"].get("tensor_qp") or doc["options"]["qp"] != EncoderOptions().qp
 
 
+def test_accuracy_drop_is_judged_in_expectation_and_as_counted():
+    c = rc.Constraint("accuracy_drop_pct", 0.5)
+    assert c.met_smooth({"accuracy_drop_pct": 2.0, "accuracy_drop_expected_pct": 0.4})
+    assert not c.met({"accuracy_drop_pct": 2.0, "accuracy_drop_expected_pct": 0.4})
+    assert not c.met({"accuracy_drop_pct": 0.0, "accuracy_drop_expected_pct": 0.7})
+    assert c.met({"accuracy_drop_pct": -0.5, "accuracy_drop_expected_pct": 0.5})
+
+
 def test_min_snr_and_max_accuracy_drop(digits):
     res = rc.search(MNIST, EncoderOptions(), constraint=rc.Constraint("snr_db", 30.0), cal=digits)
     assert res.metrics["snr_db"] >= 30.0
