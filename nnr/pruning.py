@@ -153,7 +153,8 @@ class _Target:
     axis: int | None       # output-channel axis for structured pruning, None if it has none
 
 
-def _consumers(model: ModelProto) -> dict[str, list]:
+def consumers_of(model: ModelProto) -> dict[str, list]:
+    """The nodes reading each tensor name, in graph order."""
     found: dict[str, list] = {}
     for node in model.graph.node:
         for name in node.input:
@@ -284,7 +285,7 @@ def prune_model(model: ModelProto, spec: PruneSpec | str, *, global_threshold: b
 def _prune_channels(model: ModelProto, tgts: list[_Target], spec: PruneSpec,
                     calibration: dict[str, np.ndarray] | None, steps: int, base_dir: Path | None,
                     report: PruneReport) -> None:
-    consumers = _consumers(model)
+    consumers = consumers_of(model)
     chosen = []
     for tg in tgts:
         note = ""

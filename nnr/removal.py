@@ -25,6 +25,7 @@ import numpy as np
 from onnx import ModelProto, numpy_helper, shape_inference
 
 from .biascorrect import graph_constants, int_attr
+from .pruning import consumers_of
 
 UNARY = {
     "Relu": lambda v, n, c: np.maximum(v, 0.0),
@@ -59,7 +60,8 @@ class RemovalReport:
         return sum(n for n, _ in self.removed.values())
 
     def summary(self) -> str:
-        text = (f"removed {self.channels_removed} channels from {len(self.removed)} layers; float parameters "
+        text = (f"removed {self.channels_removed} channels from {len(self.removed)} layer"
+                f"{'' if len(self.removed) == 1 else 's'}; float parameters "
                 f"{self.params_before:,} -> {self.params_after:,} "
                 f"({self.params_after / max(self.params_before, 1) - 1:+.1%})")
         if self.zeroed:
@@ -188,14 +190,11 @@ def remove_channels(model: ModelProto, dropped: dict[str, np.ndarray],
     except Exception:  # noqa: BLE001 - shapes are a help, not a requirement
         shapes = {}
     changed: set[str] = set()
+    consumers = consumers_of(model)   # removal only adds bias inputs, which no chain follows
     for wname, mask in dropped.items():
         if not mask.any():
             continue
         consts = graph_constants(model)
-        consumers: dict[str, list] = {}
-        for node in model.graph.node:
-            for name in node.input:
-                consumers.setdefault(name, []).append(node)
         producer = next((n for n in model.graph.node if len(n.input) > 1 and n.input[1] == wname), None)
         why = _producer_problem(producer)
         chain = _Chain([], [], why) if why else _chain(model, producer, consts, consumers, shapes)
@@ -209,10 +208,10 @@ def remove_channels(model: ModelProto, dropped: dict[str, np.ndarray],
         absorbable = carried is not None and all(_absorbs(node) for node, _ in chain.readers)
         exact = mask & ((carried == 0) if not absorbable else True) if carried is not None else np.zeros_like(mask)
         remove = _round_to_multiple(exact, multiple)
+        kept = _why_kept(mask, exact, remove, carried, chain.readers, multiple)
+        if kept:
+            report.zeroed[wname] = kept
         if not remove.any():
-            why = ("its constant cannot be absorbed by the layers that read it" if not exact.any() else
-                   f"removing {int(exact.sum())} would leave a channel count that is not a multiple of {multiple}")
-            report.zeroed[wname] = (int(mask.sum()), why)
             continue
         keep = ~remove
         for node, block in chain.readers:
@@ -226,17 +225,28 @@ def remove_channels(model: ModelProto, dropped: dict[str, np.ndarray],
                     _set(consts[name], numpy_helper.to_array(consts[name])[keep])
         changed.update([producer.output[0]] + [o for n in chain.ops for o in n.output])
         report.removed[wname] = (int(remove.sum()), int(mask.size))
-        if (mask & ~exact).any():
-            report.zeroed[wname] = (int((mask & ~exact).sum()), "a padded convolution reads its non-zero constant")
-        if (exact & ~remove).any():
-            n, why = report.zeroed.get(wname, (0, ""))
-            report.zeroed[wname] = (n + int((exact & ~remove).sum()),
-                                    (why + "; " if why else "") + f"channel count kept a multiple of {multiple}")
     keep_info = [v for v in model.graph.value_info if v.name not in changed]
     del model.graph.value_info[:]
     model.graph.value_info.extend(keep_info)
     report.params_after = float_params(model)
     return report
+
+
+def _why_kept(mask: np.ndarray, exact: np.ndarray, remove: np.ndarray, carried: np.ndarray | None,
+              readers: list, multiple: int) -> tuple[int, str] | None:
+    """(count, reasons) of the pruned channels that stay zeroed instead of being removed."""
+    reasons = []
+    blocked, rounded = int((mask & ~exact).sum()), int((exact & ~remove).sum())
+    if blocked:
+        if carried is None:
+            reasons.append("a padded pool would make its constant vary")
+        elif any(node.op_type == "Conv" for node, _ in readers):
+            reasons.append("a padded convolution reads its non-zero constant")
+        else:
+            reasons.append("a MatMul, which has no bias to absorb it, reads its non-zero constant")
+    if rounded:
+        reasons.append(f"channel count kept a multiple of {multiple}")
+    return (blocked + rounded, "; ".join(reasons)) if reasons else None
 
 
 def _round_to_multiple(removable: np.ndarray, multiple: int) -> np.ndarray:

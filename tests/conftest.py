@@ -16,6 +16,14 @@ def effnet_path() -> Path:
     return EFFNET
 
 
+def exit_code(main, argv: list[str]) -> int:
+    """A CLI's exit status, whether it returns it or argparse raises SystemExit with it."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
 def skeleton(model) -> bytes:
     """The model serialised with every tensor's data stripped: all that must survive exactly."""
     from conformance.suite import skeleton as strip

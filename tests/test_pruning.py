@@ -15,7 +15,7 @@ from nnr.fidelity import run, session, top1_agreement
 from nnr.options import EncoderOptions
 from nnr.pruning import parse_spec, prune_model, targets
 from nnr.ratecontrol import read_options
-from tests.conftest import ROOT
+from tests.conftest import ROOT, exit_code
 
 MNIST = ROOT / "conformance" / "models" / "mnist_cnn.onnx"
 
@@ -241,10 +241,7 @@ def test_rate_control_searches_pruning_levels(tmp_path, capsys):
 ])
 def test_cli_refuses_nonsense_and_writes_nothing(tmp_path, capsys, argv, message):
     out = tmp_path / "m.nnr"
-    try:
-        code = encode_main([str(MNIST), "-o", str(out), *argv])
-    except SystemExit as e:
-        code = e.code
+    code = exit_code(encode_main, [str(MNIST), "-o", str(out), *argv])
     assert code == 2
     assert message in capsys.readouterr().err and not out.exists()
 

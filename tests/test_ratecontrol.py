@@ -13,7 +13,7 @@ from nnr.cli import encode_main
 from nnr.errors import InputError, OptionError
 from nnr.fidelity import run, session
 from nnr.options import EncoderOptions
-from tests.conftest import ROOT
+from tests.conftest import ROOT, exit_code
 
 MNIST = ROOT / "conformance" / "models" / "mnist_cnn.onnx"
 
@@ -179,10 +179,7 @@ def test_cli_rate_control(tmp_path, capsys):
 ])
 def test_cli_rate_control_errors(tmp_path, capsys, argv, message):
     out = tmp_path / "m.nnr"
-    try:
-        code = encode_main([str(MNIST), "-o", str(out)] + argv)
-    except SystemExit as exc:
-        code = exc.code
+    code = exit_code(encode_main, [str(MNIST), "-o", str(out)] + argv)
     assert code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and not out.exists()

@@ -13,7 +13,7 @@ from nnr.errors import OptionError, UnsupportedModelError
 from nnr.fidelity import run, session
 from nnr.options import EncoderOptions
 from nnr.removal import inference_ms, synthetic_inputs
-from tests.conftest import ROOT
+from tests.conftest import ROOT, exit_code
 
 MNIST = ROOT / "conformance" / "models" / "mnist_cnn.onnx"
 
@@ -150,10 +150,7 @@ def test_synthetic_inputs_and_timing():
 ])
 def test_cli_refuses_removal_nonsense(tmp_path, capsys, argv, message):
     out = tmp_path / "m.nnr"
-    try:
-        code = encode_main([str(MNIST), "-o", str(out), *argv])
-    except SystemExit as e:
-        code = e.code
+    code = exit_code(encode_main, [str(MNIST), "-o", str(out), *argv])
     assert code == 2 and message in capsys.readouterr().err and not out.exists()
 
 

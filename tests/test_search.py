@@ -8,7 +8,7 @@ import pytest
 from conformance.inputs import mnist_test
 from nnr.cli import encode_main
 from nnr.search import main, pareto_front, settings
-from tests.conftest import ROOT
+from tests.conftest import ROOT, exit_code
 
 MNIST = ROOT / "conformance" / "models" / "mnist_cnn.onnx"
 
@@ -83,10 +83,7 @@ def test_search_writes_front_and_plot_and_a_point_replays(tmp_path, calibration,
                                            (["--prunes", "none,magnitude:1.5"], "[0, 1)"),
                                            (["--prunes", "none,shrink:0.5"], "unknown pruning method")])
 def test_search_errors(calibration, capsys, extra, message):
-    try:
-        code = main([str(MNIST), "--calibration", str(calibration), "-q"] + extra)
-    except SystemExit as exc:
-        code = exc.code
+    code = exit_code(main, [str(MNIST), "--calibration", str(calibration), "-q"] + extra)
     assert code == 2 and message in capsys.readouterr().err
 
 
