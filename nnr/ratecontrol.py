@@ -42,6 +42,7 @@ MAX_OFFSET = 24.0             # a tensor's qp offset is clamped to ±24 (±6 oct
 PROBE_OFFSET = 8.0            # sensitivity probe: 4× the tensor's default step
 SENSITIVITY_SAMPLES = 16      # calibration samples used to measure sensitivities
 REFINE_STEPS = 16             # finer steps tried when the count misses an agreement met in expectation
+SIZE_TOLERANCE = 0.02         # target-size mode: files this close to the target compete on fidelity
 
 
 @dataclass(frozen=True)
@@ -436,6 +437,8 @@ def search(model_src: str | Path | ModelProto, base: EncoderOptions, *, constrai
         if knob is None:
             continue
         found = cache[(kind, knob)]
+        if evaluator is not None and not found[1].metrics:
+            found[1].metrics = evaluator.measure(_decode(found[0]))
         if best is None or _better(found[1], best[1], target_bytes):
             best = found
 
@@ -492,8 +495,15 @@ def search_pruning(model_src: str | Path | ModelProto, base: EncoderOptions, lev
 
 
 def _better(a: Trial, b: Trial, target: int | None) -> bool:
+    """Constraint mode: the smaller file. Target mode: of two files within SIZE_TOLERANCE of the
+    target, the one with the higher measured output SNR (when measured); else the closer one."""
     if target is None:
         return a.size < b.size
+    close = [abs(t.size / target - 1) <= SIZE_TOLERANCE for t in (a, b)]
+    if all(close) and "snr_db" in a.metrics and "snr_db" in b.metrics:
+        return a.metrics["snr_db"] > b.metrics["snr_db"]
+    if close[0] != close[1]:
+        return close[0]
     return abs(a.size - target) < abs(b.size - target)
 
 

@@ -75,6 +75,18 @@ def test_target_size_with_calibration_uses_sensitivity(digits):
     res = rc.search(MNIST, EncoderOptions(), target_bytes=40_000, cal=digits)
     assert abs(len(res.data) / 40_000 - 1) <= 0.02
     assert {t.allocation for t in res.trials} == {"sensitivity", "data-free"}
+    # both allocations' best candidates are measured; within 2 % of the target the better one wins
+    measured = [t for t in res.trials if t.metrics and abs(t.size / 40_000 - 1) <= rc.SIZE_TOLERANCE]
+    assert res.metrics and res.metrics["snr_db"] == max(t.metrics["snr_db"] for t in measured)
+
+
+def test_target_mode_prefers_fidelity_only_within_tolerance():
+    near_worse = rc.Trial("data-free", -30, 10_100, {"snr_db": 20.0})
+    near_better = rc.Trial("sensitivity", -1, 9_900, {"snr_db": 25.0})
+    far_better = rc.Trial("sensitivity", -1, 10_500, {"snr_db": 40.0})
+    assert rc._better(near_better, near_worse, 10_000) and not rc._better(near_worse, near_better, 10_000)
+    assert rc._better(near_worse, far_better, 10_000) and not rc._better(far_better, near_worse, 10_000)
+    assert rc._better(rc.Trial("data-free", 0, 10_050), rc.Trial("data-free", 0, 9_900), 10_000)
 
 
 def test_budget_returns_the_best_file_so_far(digits):
