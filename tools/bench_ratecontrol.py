@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dense-calibration", action="store_true",
                     help="calibrate on the grid views of each calibration photo instead of 8 crops")
     ap.add_argument("--oracle", action="store_true",
-                    help="also search calibrated on the held-out grid views themselves: the smallest file this "
-                         "codec can make that meets the bound there at all (a lower bound, not a result)")
+                    help="also search calibrated on the held-out grid views themselves: the smallest file the search "
+                         "finds that meets the bound there at all (a bound, not a result)")
     ap.add_argument("--markdown", type=Path, help="write the result table here")
     ap.add_argument("--json", type=Path, help="write the result and every trial here")
     args = ap.parse_args(argv)
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += [""] + [f"- {'met' if ok else 'NOT met'}: {what}" for what, ok in checks.items()]
     if args.oracle:
         lines += ["", f"The oracle row is no result: its search saw the {oracle_set} it is verified on. It is the "
-                  f"smallest file this codec makes whose agreement there is ≥ {args.min_agreement} "
+                  f"smallest file the search finds whose agreement there is ≥ {args.min_agreement} "
                   f"({len(oracle.data) / onnx_bytes:.4f} × the ONNX file)."]
     text = "\n".join(lines) + "\n"
     print(text)
