@@ -34,3 +34,22 @@ def test_photo_views_keep_labels_and_unlabelled_photos_are_all_there():
     u = unlabelled_views()
     assert len(u) >= 2 * len(UNLABELLED_PHOTOS) and u.shape[1:] == (3, 224, 224)
     assert np.isfinite(u).all() and -1.0 <= u.min() and u.max() <= 1.0
+
+
+def test_make_calibration_writes_views_and_refuses_bad_ranges(tmp_path):
+    import onnx
+    import pytest
+
+    from nnr.ratecontrol import load_calibration
+    from tests.conftest import EFFNET
+    from tools import make_calibration
+
+    out = tmp_path / "cal.npz"
+    assert make_calibration.main(["imagenet", "--photos", "0:2", "--views", "-o", str(out)]) == 0
+    cal = load_calibration(out, onnx.load(EFFNET, load_external_data=False))
+    assert len(cal) == len(photo_views([0, 1])[0]) and cal.labels is not None
+    for bad in ("5:4", "0:21", "x"):
+        with pytest.raises(SystemExit) as exc:
+            make_calibration.main(["imagenet", "--photos", bad, "-o", str(tmp_path / "bad.npz")])
+        assert exc.value.code == 2
+    assert not (tmp_path / "bad.npz").exists()
