@@ -1,4 +1,4 @@
-"""Labelled photos as model inputs: several crops of each, resized and normalised."""
+"""Photos as model inputs: a few crops or a grid of views of each, resized and normalised."""
 
 from __future__ import annotations
 
