@@ -75,14 +75,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(views)} views of photos 10–19": rc.Calibration({"image": views}, labels),
         f"{len(unlabelled)} views of 8 unlabelled photos": rc.Calibration({"image": unlabelled}),
     }
-    first = next(iter(held_sets.values()))
     evaluators = {name: rc.Evaluator(onnx.load(model), held) for name, held in held_sets.items()}
     onnx_bytes = model.stat().st_size
     default = nnr.encode(model)
 
     t0 = time.perf_counter()
-    res = rc.search(model, EncoderOptions(quantizer=args.quantizer, error_feedback=args.error_feedback),
-                    constraint=rc.Constraint("agreement", args.min_agreement), cal=cal, held=first,
+    base = EncoderOptions(quantizer=args.quantizer, error_feedback=args.error_feedback)
+    goal = rc.Constraint("agreement", args.min_agreement)
+    res = rc.search(model, base, constraint=goal, cal=cal,
                     budget_seconds=args.budget_seconds,
                     log=lambda m: print(m, file=sys.stderr))
     seconds = time.perf_counter() - t0
@@ -93,11 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = [("default preset", default, None), (label, res.data, res.metrics)]
     if args.oracle:
         oracle_set = list(held_sets)[1]
-        oracle = rc.search(model, EncoderOptions(quantizer=args.quantizer, error_feedback=args.error_feedback),
-                           constraint=rc.Constraint("agreement", args.min_agreement), cal=held_sets[oracle_set],
+        oracle = rc.search(model, base, constraint=goal, cal=held_sets[oracle_set],
                            budget_seconds=args.budget_seconds, log=lambda m: print(m, file=sys.stderr))
         rows.append((f"oracle: calibrated on the {oracle_set}", oracle.data, oracle.metrics))
-    held = {name: {row: ev.measure(nnr.decode(data)) for row, data, _ in rows} for name, ev in evaluators.items()}
+    decoded = {row: nnr.decode(data) for row, data, _ in rows}
+    held = {name: {row: ev.measure(m) for row, m in decoded.items()} for name, ev in evaluators.items()}
     checks = {
         f"≥ 30 % smaller than the default ({len(default):,} B)": size <= 0.7 * len(default),
         f"≤ 0.16 × the ONNX file ({onnx_bytes:,} B)": size <= 0.16 * onnx_bytes,

@@ -49,17 +49,14 @@ def main(argv: list[str] | None = None) -> int:
             keep = (photo >= start) & (photo < stop)
             x, y = x[keep], y[keep]
     elif args.data == "unlabelled":
-        x = unlabelled_views()
-        np.savez(args.output, image=x)
-        print(f"wrote {args.output}: {len(x)} inputs, no labels", file=sys.stderr)
-        return 0
+        x, y = unlabelled_views(), None
     else:
         x, y = mnist_test()
         x, y = x[:args.count], y[:args.count]
     if not len(x):
         ap.error("that selection is empty")
-    np.savez(args.output, image=x, labels=y)
-    print(f"wrote {args.output}: {len(x)} inputs", file=sys.stderr)
+    np.savez(args.output, image=x, **({} if y is None else {"labels": y}))
+    print(f"wrote {args.output}: {len(x)} inputs" + (", no labels" if y is None else ""), file=sys.stderr)
     return 0
 
 
