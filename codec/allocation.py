@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import exactmath
+
 RULES = ("uniform", "scale", "channel")
 REFERENCE_SIZE = 4096
 MIN_SIZE_FACTOR = 0.125
@@ -32,12 +34,12 @@ def laplace_scale(x: np.ndarray) -> float:
 
 
 def base_step(qp: float) -> float:
-    return float(2.0 ** (qp / 4.0))
+    return exactmath.exp2(qp / 4.0)
 
 
 def size_factor(n: int, exponent: float) -> float:
     """(n / REFERENCE_SIZE)**exponent, at least 1/8: larger tensors get coarser steps."""
-    return max(float((max(n, 1) / REFERENCE_SIZE) ** exponent), MIN_SIZE_FACTOR)
+    return max(exactmath.power(max(n, 1) / REFERENCE_SIZE, float(exponent)), MIN_SIZE_FACTOR)
 
 
 def steps_for(x: np.ndarray, qp: float, rule: str, vector_qp: float = -8.0,

@@ -12,6 +12,7 @@ import numpy as np
 
 from nnr.errors import CorruptionError
 
+from . import exactmath
 from .bytestream import ByteReader, ByteWriter
 
 MAX_TABLE_FREQ = 1 << 31
@@ -117,7 +118,7 @@ def cost_bits(counts: np.ndarray, freqs: np.ndarray) -> float:
         floor = freqs.sum() / (1 << 24)
         freqs = np.maximum(freqs, floor)
     p = freqs / freqs.sum()
-    return float(-(counts[used] * np.log2(p[used])).sum())
+    return float(-(counts[used] * exactmath.log2(p[used])).sum())
 
 
 def write_table(w: ByteWriter, kind: int, params: tuple[int, ...] | np.ndarray) -> None:

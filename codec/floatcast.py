@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import exactmath
+
 FLOAT_FORMATS = {"float32": "<f4", "float16": "<f2", "bfloat16": "<u2", "float64": "<f8"}
 
 
@@ -50,4 +52,4 @@ def snr_db(reference: np.ndarray, test: np.ndarray) -> float:
     if noise == 0:
         return float("inf")
     signal = float(np.sum(ref ** 2))
-    return 10.0 * float(np.log10(signal / noise)) if signal else float("-inf")
+    return 10.0 * exactmath.log10(signal / noise) if signal else float("-inf")

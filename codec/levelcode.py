@@ -28,6 +28,7 @@ import numpy as np
 
 from nnr.errors import CorruptionError
 
+from . import exactmath
 from .bytestream import ByteReader, ByteWriter, encode_varints
 from .entropy import ans_decode, ans_encode, best_table, read_table, write_table
 
@@ -77,7 +78,7 @@ def choose_fine_bits(level_counts: np.ndarray, n_escapes: int, k: int) -> int:
         coarse = np.append(coarse[coarse > 0], n_escapes)
         coarse = coarse[coarse > 0]
         total = coarse.sum()
-        return float(-(coarse * np.log2(coarse / total)).sum()) + s * n_plain
+        return float(-(coarse * exactmath.log2(coarse / total)).sum()) + s * n_plain
 
     base = cost(0)
     best = 0

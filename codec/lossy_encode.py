@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import exactmath
 from .bytestream import ByteWriter
 from .error_feedback import DEFAULT_DAMPING, feedback_levels
 from .levelcode import MAX_LEVEL, encode_levels
@@ -55,8 +56,8 @@ def dyadic_steps(steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Snap positive steps to mantissa · 2**(e − 8 − shift): 8-bit mantissas (128..255 unless
     the shift saturates), one shared exponent e, a per-step shift in 0..MAX_SHIFT."""
     steps = np.asarray(steps, dtype=np.float64)
-    e = int(np.floor(np.log2(float(steps.max())))) + 1
-    shifts = np.clip(e - 1 - np.floor(np.log2(steps)), 0, MAX_SHIFT).astype(np.int64)
+    e = exactmath.floor_log2(float(steps.max())) + 1
+    shifts = np.clip(e - np.frexp(steps)[1], 0, MAX_SHIFT).astype(np.int64)
     mant = np.round(np.ldexp(steps, 8 - e + shifts))
     carry = mant > 255
     shifts = np.where(carry & (shifts > 0), shifts - 1, shifts)

@@ -11,7 +11,9 @@ coder then stores in a small fraction of a bit.
   by the L1 or L2 norm of their weights, by a seeded random draw, or by an importance
   measured elsewhere (e.g. mean activation), and drop the lowest ``fraction`` of them.
 * Complex weights are ranked by a ``criterion``: modulus |z|, phase |arg z| (weights whose
-  phase is nearest zero go first), real part |Re z| or imaginary part |Im z|.
+  phase is nearest zero go first), real part |Re z| or imaginary part |Im z|. Modulus and
+  phase are computed with exactly rounded operations only (√(x² + y²), and the "diamond
+  angle" 1 − x/(|x| + |y|) in place of |arg z|: it orders weights as |arg z| does), so the same weights are pruned on every machine.
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ def scores(x: np.ndarray, criterion: str = "modulus") -> np.ndarray:
         raise ValueError(f"unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
     if not np.iscomplexobj(x):
         return np.abs(np.asarray(x, dtype=np.float64))
+    re, im = x.real.astype(np.float64), x.imag.astype(np.float64)
     if criterion == "modulus":
-        return np.abs(x).astype(np.float64)
+        return np.sqrt(re * re + im * im)
     if criterion == "phase":
-        return np.abs(np.angle(x)).astype(np.float64)
+        norm1 = np.abs(re) + np.abs(im)
+        return np.where(norm1 > 0, 1.0 - re / np.where(norm1 > 0, norm1, 1.0), 0.0)
     return np.abs(x.real if criterion == "real" else x.imag).astype(np.float64)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from . import exactmath
+
 
 @numba.njit(cache=True, nogil=True)
 def _scaled_stats(x: np.ndarray, inv_steps: np.ndarray, inner: int):
@@ -74,7 +76,7 @@ def rdo_quantize(x: np.ndarray, inv_steps: np.ndarray, inner: int, theta: float,
 def bits_from_counts(counts: np.ndarray) -> np.ndarray:
     """Code length estimate (bits, sign included) of each magnitude from its count."""
     c = counts.astype(np.float64) + 0.5
-    bits = -np.log2(c / c.sum())
+    bits = -exactmath.log2(c / c.sum())
     bits[1:] += 1.0
     return bits
 
@@ -84,8 +86,8 @@ def laplace_bits(scale: float, kmax: int) -> np.ndarray:
     ``scale`` (in step units) quantized by rounding: the rate model before any counts exist."""
     b = max(scale, 1e-3)
     k = np.arange(kmax + 1, dtype=np.float64)
-    p = np.exp(-k / b) * (np.exp(0.5 / b) - np.exp(-0.5 / b))
-    p[0] = 1.0 - np.exp(-0.5 / b)
-    bits = -np.log2(np.maximum(p, 1e-300))
+    p = exactmath.exp(-k / b) * (exactmath.exp(0.5 / b) - exactmath.exp(-0.5 / b))
+    p[0] = 1.0 - exactmath.exp(-0.5 / b)
+    bits = -exactmath.log2(np.maximum(p, 1e-300))
     bits[1:] += 1.0
     return np.minimum(bits, 64.0)

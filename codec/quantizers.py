@@ -21,6 +21,7 @@ import math
 
 import numpy as np
 
+from . import exactmath
 from .bytestream import ByteWriter
 from .levelcode import encode_levels
 from .lossy_decode import (MAX_CODEBOOK, MAX_SCALE_EXPONENT, codebook_values, dequantize, minifloat_magnitudes,
@@ -53,12 +54,12 @@ def encode_mulaw(x: np.ndarray, step: float, mu: float, out_dtype: np.dtype) -> 
     amax = float(np.max(np.abs(x))) if x.size else 0.0
     if amax == 0.0:
         raise LevelOverflow("an all-zero tensor has no μ-law range")
-    log1mu = math.log1p(mu)
+    log1mu = exactmath.log1p(float(mu))
     k = int(min(max(math.ceil(amax * log1mu / (mu * step)), 1), MAX_CODEBOOK))
-    y = np.log1p(mu * np.abs(x) / amax) / log1mu                      # in [0, 1]
+    y = exactmath.log1p(mu * np.abs(x) / amax) / log1mu                # in [0, 1]
     q = np.minimum(np.floor(y * k + 0.5), k).astype(np.int64)          # 0..K, 0 ↔ y < 1/(2K)
     centres = np.arange(1, k + 1, dtype=np.float64) / k                 # level k ↔ y = k/K
-    table = amax / mu * np.expm1(centres * log1mu)
+    table = amax / mu * exactmath.expm1(centres * log1mu)
     table = np.maximum.accumulate(np.maximum(table, np.finfo(np.float64).tiny))
     q = np.where(x < 0, -q, q)
     w = ByteWriter()
@@ -70,13 +71,21 @@ def encode_mulaw(x: np.ndarray, step: float, mu: float, out_dtype: np.dtype) -> 
     return w.getvalue(), recon
 
 
+def _fitting_scale(amax: float, top: float) -> int:
+    """Smallest s with amax ≤ top·2**s, decided by exact comparisons (no logarithm)."""
+    s = exactmath.floor_log2(amax) - exactmath.floor_log2(top) - 1
+    while math.ldexp(top, s) < amax:
+        s += 1
+    return s
+
+
 def encode_minifloat(x: np.ndarray, exponent_bits: int, mantissa_bits: int,
                      out_dtype: np.dtype) -> tuple[bytes, np.ndarray]:
     """Round every weight to the nearest minifloat × 2^s (ties to the even code), coding 4."""
     x = np.asarray(x, dtype=np.float64)
     mags = minifloat_magnitudes(exponent_bits, mantissa_bits, 0)
     amax = float(np.max(np.abs(x))) if x.size else 0.0
-    scale = 0 if amax == 0.0 else int(math.ceil(math.log2(amax / mags[-1])))
+    scale = 0 if amax == 0.0 else _fitting_scale(amax, float(mags[-1]))
     scale = max(-MAX_SCALE_EXPONENT, min(MAX_SCALE_EXPONENT, scale))
     grid = np.ldexp(mags, scale)
     a = np.abs(x).ravel()

@@ -4,7 +4,9 @@ Reference vectors (``vectors/v<N>/``): per case, the source model (.onnx, and .o
 when its weights are external), its .nnr, and a .json with the encoder options and the
 SHA-256 of every decoded tensor and of the decoded ONNX serialisation. Files of earlier
 versions are never rewritten: the decoder must reproduce them forever, and the encoder
-must reproduce the bytes of the current version's files.
+must reproduce the bytes of the current version's files on every machine. A record with a
+``decode_only`` key (and the reason) is a file an earlier encoder wrote that today's does not
+re-produce; decoders still check it.
 
 Robustness vectors (``vectors/robustness/``): damaged copies of a reference file, each
 with the error class a decoder must raise (formats/SPEC.md, "Refusals").
@@ -82,6 +84,12 @@ def decoded_hashes(data: bytes) -> dict:
                for name in f.keys()}
     model = hashlib.sha256(f.model().SerializeToString()).hexdigest()
     return {"tensors": tensors, "model": model}
+
+
+def reproducible(record: Path) -> bool:
+    """Whether today's encoder must re-produce this vector: false for files kept only for
+    decoding (their record says why under ``decode_only``)."""
+    return "decode_only" not in json.loads(record.read_text())
 
 
 def vector_files() -> list[Path]:
@@ -225,7 +233,7 @@ def check_vectors() -> list[VectorCheck]:
             results.append(VectorCheck(name, "decode", ok, "" if ok else "decoded hashes differ"))
         except Exception as exc:  # noqa: BLE001 - reported as a failed vector, not a crash
             results.append(VectorCheck(name, "decode", False, f"{type(exc).__name__}: {exc}"))
-        if rec["format_version"] == FORMAT_VERSION:
+        if rec["format_version"] == FORMAT_VERSION and "decode_only" not in rec:
             new = nnr.encode(record_path.with_suffix(".onnx"), **rec["options"])
             ok = same_bitstream(new, data)
             results.append(VectorCheck(name, "encode", ok, "" if ok else "encoder output differs"))

@@ -8,6 +8,7 @@ from typing import Callable
 import numpy as np
 from onnx import ModelProto
 
+from codec import exactmath
 from codec.allocation import steps_for
 from codec.floatcast import compute_dtype, snr_db, to_float64, to_storage
 from codec.floatplanes import encode_float_planes
@@ -55,7 +56,7 @@ def code_float(name: str, storage: np.ndarray, fmt: str, opts: EncoderOptions,
             result = encode_deadzone(values, steps, quantizer.delta, out_dtype)
             coding, body, recon = CODING_LOSSY, result.body, result.reconstruction
         elif quantizer.kind == "mulaw":
-            step = float(np.exp(np.mean(np.log(steps))))
+            step = exactmath.exp(float(np.mean(exactmath.log(steps))))
             coding, (body, recon) = CODING_CODEBOOK, encode_mulaw(values, step, quantizer.mu, out_dtype)
         else:
             coding = CODING_MINIFLOAT

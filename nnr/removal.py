@@ -24,13 +24,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from onnx import ModelProto, numpy_helper, shape_inference
 
+from codec import exactmath
+
 from .biascorrect import graph_constants, int_attr
 from .pruning import consumers_of
 
 UNARY = {
     "Relu": lambda v, n, c: np.maximum(v, 0.0),
-    "Sigmoid": lambda v, n, c: 1.0 / (1.0 + np.exp(-v)),
-    "Tanh": lambda v, n, c: np.tanh(v),
+    "Sigmoid": lambda v, n, c: 1.0 / (1.0 + exactmath.exp(-v)),
+    "Tanh": lambda v, n, c: _tanh(v),
     "Identity": lambda v, n, c: v,
     "LeakyRelu": lambda v, n, c: np.where(v >= 0, v, _float_attr(n, "alpha", 0.01) * v),
     "HardSigmoid": lambda v, n, c: np.clip(_float_attr(n, "alpha", 0.2) * v + _float_attr(n, "beta", 0.5), 0, 1),
@@ -38,6 +40,12 @@ UNARY = {
     "Clip": lambda v, n, c: _clip(v, n, c),
 }
 """Element-wise ops a removed channel may pass through, and what they do to its constant."""
+
+
+def _tanh(v: np.ndarray) -> np.ndarray:
+    """tanh from the platform-independent expm1: tanh v = e / (e + 2), e = expm1(2v)."""
+    e = exactmath.expm1(2.0 * np.minimum(np.abs(v), 20.0))
+    return np.copysign(e / (e + 2.0), v)
 POOLS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")
 CHANNEL_MULTIPLE = 8
 """By default removal leaves each layer a multiple of this many channels (or all it had):
