@@ -10,7 +10,7 @@ import struct
 
 import numpy as np
 
-from nnr.errors import CorruptionError
+from nnr.errors import CorruptionError, LimitError
 
 
 class ByteWriter:
@@ -67,13 +67,36 @@ class ByteWriter:
         return b"".join(self._parts)
 
 
-class ByteReader:
-    """Reads fields written by ByteWriter; any overrun raises CorruptionError."""
+class Budget:
+    """Bytes a decoder may still allocate for one file: every table and array a hostile
+    stream declares is charged here before it is allocated, so a tiny file cannot make the
+    decoder take gigabytes (formats/SPEC.md, limits)."""
 
-    def __init__(self, data: bytes | memoryview, what: str = "data") -> None:
+    def __init__(self, limit: int) -> None:
+        self.limit = int(limit)
+        self.remaining = int(limit)
+
+    def charge(self, nbytes: int, what: str) -> None:
+        if nbytes > self.remaining:
+            raise LimitError(f"{what} needs {nbytes} bytes, beyond the decoder's memory limit of "
+                             f"{self.limit} bytes for this file; if the file is trusted, raise the "
+                             f"limit (--max-memory, or max_memory=)")
+        self.remaining -= nbytes
+
+
+class ByteReader:
+    """Reads fields written by ByteWriter; any overrun raises CorruptionError. A ``budget``
+    is charged for what the stream declares (see :class:`Budget`)."""
+
+    def __init__(self, data: bytes | memoryview, what: str = "data", budget: Budget | None = None) -> None:
         self._buf = memoryview(data)
         self._pos = 0
         self._what = what
+        self.budget = budget
+
+    def charge(self, nbytes: int, what: str) -> None:
+        if self.budget is not None:
+            self.budget.charge(nbytes, f"{self._what}: {what}")
 
     @property
     def remaining(self) -> int:

@@ -18,6 +18,9 @@ from .bytestream import ByteReader, ByteWriter
 MAX_TABLE_FREQ = 1 << 31
 """Largest frequency a table may carry (keeps sums exact in float64)."""
 
+TABLE_BYTES_PER_SYMBOL = 24
+"""Memory a decoder spends per alphabet symbol (nnr's table plus the coder's model)."""
+
 GEOMETRIC = 0
 HISTOGRAM = 1
 _HIST_SCALE_MAX = 4095
@@ -55,6 +58,10 @@ def ans_decode(words: np.ndarray, freqs: np.ndarray, count: int) -> np.ndarray:
         symbols = coder.decode(_model(freqs), count)
     except (ValueError, RuntimeError, AssertionError) as exc:  # constriction reports bad streams this way
         raise CorruptionError(f"entropy-coded stream does not decode: {exc}") from exc
+    except BaseException as exc:  # a Rust panic arrives as pyo3's PanicException, a BaseException
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise CorruptionError(f"entropy-coded stream does not decode: {exc}") from exc
     if not coder.is_empty():
         raise CorruptionError("entropy-coded stream has data left over after its last symbol")
     return symbols
@@ -66,15 +73,15 @@ def geometric_freqs(k: int, f0: int, f1: int, ratio16: int, fesc: int) -> np.nda
     Level 0 gets f0; levels ±1 get f1; each further magnitude multiplies by ratio16/65536
     with floor, never below 1. Pure integer arithmetic, so every platform gets the same table.
     """
-    mags = np.empty(k + 1, dtype=np.int64)
-    mags[0] = f0
+    head = [f0]
     v = f1
-    for i in range(1, k + 1):
-        mags[i] = max(v, 1)
-        v = (v * ratio16) >> 16
+    while len(head) <= k:
+        head.append(max(v, 1))
         if v <= 1:
-            mags[i + 1:] = 1
             break
+        v = (v * ratio16) >> 16
+    mags = np.ones(k + 1, dtype=np.int64)
+    mags[:len(head)] = head
     freqs = np.empty(2 * k + 2, dtype=np.int64)
     freqs[k:2 * k + 1] = mags
     freqs[:k] = mags[:0:-1]
@@ -136,6 +143,7 @@ def write_table(w: ByteWriter, kind: int, params: tuple[int, ...] | np.ndarray) 
 def read_table(r: ByteReader, n_symbols: int, allow_geometric: bool = True) -> np.ndarray:
     """Rebuild the integer table for an alphabet of ``n_symbols`` (2k + 2 for geometric)."""
     kind = r.u8()
+    r.charge(TABLE_BYTES_PER_SYMBOL * n_symbols, f"an entropy table of {n_symbols} symbols")
     if kind == GEOMETRIC:
         if not allow_geometric or n_symbols % 2:
             raise CorruptionError("geometric table where only a histogram is allowed")

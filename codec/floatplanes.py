@@ -19,8 +19,8 @@ import numpy as np
 
 from nnr.errors import CorruptionError
 
-from .bytestream import ByteReader, ByteWriter
-from .entropy import ans_decode, ans_encode, cost_bits, histogram_freqs
+from .bytestream import Budget, ByteReader, ByteWriter
+from .entropy import MAX_TABLE_FREQ, TABLE_BYTES_PER_SYMBOL, ans_decode, ans_encode, cost_bits, histogram_freqs
 
 _UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 RAW, CODED = 0, 1
@@ -63,14 +63,15 @@ def encode_float_planes(data: bytes | np.ndarray, width: int) -> bytes:
     return w.getvalue()
 
 
-def decode_float_planes(body: bytes | memoryview, count: int) -> bytes:
+def decode_float_planes(body: bytes | memoryview, count: int, budget: Budget | None = None) -> bytes:
     """Inverse of :func:`encode_float_planes`: the original little-endian bytes."""
-    r = ByteReader(body, "lossless float body")
+    r = ByteReader(body, "lossless float body", budget)
     width = r.u8()
     if width not in _UINT:
         raise CorruptionError(f"lossless float body has word width {width}")
-    if count * width > 8 * (r.remaining + 1) * (1 << 24):
+    if count > (r.remaining + 64) << 20:
         raise CorruptionError("lossless float body declares more elements than it can hold")
+    r.charge(4 * count * width, f"{count} words of {width} bytes")
     planes = np.empty((count, width), dtype=np.uint8)
     for p in range(width - 1, -1, -1):
         mode = r.u8()
@@ -78,9 +79,12 @@ def decode_float_planes(body: bytes | memoryview, count: int) -> bytes:
             planes[:, p] = np.frombuffer(r.raw(count), dtype=np.uint8)
         elif mode == CODED:
             freqs = r.varints(256).astype(np.int64)
+            if np.any(freqs > MAX_TABLE_FREQ):
+                raise CorruptionError("byte-plane table frequency out of range")
             n_words = r.varint()
             if n_words * 4 > r.remaining:
                 raise CorruptionError("lossless float plane declares more words than remain")
+            r.charge(256 * TABLE_BYTES_PER_SYMBOL, "a byte-plane table")
             planes[:, p] = ans_decode(r.array("<u4", n_words), freqs, count)
         else:
             raise CorruptionError(f"lossless float plane mode {mode} unknown")

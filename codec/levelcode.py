@@ -35,6 +35,9 @@ from .entropy import ans_decode, ans_encode, best_table, read_table, write_table
 MAX_K = 1 << 20
 """Largest alphabet half-width a stream may declare."""
 
+MAX_EXPANSION_LOG2 = 20
+"""A level block holds at most 2**20 levels per byte (plus 64 bytes of slack): SPEC §4."""
+
 MAX_FINE_BITS = 16
 MAX_LEVEL = (1 << 31) - 1
 FINE_BITS_TOLERANCE = 0.003
@@ -129,6 +132,9 @@ def encode_levels(levels: np.ndarray, k: int | None = None, fine_bits: int | Non
 
 def decode_levels(r: ByteReader, count: int) -> np.ndarray:
     """Read one level block for ``count`` elements; returns int32 levels."""
+    if count > (r.remaining + 64) << MAX_EXPANSION_LOG2:
+        raise CorruptionError(f"level block of {count} levels cannot come from {r.remaining} bytes")
+    r.charge(8 * count, f"{count} levels")
     k = r.varint(MAX_K)
     s = r.u8()
     if s > MAX_FINE_BITS:
@@ -150,6 +156,9 @@ def decode_levels(r: ByteReader, count: int) -> np.ndarray:
     words = r.array("<u4", n_words)
     symbols = ans_decode(words, freqs, count)
     esc_mask = symbols == n_sym - 1
+    esc_pos = np.flatnonzero(esc_mask)
+    if esc_pos.size != n_esc:
+        raise CorruptionError(f"level block has {esc_pos.size} escape symbols but {n_esc} escape values")
     levels = symbols.astype(np.int32, copy=False)
     levels += lo
     if s:
@@ -162,9 +171,6 @@ def decode_levels(r: ByteReader, count: int) -> np.ndarray:
             levels[~esc_mask] |= fine
         else:
             levels |= fine
-    esc_pos = np.flatnonzero(esc_mask)
-    if esc_pos.size != n_esc:
-        raise CorruptionError(f"level block has {esc_pos.size} escape symbols but {n_esc} escape values")
     if n_esc:
         if np.any(escapes >> np.uint64(1) > np.uint64(MAX_LEVEL - k - 1)):
             raise CorruptionError("escaped level out of range")

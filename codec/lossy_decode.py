@@ -22,7 +22,7 @@ import numpy as np
 
 from nnr.errors import CorruptionError
 
-from .bytestream import ByteReader
+from .bytestream import Budget, ByteReader
 from .levelcode import decode_levels
 
 FLAG_PER_CHANNEL = 1
@@ -68,21 +68,25 @@ def dequantize(levels: np.ndarray, theta: int, steps: np.ndarray, shape: tuple[i
     return _reconstruct(q, theta, step).astype(out_dtype).reshape(shape)
 
 
-def decode_lossy(body: bytes | memoryview, shape: tuple[int, ...], out_dtype: np.dtype) -> np.ndarray:
-    """Decode a lossy body into an array of ``shape`` and float ``out_dtype``."""
-    r = ByteReader(body, "lossy tensor body")
+def decode_lossy(body: bytes | memoryview, shape: tuple[int, ...], out_dtype: np.dtype,
+                 budget: Budget | None = None, negative_theta: bool = True) -> np.ndarray:
+    """Decode a lossy body into an array of ``shape`` and float ``out_dtype``; flag bit 1
+    (negative θ) is refused unless ``negative_theta`` (format version ≥ 3)."""
+    r = ByteReader(body, "lossy tensor body", budget)
     flags = r.u8()
-    if flags & ~(FLAG_PER_CHANNEL | FLAG_NEGATIVE_THETA):
-        raise CorruptionError(f"lossy body has unknown flags {flags:#x}")
+    known = FLAG_PER_CHANNEL | (FLAG_NEGATIVE_THETA if negative_theta else 0)
+    if flags & ~known:
+        raise CorruptionError(f"lossy body has flags {flags:#x} its format version does not define")
     theta = r.u8()
     if flags & FLAG_NEGATIVE_THETA:
         theta = -theta
     exponent = r.i16()
     if not MIN_EXPONENT <= exponent <= MAX_EXPONENT:
         raise CorruptionError(f"step exponent {exponent} out of range")
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
     if flags & FLAG_PER_CHANNEL:
         channels = r.varint()
-        if not shape or channels != shape[0]:
+        if not shape or channels != shape[0] or channels > count:
             raise CorruptionError(f"per-channel steps for {channels} channels, tensor shape {shape}")
         shifts = decode_levels(r, channels)
         mantissas = decode_levels(r, channels)
@@ -93,7 +97,6 @@ def decode_lossy(body: bytes | memoryview, shape: tuple[int, ...], out_dtype: np
         mantissas = r.array("u1", 1).astype(np.int64)
     if np.any((mantissas < 1) | (mantissas > 255)):
         raise CorruptionError("step mantissa out of range 1..255")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
     levels = decode_levels(r, count)
     r.expect_end()
     return dequantize(levels, theta, step_values(mantissas, exponent - shifts), tuple(shape), out_dtype)
@@ -115,9 +118,10 @@ def codebook_values(levels: np.ndarray, magnitudes: np.ndarray) -> np.ndarray:
     return np.copysign(table[np.abs(q)], q.astype(np.float64))
 
 
-def decode_codebook(body: bytes | memoryview, shape: tuple[int, ...], out_dtype: np.dtype) -> np.ndarray:
+def decode_codebook(body: bytes | memoryview, shape: tuple[int, ...], out_dtype: np.dtype,
+                    budget: Budget | None = None) -> np.ndarray:
     """Coding 3: u8 flags (0), varint K, K float64 magnitudes, level block with |q| ≤ K."""
-    r = ByteReader(body, "codebook tensor body")
+    r = ByteReader(body, "codebook tensor body", budget)
     if r.u8() != 0:
         raise CorruptionError("codebook body has unknown flags")
     k = r.varint(MAX_CODEBOOK)
@@ -145,9 +149,10 @@ def minifloat_magnitudes(exponent_bits: int, mantissa_bits: int, scale: int, cou
     return np.ldexp(mant, np.maximum(e, 1) - bias - mantissa_bits + scale)
 
 
-def decode_minifloat(body: bytes | memoryview, shape: tuple[int, ...], out_dtype: np.dtype) -> np.ndarray:
+def decode_minifloat(body: bytes | memoryview, shape: tuple[int, ...], out_dtype: np.dtype,
+                     budget: Budget | None = None) -> np.ndarray:
     """Coding 4: u8 E (1..8), u8 M (E + M ≤ 16), i16 scale s, level block of codes."""
-    r = ByteReader(body, "minifloat tensor body")
+    r = ByteReader(body, "minifloat tensor body", budget)
     ebits, mbits, scale = r.u8(), r.u8(), r.i16()
     if not (1 <= ebits <= 8 and ebits + mbits <= MAX_MINIFLOAT_BITS):
         raise CorruptionError(f"minifloat E{ebits}M{mbits} is not supported")

@@ -16,12 +16,16 @@ from typing import Iterator
 import numpy as np
 
 from codec.bytestream import ByteReader, ByteWriter
-from nnr.errors import CorruptionError, FormatError, VersionError
+from nnr.errors import CorruptionError, FormatError, LimitError, VersionError
 
 MAGIC = b"\x89NNR"
 TRAILER_MAGIC = b"NNR\x89"
 FORMAT_VERSION = 4
 SUPPORTED_VERSIONS = (1, 2, 3, 4)
+TYPED_FIELDS_SINCE = 2
+"""First format version whose META may carry ``typed_fields``."""
+QUANTIZERS_SINCE = 3
+"""First format version with codings 3 (codebook) and 4 (minifloat) and coding 2's negative θ."""
 COMPLEX_SINCE = 4
 """First format version whose units may hold complex64/complex128 tensors."""
 HEADER = struct.Struct("<4sHH8s")
@@ -179,8 +183,50 @@ def check_header(data: memoryview) -> int:
     return version
 
 
-def read_container(data: bytes | memoryview) -> Container:
-    """Parse header, metadata, graph and index (tensor units are read on demand)."""
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_meta(payload: bytes | memoryview, version: int) -> dict:
+    """The META unit as a dict: a JSON object (no NaN/Infinity), ``typed_fields`` only from
+    version 2 on."""
+    if len(payload) > MAX_META_BYTES:
+        raise FormatError("metadata unit is larger than 16 MiB")
+    try:
+        meta = json.loads(bytes(payload).decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise FormatError(f"metadata unit is not JSON: {str(exc)[:200]}") from exc
+    if not isinstance(meta, dict):
+        raise FormatError(f"metadata unit is JSON but not an object (a {type(meta).__name__})")
+    if "typed_fields" in meta and version < TYPED_FIELDS_SINCE:
+        raise FormatError(f"metadata key typed_fields is not defined in format version {version}")
+    return meta
+
+
+def inflate_graph(payload: bytes | memoryview, limit: int = MAX_GRAPH_BYTES) -> bytes:
+    """Decompress GRPH: one complete zlib stream, nothing after it, at most ``limit`` bytes
+    (never more than 2 GiB)."""
+    cap = min(limit, MAX_GRAPH_BYTES)
+    dec = zlib.decompressobj()
+    try:
+        graph = dec.decompress(payload, cap)
+    except zlib.error as exc:
+        raise FormatError(f"graph unit does not decompress: {exc}") from exc
+    if dec.unconsumed_tail:
+        if cap < MAX_GRAPH_BYTES:
+            raise LimitError(f"graph unit decompresses beyond the decoder's memory limit of {cap} bytes for "
+                             f"this file; if the file is trusted, raise the limit (--max-memory, or max_memory=)")
+        raise FormatError("graph unit decompresses beyond 2 GiB")
+    if not dec.eof:
+        raise FormatError("graph unit is incomplete (its zlib stream is truncated)")
+    if dec.unused_data:
+        raise FormatError(f"graph unit has {len(dec.unused_data)} bytes after its zlib stream")
+    return graph
+
+
+def read_container(data: bytes | memoryview, max_graph_bytes: int = MAX_GRAPH_BYTES) -> Container:
+    """Parse header, metadata, graph and index (tensor units are read on demand); the
+    decompressed graph may take at most ``max_graph_bytes``."""
     data = memoryview(data)
     version = check_header(data)
     if len(data) < HEADER.size + TRAILER.size:
@@ -189,20 +235,7 @@ def read_container(data: bytes | memoryview) -> Container:
     if tmagic != TRAILER_MAGIC or treserved != bytes(4):
         raise CorruptionError("file is truncated or has trailing garbage: trailer magic missing")
     _, meta_payload, pos = read_unit(data, HEADER.size, META)
-    if len(meta_payload) > MAX_META_BYTES:
-        raise FormatError("metadata unit is larger than 16 MiB")
-    try:
-        meta = json.loads(bytes(meta_payload).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FormatError(f"metadata unit is not JSON: {exc}") from exc
     _, graph_payload, pos = read_unit(data, pos, GRAPH)
-    try:
-        dec = zlib.decompressobj()
-        graph = dec.decompress(bytes(graph_payload), MAX_GRAPH_BYTES)
-        if dec.unconsumed_tail or not dec.eof:
-            raise FormatError("graph unit is incomplete or decompresses beyond 2 GiB")
-    except zlib.error as exc:
-        raise FormatError(f"graph unit does not decompress: {exc}") from exc
     if index_off < pos or index_off > len(data) - TRAILER.size:
         raise CorruptionError(f"trailer points at offset {index_off}, outside the unit area")
     _, index_payload, end = read_unit(data, index_off, INDEX)
@@ -230,6 +263,8 @@ def read_container(data: bytes | memoryview) -> Container:
         expected += e.length
     if expected != index_off:
         raise CorruptionError("tensor units and index disagree: bytes not covered by any unit")
+    meta = parse_meta(meta_payload, version)
+    graph = inflate_graph(graph_payload, max_graph_bytes)
     return Container(version, meta, graph, entries)
 
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 __version__ = "0.4.0"
 
-from .errors import (CorruptionError, FormatError, InputError, NnrError, OptionError,  # noqa: E402
+from .errors import (CorruptionError, FormatError, InputError, LimitError, NnrError, OptionError,  # noqa: E402
                      OutputError, UnsupportedModelError, VersionError)
 
 __all__ = [
     "encode", "decode", "load_session", "open", "EncoderOptions", "NnrError", "InputError",
-    "OptionError", "FormatError", "CorruptionError", "VersionError", "UnsupportedModelError",
+    "OptionError", "FormatError", "CorruptionError", "VersionError", "LimitError", "UnsupportedModelError",
     "OutputError", "__version__",
 ]
 

@@ -13,11 +13,11 @@ from typing import Iterator
 import numpy as np
 from onnx import ModelProto, TensorProto
 
+from codec.bytestream import Budget
 from codec.lossy_decode import lossy_step
-from formats.container import (CODING_LOSSY, CODING_NAMES, COMPLEX_SINCE, Container, TensorUnit, read_container,
-                               read_tensor_unit)
+from formats.container import CODING_LOSSY, CODING_NAMES, Container, TensorUnit, read_container, read_tensor_unit
 from formats.fileio import read_input
-from formats.onnx_io import COMPLEX_TYPES, Slot, fill_tensor, save_model, tensor_slots
+from formats.onnx_io import STORAGE_DTYPES, Slot, fill_tensor, save_model, tensor_slots
 
 from .errors import CorruptionError, FormatError
 from .tensorcodec import decode_unit, unit_array
@@ -29,12 +29,36 @@ def _read_source(src: str | os.PathLike | bytes | memoryview) -> bytes | memoryv
     return read_input(src, "an .nnr file")
 
 
-class NnrFile:
-    """Random access to a .nnr file: metadata, tensor names, single tensors, the model."""
+DEFAULT_MEMORY_FLOOR = 64 << 20
+MEMORY_PER_FILE_BYTE = 1024
+"""Default decoding budget: max(64 MiB, 1024 × the file's size) bytes (formats/SPEC.md, limits)."""
 
-    def __init__(self, src: str | os.PathLike | bytes | memoryview) -> None:
+
+def default_memory_limit(file_bytes: int) -> int:
+    """Bytes a decoder may allocate for a file of this size unless the user allows more."""
+    return max(DEFAULT_MEMORY_FLOOR, MEMORY_PER_FILE_BYTE * file_bytes)
+
+
+def _dtype_name(dtype: int) -> str:
+    try:
+        return TensorProto.DataType.Name(dtype).lower()
+    except ValueError:
+        return f"data type {dtype}"
+
+
+class NnrFile:
+    """Random access to a .nnr file: metadata, tensor names, single tensors, the model.
+
+    ``max_memory`` bounds the bytes decoding may allocate (graph, tables, tensors); by
+    default max(64 MiB, 1024 × the file's size). A file that needs more raises LimitError.
+    """
+
+    def __init__(self, src: str | os.PathLike | bytes | memoryview, max_memory: int | None = None) -> None:
         self._data = _read_source(src)
-        self._container: Container = read_container(self._data)
+        self.max_memory = int(max_memory) if max_memory is not None else default_memory_limit(len(self._data))
+        if self.max_memory <= 0:
+            raise ValueError("max_memory must be a positive number of bytes")
+        self._container: Container = read_container(self._data, self.max_memory)
         self._by_name = {e.name: e for e in self._container.index}
 
     @property
@@ -51,13 +75,17 @@ class NnrFile:
 
     def units(self) -> Iterator[TensorUnit]:
         for entry in self._container.index:
-            yield read_tensor_unit(self._data, entry)
+            unit = read_tensor_unit(self._data, entry)
+            if unit.dtype not in STORAGE_DTYPES:
+                raise CorruptionError(f"tensor {unit.name!r} has {_dtype_name(unit.dtype)}, which nnr does not code")
+            yield unit
 
     def get_tensor(self, name: str) -> np.ndarray:
         """Decode one tensor without touching the others."""
         if name not in self._by_name:
             raise KeyError(f"no coded tensor named {name!r}")
-        return unit_array(read_tensor_unit(self._data, self._by_name[name]))
+        unit = read_tensor_unit(self._data, self._by_name[name])
+        return unit_array(unit, self.version, Budget(self.max_memory))
 
     def graph(self) -> ModelProto:
         """The model with coded tensors' data still stripped."""
@@ -65,30 +93,32 @@ class NnrFile:
         try:
             model.ParseFromString(self._container.graph)
         except Exception as exc:  # protobuf raises DecodeError or RuntimeError by backend
-            raise FormatError(f"graph unit is not a valid ONNX model: {exc}") from exc
+            raise FormatError(f"graph unit is not a valid ONNX model: {str(exc)[:200]}") from exc
         return model
 
     def model(self) -> ModelProto:
         """Decode every tensor and put it back into the graph."""
+        budget = Budget(self.max_memory)
+        budget.charge(2 * len(self._container.graph), "the graph")
         model = self.graph()
         slots = tensor_slots(model)
+        _refuse_external_references(model, slots)
         typed = self._typed_fields()
         seen: set[int] = set()
         for unit in self.units():
             slot = _matching_slot(slots, unit)
-            if unit.dtype in COMPLEX_TYPES and self.version < COMPLEX_SINCE:
-                raise CorruptionError(f"tensor {unit.name!r} is complex, which format version {self.version} "
-                                      f"cannot hold (complex tensors came with version {COMPLEX_SINCE})")
             if unit.slot in seen:
                 raise CorruptionError(f"tensor slot {unit.slot} is coded twice")
             seen.add(unit.slot)
-            fill_tensor(slot.tensor, decode_unit(unit), typed=unit.slot in typed)
+            data = decode_unit(unit, self.version, budget)
+            if unit.slot in typed:
+                budget.charge(2 * len(data), f"tensor {unit.name!r} in its typed field")
+            fill_tensor(slot.tensor, data, typed=unit.slot in typed)
+        _refuse_missing_data(slots, seen)
         return model
 
     def _typed_fields(self) -> set[int]:
         """Slots whose values go back into their type's repeated field (format version 2 on)."""
-        if self.version < 2:
-            return set()
         slots = self._container.meta.get("typed_fields", [])
         if not isinstance(slots, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in slots):
             raise FormatError("metadata key typed_fields is not a list of slot numbers")
@@ -100,7 +130,7 @@ class NnrFile:
         for unit in self.units():
             rows.append({
                 "name": unit.name,
-                "dtype": TensorProto.DataType.Name(unit.dtype).lower(),
+                "dtype": _dtype_name(unit.dtype),
                 "shape": list(unit.dims),
                 "mode": CODING_NAMES[unit.coding],
                 "step": lossy_step(unit.body) if unit.coding == CODING_LOSSY else None,
@@ -118,25 +148,51 @@ def _matching_slot(slots: list[Slot], unit: TensorUnit) -> Slot:
     t = slot.tensor
     if t.data_type != unit.dtype or tuple(t.dims) != unit.dims:
         raise CorruptionError(f"tensor {unit.name!r} does not match its place in the graph "
-                              f"({TensorProto.DataType.Name(t.data_type)}{list(t.dims)})")
+                              f"({_dtype_name(t.data_type)}{list(t.dims)})")
     return slot
 
 
-def open(src: str | os.PathLike | bytes) -> NnrFile:  # noqa: A001 - mirrors safetensors/zstd
-    """Open a .nnr file (path or bytes) for random access."""
-    return NnrFile(src)
+def _refuse_external_references(model: ModelProto, slots: list[Slot]) -> None:
+    """A .nnr file carries all of a model's data: a graph tensor that points at an external
+    file (a path from the file, possibly /etc/… or ../..) is refused, never written out."""
+    tensors = [s.tensor for s in slots]
+    for sparse in model.graph.sparse_initializer:
+        tensors += [sparse.values, sparse.indices]
+    for t in tensors:
+        if t.data_location == TensorProto.EXTERNAL or len(t.external_data):
+            raise CorruptionError(f"graph tensor {t.name!r} refers to external data; an .nnr file carries "
+                                  "every tensor's data itself")
 
 
-def decode(src: str | os.PathLike | bytes) -> ModelProto:
+_DATA_FIELDS = ("raw_data", "float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
+
+
+def _refuse_missing_data(slots: list[Slot], coded: set[int]) -> None:
+    """Every non-empty tensor must hold its values: one without data and without a TENS unit
+    means a unit was removed from the file."""
+    for slot in slots:
+        t = slot.tensor
+        if slot.index in coded or not t.dims or 0 in t.dims:
+            continue
+        if not t.HasField("raw_data") and not any(len(getattr(t, f)) for f in _DATA_FIELDS[1:]):
+            raise CorruptionError(f"tensor {slot.name!r} has no data and no tensor unit (a unit is missing)")
+
+
+def open(src: str | os.PathLike | bytes, max_memory: int | None = None) -> NnrFile:  # noqa: A001 - as safetensors
+    """Open a .nnr file (path or bytes) for random access; ``max_memory`` as in NnrFile."""
+    return NnrFile(src, max_memory)
+
+
+def decode(src: str | os.PathLike | bytes, max_memory: int | None = None) -> ModelProto:
     """Decode a .nnr file (path or bytes) into an ONNX ModelProto, entirely in memory."""
-    return NnrFile(src).model()
+    return NnrFile(src, max_memory).model()
 
 
 def decode_to_file(src: str | os.PathLike | bytes, output: str | os.PathLike,
-                   external_data: bool | None = None) -> ModelProto:
+                   external_data: bool | None = None, max_memory: int | None = None) -> ModelProto:
     """Decode and write the ONNX file atomically; ``external_data`` defaults to what the
     original model used."""
-    f = NnrFile(src)
+    f = NnrFile(src, max_memory)
     model = f.model()
     if external_data is None:
         external_data = bool(f.metadata().get("external_data", False))

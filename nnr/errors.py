@@ -35,6 +35,11 @@ class VersionError(FormatError):
     """The container declares a format version this decoder does not know."""
 
 
+class LimitError(FormatError):
+    """Decoding the file would take more memory than allowed (a hostile or unusual file);
+    the message says how to raise the limit."""
+
+
 class UnsupportedModelError(NnrError):
     """The model holds something nnr refuses to code (e.g. NaN weights with --no-lossless-fallback)."""
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto
 
+from codec.bytestream import Budget
 from codec.floatcast import bfloat16_values, compute_dtype, to_storage
 from codec.floatplanes import decode_float_planes
 from codec.lossy_decode import decode_codebook, decode_lossy, decode_minifloat
 from formats.container import (CODING_CODEBOOK, CODING_FLOAT_LOSSLESS, CODING_LOSSY, CODING_MINIFLOAT, CODING_RAW,
-                               TensorUnit)
-from formats.onnx_io import COMPONENT_DTYPE, STORAGE_DTYPES
+                               COMPLEX_SINCE, FORMAT_VERSION, QUANTIZERS_SINCE, TensorUnit)
+from formats.onnx_io import COMPLEX_TYPES, COMPONENT_DTYPE, STORAGE_DTYPES
 
-from .errors import CorruptionError
+from .errors import CorruptionError, FormatError
 
 MAX_EXPANSION_LOG2 = 20
 """A coded body may expand to at most 2**20 elements per byte (plus 64 bytes of slack)."""
@@ -34,10 +35,29 @@ def storage_dtype(onnx_dtype: int) -> np.dtype:
 LOSSY_DECODERS = {CODING_LOSSY: decode_lossy, CODING_CODEBOOK: decode_codebook, CODING_MINIFLOAT: decode_minifloat}
 
 
-def decode_unit(unit: TensorUnit) -> bytes:
-    """Storage bytes (little-endian, ONNX raw_data layout) of a tensor unit."""
+def _coded_shape(dims: tuple[int, ...], parts: bool) -> tuple[int, ...]:
+    """The shape a codec body is decoded in: axis 0 (per-channel steps) and everything else
+    flattened, the complex parts axis included; the row-major bytes are the tensor's."""
+    if parts:
+        dims = dims + (2,)
+    if len(dims) <= 2:
+        return dims
+    return (dims[0], int(np.prod(dims[1:], dtype=np.int64)))
+
+
+def decode_unit(unit: TensorUnit, version: int = FORMAT_VERSION, budget: Budget | None = None) -> bytes:
+    """Storage bytes (little-endian, ONNX raw_data layout) of a tensor unit of a file of
+    format ``version``; ``budget`` is charged for every allocation the unit declares."""
     dtype = storage_dtype(unit.dtype)
     nbytes = unit.numel * dtype.itemsize
+    if budget is not None:
+        budget.charge(nbytes, f"tensor {unit.name!r}")
+    if unit.dtype in COMPLEX_TYPES and version < COMPLEX_SINCE:
+        raise CorruptionError(f"tensor {unit.name!r} is complex, which format version {version} cannot hold "
+                              f"(complex tensors came with version {COMPLEX_SINCE})")
+    if unit.coding in (CODING_CODEBOOK, CODING_MINIFLOAT) and version < QUANTIZERS_SINCE:
+        raise CorruptionError(f"tensor {unit.name!r} uses coding {unit.coding}, which format version {version} "
+                              f"does not define (it came with version {QUANTIZERS_SINCE})")
     if unit.coding == CODING_RAW:
         if len(unit.body) != nbytes:
             raise CorruptionError(f"tensor {unit.name!r}: raw body has {len(unit.body)} bytes, "
@@ -51,22 +71,34 @@ def decode_unit(unit: TensorUnit) -> bytes:
     float_type = COMPONENT_DTYPE.get(unit.dtype, unit.dtype)
     if float_type not in FLOAT_FORMAT_OF:
         raise CorruptionError(f"tensor {unit.name!r}: coding {unit.coding} needs a float or complex type")
-    count, dims = (2 * unit.numel, unit.dims + (2,)) if parts else (unit.numel, unit.dims)
+    count = 2 * unit.numel if parts else unit.numel
     if unit.coding == CODING_FLOAT_LOSSLESS:
-        out = decode_float_planes(unit.body, count)
-        if len(out) != nbytes:
+        width = np.dtype(STORAGE_DTYPES[float_type]).itemsize
+        if unit.body[:1] != bytes([width]):
             raise CorruptionError(f"tensor {unit.name!r}: lossless body width disagrees with its type")
-        return out
+        return decode_float_planes(unit.body, count, budget)
     if unit.coding in LOSSY_DECODERS:
         fmt = FLOAT_FORMAT_OF[float_type]
-        values = LOSSY_DECODERS[unit.coding](unit.body, dims, compute_dtype(fmt))
+        if budget is not None:
+            budget.charge(16 * count, f"tensor {unit.name!r}: reconstruction")
+        shape = _coded_shape(unit.dims, parts)
+        if unit.coding == CODING_LOSSY:
+            values = decode_lossy(unit.body, shape, compute_dtype(fmt), budget,
+                                  negative_theta=version >= QUANTIZERS_SINCE)
+        else:
+            values = LOSSY_DECODERS[unit.coding](unit.body, shape, compute_dtype(fmt), budget)
         return to_storage(values, fmt).tobytes()
     raise CorruptionError(f"tensor {unit.name!r}: unknown coding {unit.coding}")
 
 
-def unit_array(unit: TensorUnit) -> np.ndarray:
+def unit_array(unit: TensorUnit, version: int = FORMAT_VERSION, budget: Budget | None = None) -> np.ndarray:
     """The decoded tensor as a numpy array (bfloat16 as float32 values)."""
-    data = np.frombuffer(decode_unit(unit), dtype=storage_dtype(unit.dtype)).reshape(unit.dims)
+    flat = np.frombuffer(decode_unit(unit, version, budget), dtype=storage_dtype(unit.dtype))
+    try:
+        data = flat.reshape(unit.dims)
+    except ValueError as exc:  # numpy < 2 holds at most 32 dimensions
+        raise FormatError(f"tensor {unit.name!r} has {len(unit.dims)} dimensions, more than this numpy "
+                          f"supports ({exc})") from exc
     if unit.dtype == TensorProto.BFLOAT16:
         return bfloat16_values(data)
     return data.copy()
