@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, EncodeError
 from onnx import AttributeProto, GraphProto, ModelProto, TensorProto, numpy_helper
 
 from nnr.errors import InputError
@@ -115,6 +115,24 @@ def is_external(tensor: TensorProto) -> bool:
     return tensor.data_location == TensorProto.EXTERNAL
 
 
+def _external_file(tensor: TensorProto, location: str, base_dir: Path) -> Path:
+    """The file an external-data ``location`` names, refused unless it lies inside the model's
+    folder, so a model cannot pull other files (keys, /etc/...) into the .nnr it is coded to."""
+    rel = Path(location)
+    if not location or "\0" in location or rel.is_absolute() or ".." in rel.parts:
+        raise InputError(f"tensor {tensor.name!r}: external data location {location!r} is not a relative "
+                         "path inside the model's folder")
+    path = base_dir / rel
+    try:
+        inside = path.resolve().is_relative_to(base_dir.resolve())
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symbolic link loop
+        raise InputError(f"tensor {tensor.name!r}: external data location {location!r}: {exc}") from exc
+    if not inside:
+        raise InputError(f"tensor {tensor.name!r}: external data location {location!r} leads outside the "
+                         "model's folder (through a symbolic link)")
+    return path
+
+
 def tensor_bytes(tensor: TensorProto, base_dir: Path | None) -> bytes:
     """The tensor's values as little-endian storage bytes, wherever they are kept."""
     if tensor.data_type not in STORAGE_DTYPES:
@@ -126,13 +144,23 @@ def tensor_bytes(tensor: TensorProto, base_dir: Path | None) -> bytes:
         if base_dir is None:
             raise InputError(f"tensor {tensor.name!r} keeps its data in an external file; "
                              "pass the model as a path so the file can be found")
-        location = base_dir / info.get("location", "")
-        offset = int(info.get("offset", 0))
-        length = int(info.get("length", nbytes))
+        location = _external_file(tensor, info.get("location", ""), base_dir)
+        try:
+            offset, length = int(info.get("offset", 0)), int(info.get("length", nbytes))
+        except ValueError:
+            raise InputError(f"tensor {tensor.name!r}: external data offset or length is not a number") from None
+        if offset < 0:
+            raise InputError(f"tensor {tensor.name!r}: external data offset {offset} is negative")
         if length != nbytes:
             raise InputError(f"tensor {tensor.name!r}: external data length {length} != {nbytes}")
+        if location.exists() and not location.is_file():
+            raise InputError(f"tensor {tensor.name!r}: external data {location} is not a regular file")
         try:
             with open(location, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if offset + length > size:
+                    raise InputError(f"tensor {tensor.name!r}: external data file {location} is too short "
+                                     f"({size} bytes; the tensor ends at byte {offset + length})")
                 fh.seek(offset)
                 data = fh.read(length)
         except OSError as exc:
@@ -177,6 +205,9 @@ def uses_typed_field(tensor: TensorProto) -> bool:
     return not is_external(tensor) and not tensor.HasField("raw_data") and tensor.data_type in TYPED_FIELD
 
 
+_TYPED_CHUNK = 1 << 16
+
+
 def fill_tensor(tensor: TensorProto, data: bytes, typed: bool = False) -> None:
     """Put storage bytes back: as raw_data, or with ``typed`` in the type's repeated field
     (float16/bfloat16 as their 16-bit patterns in int32_data, as ONNX specifies)."""
@@ -187,11 +218,12 @@ def fill_tensor(tensor: TensorProto, data: bytes, typed: bool = False) -> None:
     values = np.frombuffer(data, dtype=STORAGE_DTYPES[tensor.data_type])
     if values.dtype.kind == "c":  # real and imaginary parts interleaved
         values = values.view(values.real.dtype)
-    if field == "int32_data":
-        if values.dtype.kind == "f":
-            values = values.view(np.uint16)
-        values = values.astype(np.int32)
-    getattr(tensor, field).extend(values.tolist())
+    if field == "int32_data" and values.dtype.kind == "f":
+        values = values.view(np.uint16)
+    target = getattr(tensor, field)
+    for start in range(0, values.size, _TYPED_CHUNK):  # bounded temporaries, whatever the size
+        chunk = values[start:start + _TYPED_CHUNK]
+        target.extend((chunk.astype(np.int32) if field == "int32_data" else chunk).tolist())
 
 
 def save_model(model: ModelProto, path: str | os.PathLike, external_data: bool = False,
@@ -200,11 +232,7 @@ def save_model(model: ModelProto, path: str | os.PathLike, external_data: bool =
     to ``<file name>.data`` beside it, streamed so models above 2 GB work too."""
     path = Path(path)
     if not external_data:
-        try:
-            data = model.SerializeToString()
-        except ValueError as exc:
-            raise InputError(f"model is too large for a single ONNX file ({exc}); "
-                             "decode with external data") from exc
+        data = _serialize(model, "model is too large for a single ONNX file (> 2 GB); decode with --external-data")
         with atomic_writer(path) as fh:
             fh.write(data)
         return
@@ -226,5 +254,14 @@ def save_model(model: ModelProto, path: str | os.PathLike, external_data: bool =
                     e = t.external_data.add()
                     e.key, e.value = k, v
                 offset += len(raw)
-        with atomic_writer(path) as fh:
-            fh.write(model.SerializeToString())
+        data = _serialize(model, "model graph is too large for ONNX (> 2 GB) even with its weights in external data")
+        with atomic_writer(path) as fh:  # inside: if the model cannot be written, no data file is left
+            fh.write(data)
+
+
+def _serialize(model: ModelProto, too_large: str) -> bytes:
+    """The model's protobuf bytes; protobuf's 2 GB limit becomes an InputError saying ``too_large``."""
+    try:
+        return model.SerializeToString()
+    except (EncodeError, ValueError) as exc:  # upb raises EncodeError, the C++ backend ValueError
+        raise InputError(too_large) from exc

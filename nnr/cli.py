@@ -10,13 +10,17 @@ import argparse
 import json
 import math
 import os
+import re
+import shutil
 import sys
+import tempfile
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Callable, Sequence
 
 from . import __version__
-from .errors import NnrError
+from .errors import FormatError, NnrError, OptionError, OutputError
 
 
 def _progress(stream=sys.stderr) -> Callable[[int, int, str], None]:
@@ -27,7 +31,7 @@ def _progress(stream=sys.stderr) -> Callable[[int, int, str], None]:
     def show(done: int, total: int, name: str) -> None:
         width = 30
         filled = width * done // max(total, 1)
-        stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {name[:40]:<40}")
+        stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {_printable(name)[:40]:<40}")
         if done >= total:
             stream.write("\r" + " " * (width + 60) + "\r")
         stream.flush()
@@ -35,11 +39,22 @@ def _progress(stream=sys.stderr) -> Callable[[int, int, str], None]:
     return show
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_CONTROL_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _printable(text: object, keep_newlines: bool = False) -> str:
+    """``text`` with C0/C1 control characters, DEL and lone surrogates shown as \\xNN or \\uNNNN,
+    so names and strings taken from a file cannot drive the terminal or break the line."""
+    pattern = _CONTROL_BUT_NEWLINE if keep_newlines else _CONTROL
+    return pattern.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", str(text))
+
+
 def _run(prog: str, fn: Callable[[], int]) -> int:
     try:
         return fn()
     except NnrError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {_printable(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
@@ -55,6 +70,30 @@ def _human(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
         n /= 1000
     return f"{n:.2f} GB"
+
+
+def _refuse_overwrite(output: str, *inputs: str) -> None:
+    """Refuse an output path that is one of the inputs (by any name), which writing would destroy."""
+    for src in inputs:
+        try:
+            same = os.path.samefile(src, output)
+        except (OSError, ValueError):  # one of them does not exist (or is not a valid path)
+            continue
+        if same:
+            raise OptionError(f"{output}: is the input file {src}; write the output to another path")
+
+
+_SIZE_UNITS = {"": 1, "B": 1, **{f"{p}{suffix}": base ** i for i, p in enumerate("KMGT", 1)
+                                  for suffix, base in (("", 1024), ("IB", 1024), ("B", 1000))}}
+
+
+def _memory_size(text: str) -> int:
+    """A --max-memory value in bytes: plain, KB/MB/GB (powers of 1000), or K/M/G and KiB/MiB/GiB (of 1024)."""
+    m = re.fullmatch(r"\s*(\d+\.?\d*|\.\d+)\s*([A-Za-z]*)\s*", text)
+    unit = m[2].upper() if m else None
+    if unit in _SIZE_UNITS and (value := int(Decimal(m[1]) * _SIZE_UNITS[unit])) > 0:
+        return value
+    raise argparse.ArgumentTypeError(f"cannot read size {text!r}: use e.g. 512MB, 2GiB, 4G or a number of bytes")
 
 
 def encode_main(argv: Sequence[str] | None = None) -> int:
@@ -217,6 +256,7 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
             p.error("--error-feedback (or replayed options with error_feedback) needs --calibration inputs")
         if ranks_on_data and not args.calibration:
             p.error("--prune filters:activation ranks channels by their output on real data: give --calibration")
+        _refuse_overwrite(args.output, args.input, *filter(None, (args.options, args.calibration)))
         t0 = time.perf_counter()
         if searching:
             data = _rate_controlled(args, opts, prune_options)
@@ -226,13 +266,14 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
                 calibration = _fit_inputs(args)
             data = encode(args.input, opts, progress=None if args.quiet else _progress(),
                           calibration=calibration,
-                          on_pruned=None if args.quiet else lambda r: print(r.summary(), file=sys.stderr))
+                          on_pruned=None if args.quiet else lambda r: print(_printable(r.summary(), True),
+                                                                            file=sys.stderr))
         write_bytes_atomic(args.output, data)
         if opts.prune_remove and not args.quiet:
             _report_speedup(args, data)
         if not args.quiet:
             src = Path(args.input).stat().st_size
-            print(f"{args.input} ({_human(src)}) -> {args.output} ({_human(len(data))}, "
+            print(f"{_printable(args.input)} ({_human(src)}) -> {_printable(args.output)} ({_human(len(data))}, "
                   f"{src / max(len(data), 1):.2f}x smaller) in {time.perf_counter() - t0:.1f} s",
                   file=sys.stderr)
         return 0
@@ -314,7 +355,7 @@ def _rate_controlled(args: argparse.Namespace, base, prune_options: dict) -> byt
         target = rc.parse_size(args.target_size)
     else:
         target = round(args.bits_per_weight * rc.coded_float_params(model, base) / 8)
-    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(_printable(msg, True), file=sys.stderr))
     t0 = time.perf_counter()
     common = dict(cal=cal, held=held, bias_correction=not args.no_bias_correction,
                   budget_seconds=args.budget_seconds, progress=None if args.quiet else _progress(), log=say)
@@ -340,11 +381,17 @@ def _rate_controlled(args: argparse.Namespace, base, prune_options: dict) -> byt
     return res.data
 
 
+_MAX_MEMORY_HELP = ("refuse a file that decodes to more than SIZE bytes, e.g. 512MB, 2GiB or 4G (K/M/G count "
+                    "1024s, KB/MB/GB 1000s); default max(64 MiB, 1024 x the file's size)")
+
+
 def decode_main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="nnr-decode",
         description="Rebuild a runnable ONNX model from an .nnr bitstream. The result is "
-                    "bit-identical on every run and platform.")
+                    "bit-identical on every run and platform.",
+        epilog="Exit status: 0 done, 2 bad input or option, 3 damaged .nnr file or (with --check) a "
+               "decoded model that fails onnx.checker, 5 output not writable.")
     p.add_argument("input", help=".nnr file")
     p.add_argument("-o", "--output", required=True, help="output .onnx file (written atomically)")
     ext = p.add_mutually_exclusive_group()
@@ -352,24 +399,96 @@ def decode_main(argv: Sequence[str] | None = None) -> int:
                      help="write weights to OUTPUT.data beside the model (default: as the original)")
     ext.add_argument("--no-external-data", dest="external", action="store_false",
                      help="write a single .onnx file")
-    p.add_argument("--check", action="store_true", help="run onnx.checker on the decoded model")
+    p.add_argument("--check", action="store_true",
+                   help="run onnx.checker on the decoded model before writing it; a model that fails "
+                        "is not written (exit status 3)")
+    p.add_argument("--max-memory", type=_memory_size, metavar="SIZE", help=_MAX_MEMORY_HELP)
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     p.add_argument("--version", action="version", version=f"nnr {__version__}")
     args = p.parse_args(argv)
 
     def run() -> int:
-        from .decoder import decode_to_file
+        from .decoder import decode_to_file, open as nnr_open
 
+        _refuse_overwrite(args.output, args.input)
+        if args.external is not False:
+            _refuse_overwrite(args.output + ".data", args.input)
         t0 = time.perf_counter()
-        model = decode_to_file(args.input, args.output, external_data=args.external)
         if args.check:
-            import onnx
-            onnx.checker.check_model(model)
+            f = nnr_open(args.input, max_memory=args.max_memory)
+            external = args.external if args.external is not None else bool(f.metadata().get("external_data", False))
+            _check_and_save(f.model(), args.output, external)
+        else:
+            decode_to_file(args.input, args.output, external_data=args.external, max_memory=args.max_memory)
         if not args.quiet:
-            print(f"{args.input} -> {args.output} in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
+            print(f"{_printable(args.input)} -> {_printable(args.output)} in {time.perf_counter() - t0:.2f} s",
+                  file=sys.stderr)
         return 0
 
     return _run("nnr-decode", run)
+
+
+def _check_and_save(model, output: str, external: bool) -> None:
+    """Run onnx.checker on the decoded model, then write it; a model that fails leaves no file.
+    A model above protobuf's 2 GB limit is checked by path in a temporary folder beside OUTPUT."""
+    import onnx
+    from google.protobuf.message import EncodeError
+
+    from formats.onnx_io import save_model
+
+    try:
+        _checked(onnx.checker.check_model, model)
+    except (EncodeError, ValueError):  # too large to check in memory
+        pass
+    else:
+        save_model(model, output, external_data=external)
+        return
+    out = Path(output)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as exc:
+        raise OutputError(f"{output}: cannot write ({exc.strerror})") from exc
+    try:
+        staged = staging / out.name
+        save_model(model, staged, external_data=external)
+        _checked(onnx.checker.check_model, str(staged))
+        for name in (out.name + ".data", out.name):  # the data first: the model refers to it
+            if (staging / name).exists():
+                os.replace(staging / name, out.with_name(name))
+    except OSError as exc:
+        raise OutputError(f"{output}: cannot write ({exc.strerror or exc})") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _checked(check: Callable, model) -> None:
+    """Call onnx.checker's ``check``; a model it rejects is a FormatError with a one-line message."""
+    import onnx
+
+    try:
+        check(model)
+    except onnx.checker.ValidationError as exc:
+        raise FormatError(f"the decoded model fails onnx.checker: {' '.join(str(exc).split())}") from exc
+
+
+def _json_safe(value: object) -> object:
+    """``value`` with NaN and infinite floats as None, which strict JSON can carry (the SNR of
+    a lossless tensor is +inf; its row's mode already says lossless)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _metadata_json(value: object, **kwargs) -> str:
+    """json.dumps for output holding file metadata, which a hostile file can nest too deeply to print."""
+    try:
+        return json.dumps(_json_safe(value), allow_nan=False, ensure_ascii=True, default=str, **kwargs)
+    except RecursionError:
+        raise FormatError("metadata is nested too deeply to print") from None
 
 
 def info_main(argv: Sequence[str] | None = None) -> int:
@@ -377,14 +496,17 @@ def info_main(argv: Sequence[str] | None = None) -> int:
         prog="nnr-info",
         description="Show how an .nnr file was made and how each tensor is coded.")
     p.add_argument("input", help=".nnr file")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--json", action="store_true",
+                   help="machine-readable output (ASCII; NaN and infinite values, e.g. the SNR of "
+                        "lossless tensors, are null)")
+    p.add_argument("--max-memory", type=_memory_size, metavar="SIZE", help=_MAX_MEMORY_HELP)
     p.add_argument("--version", action="version", version=f"nnr {__version__}")
     args = p.parse_args(argv)
 
     def run() -> int:
         from .decoder import open as nnr_open
 
-        f = nnr_open(args.input)
+        f = nnr_open(args.input, max_memory=args.max_memory)
         rows = f.info()
         summary = {
             "file": str(args.input),
@@ -395,19 +517,19 @@ def info_main(argv: Sequence[str] | None = None) -> int:
             "coded_weights": sum(math.prod(r["shape"]) for r in rows),
         }
         if args.json:
-            print(json.dumps({**summary, "tensors": rows}, indent=2, allow_nan=False,
-                             default=str))
+            print(_metadata_json({**summary, "tensors": rows}, indent=2))
             return 0
         meta = summary["metadata"]
-        print(f"{args.input}: nnr format v{f.version}, {_human(summary['file_bytes'])}, "
-              f"made by {meta.get('producer', '?')}")
-        print(f"options: {json.dumps(meta.get('options', {}), sort_keys=True)}")
+        print(f"{_printable(args.input)}: nnr format v{f.version}, {_human(summary['file_bytes'])}, "
+              f"made by {_printable(meta.get('producer', '?'))}")
+        print(f"options: {_printable(_metadata_json(meta.get('options', {}), sort_keys=True))}")
         print(f"{'name':<40} {'dtype':<8} {'shape':<18} {'mode':<8} {'step':>10} {'bits/w':>7} {'SNR dB':>7}")
         for r in rows:
             step = f"{r['step']:.3g}" if r["step"] is not None else ("per-ch" if r["mode"] == "lossy" else "-")
             snr = r["snr_db"]
             snr_s = "-" if snr is None else ("exact" if math.isinf(snr) else f"{snr:.1f}")
-            print(f"{r['name'][:40]:<40} {r['dtype']:<8} {'x'.join(map(str, r['shape'])) or 'scalar':<18} "
+            shape = "x".join(map(str, r["shape"])) or "scalar"
+            print(f"{_printable(r['name'])[:40]:<40} {_printable(r['dtype']):<8} {shape:<18} "
                   f"{r['mode']:<8} {step:>10} {r['bits_per_weight']:>7.2f} {snr_s:>7}")
         total_bits = 8 * sum(r["bytes"] for r in rows)
         print(f"{summary['coded_tensors']} coded tensors, {summary['coded_weights']} weights, "

@@ -107,3 +107,220 @@ def test_help_explains(capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     assert "--qp" in text and "--lossless" in text and "doubles" in text
+
+
+def _encoded(tmp_path, model_path, *flags) -> "os.PathLike":
+    out = tmp_path / "m.nnr"
+    assert encode_main([str(model_path), "-o", str(out), "-q", *flags]) == 0
+    return out
+
+
+def _leftovers(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--no-external-data", "too large for a single ONNX file (> 2 GB); decode with --external-data"),
+    ("--external-data", "too large for ONNX (> 2 GB) even with its weights in external data"),
+])
+def test_decode_too_large_model_is_a_clear_error(tmp_path, model_path, capsys, monkeypatch, flag, message):
+    """protobuf's 2 GB limit (upb raises EncodeError), simulated: a real one needs ~4 GB and 20 s."""
+    from google.protobuf.message import EncodeError
+
+    src = _encoded(tmp_path, model_path)
+
+    def too_large(self):
+        raise EncodeError("Failed to serialize proto")
+
+    monkeypatch.setattr(onnx.ModelProto, "SerializeToString", too_large)
+    out = tmp_path / "big.onnx"
+    assert decode_main([str(src), "-o", str(out), flag]) == 2
+    err = _no_traceback(capsys)
+    assert message in err and err.count("\n") == 1
+    assert not out.exists() and not (tmp_path / "big.onnx.data").exists()
+    assert _leftovers(tmp_path) == []
+
+
+def test_info_json_of_lossless_file_is_strict_json(tmp_path, model_path, capsys):
+    src = _encoded(tmp_path, model_path, "--lossless")
+    capsys.readouterr()
+    assert info_main([str(src), "--json"]) == 0
+
+    def refuse(token):
+        raise AssertionError(f"{token} is not JSON")
+
+    info = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    rows = [t for t in info["tensors"] if t["mode"] == "lossless"]
+    assert rows and all(t["snr_db"] is None for t in rows)
+
+
+def _unchecked_model() -> onnx.ModelProto:
+    """A model nnr codes but onnx.checker refuses (an operator that does not exist)."""
+    model = mlp()
+    model.graph.node[1].op_type = "NoSuchOp"
+    return model
+
+
+@pytest.mark.parametrize("flag", ["--no-external-data", "--external-data"])
+def test_decode_check_failure_writes_nothing(tmp_path, capsys, flag):
+    onnx_path = tmp_path / "bad.onnx"
+    onnx_path.write_bytes(_unchecked_model().SerializeToString())
+    src = _encoded(tmp_path, onnx_path)
+    out = tmp_path / "d.onnx"
+    out.write_bytes(b"previous")
+    assert decode_main([str(src), "-o", str(out), "--check", flag]) == 3
+    err = _no_traceback(capsys)
+    assert "fails onnx.checker" in err and "NoSuchOp" in err and err.count("\n") == 1
+    assert out.read_bytes() == b"previous" and not (tmp_path / "d.onnx.data").exists()
+    assert _leftovers(tmp_path) == []
+    assert decode_main([str(src), "-o", str(out), flag]) == 0  # without --check it is written
+
+
+@pytest.mark.parametrize("bad", [False, True])
+def test_decode_check_of_model_too_large_for_memory_checks_by_path(tmp_path, model_path, capsys, monkeypatch, bad):
+    """Above 2 GB onnx.checker can only check a path: the model is staged beside the output."""
+    if bad:
+        model_path.write_bytes(_unchecked_model().SerializeToString())
+    src = _encoded(tmp_path, model_path)
+    check = onnx.checker.check_model
+    checked = []
+
+    def by_path_only(model, *args, **kwargs):
+        if isinstance(model, onnx.ModelProto):
+            raise ValueError("This protobuf of onnx model is too large (>2GiB)")
+        checked.append(model)
+        return check(model, *args, **kwargs)
+
+    monkeypatch.setattr(onnx.checker, "check_model", by_path_only)
+    out = tmp_path / "d.onnx"
+    assert decode_main([str(src), "-o", str(out), "--check", "--external-data", "-q"]) == (3 if bad else 0)
+    assert len(checked) == 1 and _leftovers(tmp_path) == []
+    _no_traceback(capsys)
+    if bad:
+        assert not out.exists() and not (tmp_path / "d.onnx.data").exists()
+    else:
+        monkeypatch.undo()
+        onnx.checker.check_model(str(out))
+        first = onnx.load(str(out), load_external_data=False).graph.initializer[0]
+        assert first.data_location == onnx.TensorProto.EXTERNAL
+
+
+HOSTILE = ["\x1b]0;pwned\x07", "\x1b[2J\x9b31m", "two\nlines\ttab\x7f"]
+
+
+@pytest.fixture()
+def hostile_nnr(tmp_path, model_path):
+    """An .nnr whose tensor names, producer and options carry terminal control sequences."""
+    import dataclasses
+
+    from formats.container import read_container, read_tensor_unit, write_container
+
+    data = _encoded(tmp_path, model_path).read_bytes()
+    c = read_container(data)
+    units = [dataclasses.replace(read_tensor_unit(data, e), name=name)
+             for e, name in zip(c.index, HOSTILE)]
+    meta = {**c.meta, "producer": "nnr \x1b]0;pwned\x07\ud800", "options": {"\x9b31m": "\x1b[2J\x7f"}}
+    path = tmp_path / "hostile.nnr"
+    path.write_bytes(write_container(meta, c.graph, units))
+    return path
+
+
+def test_info_escapes_control_characters(hostile_nnr, capsys):
+    capsys.readouterr()
+    assert info_main([str(hostile_nnr)]) == 0
+    out = capsys.readouterr().out
+    assert not any(ch in out for ch in "\x1b\x07\x9b\x7f\t\ud800")
+    assert "\\x1b]0;pwned\\x07" in out and "\\x1b[2J" in out and "\\x9b31m" in out and "\\ud800" in out
+    assert "two\\x0alines\\x09tab\\x7f" in out
+
+
+def test_info_json_is_ascii_and_exact(hostile_nnr, capsys):
+    capsys.readouterr()
+    assert info_main([str(hostile_nnr), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert out.isascii() and "\x7f" not in out
+    info = json.loads(out)
+    assert [t["name"] for t in info["tensors"]] == HOSTILE
+    assert info["metadata"]["options"] == {"\x9b31m": "\x1b[2J\x7f"}
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_info_survives_deeply_nested_metadata(tmp_path, model_path, capsys, as_json):
+    from formats.container import read_container, read_tensor_unit, write_container
+
+    data = _encoded(tmp_path, model_path).read_bytes()
+    c = read_container(data)
+    units = [read_tensor_unit(data, e) for e in c.index]
+    deep = tmp_path / "deep.nnr"
+    deep.write_bytes(write_container({**c.meta, "options": json.loads("[" * 900 + "]" * 900)}, c.graph, units))
+    code = info_main([str(deep), *(["--json"] if as_json else [])])
+    err = _no_traceback(capsys)
+    assert code == 0 or (code == 3 and err.count("\n") == 1 and "nested too deeply" in err)
+
+
+def test_error_line_escapes_control_characters(tmp_path, capsys):
+    name = tmp_path / "x\x1b]0;pwned\x07\x9b31m\n.nnr"
+    assert decode_main([str(name), "-o", str(tmp_path / "o.onnx")]) == 2
+    err = _no_traceback(capsys)
+    assert err.count("\n") == 1 and "no such file" in err
+    assert not any(ch in err[:-1] for ch in "\x1b\x07\x9b\n")
+
+
+@pytest.mark.parametrize("text, escaped", [
+    ("plain näme", "plain näme"), ("\x00\x1f", "\\x00\\x1f"), ("\x7f\x80\x9f\xa0", "\\x7f\\x80\\x9f\xa0"),
+    ("a\nb", "a\\x0ab"), ("\ud800", "\\ud800"),
+])
+def test_printable(text, escaped):
+    from nnr.cli import _printable
+
+    assert _printable(text) == escaped
+
+
+@pytest.mark.parametrize("main", [decode_main, info_main])
+@pytest.mark.parametrize("value", ["lots", "0", "-1MB", "4GiBx", "1.5XB"])
+def test_max_memory_bad_value_is_a_usage_error(tmp_path, capsys, main, value):
+    from tests.conftest import exit_code
+
+    argv = [str(tmp_path / "m.nnr"), f"--max-memory={value}"] + (["-o", str(tmp_path / "o.onnx")]
+                                                                 if main is decode_main else [])
+    assert exit_code(main, argv) == 2
+    err = _no_traceback(capsys)
+    assert "--max-memory" in err and "cannot read size" in err
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("512MB", 512_000_000), ("2GiB", 2 << 30), ("4G", 4 << 30), ("9000000", 9_000_000), ("1.5MB", 1_500_000),
+    (None, None),
+])
+def test_max_memory_is_passed_to_the_decoder(tmp_path, model_path, monkeypatch, value, expected):
+    import nnr.decoder
+
+    src = _encoded(tmp_path, model_path)
+    seen = []
+
+    def spy(fn):
+        def wrapped(*args, max_memory=None, **kwargs):
+            seen.append(max_memory)
+            return fn(*args, max_memory=max_memory, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(nnr.decoder, "open", spy(nnr.decoder.open))
+    monkeypatch.setattr(nnr.decoder, "decode_to_file", spy(nnr.decoder.decode_to_file))
+    flag = [] if value is None else ["--max-memory", value]
+    out = str(tmp_path / "o.onnx")
+    assert decode_main([str(src), "-o", out, "-q", *flag]) == 0
+    assert decode_main([str(src), "-o", out, "-q", "--check", *flag]) == 0
+    assert info_main([str(src), "--json", *flag]) == 0
+    assert seen == [expected] * 3
+
+
+def test_max_memory_limit_is_enforced(tmp_path, model_path, capsys):
+    src = _encoded(tmp_path, model_path)
+    out = tmp_path / "o.onnx"
+    for main, argv in ((decode_main, ["-o", str(out), "--max-memory", "1K"]),
+                       (decode_main, ["-o", str(out), "--max-memory", "1K", "--check"]),
+                       (info_main, ["--max-memory", "16"])):  # info decodes no weights, only the graph
+        assert main([str(src), *argv]) == 3
+        assert "--max-memory" in _no_traceback(capsys)
+    assert not out.exists()
+    assert info_main([str(src), "--max-memory", "1K"]) == 0
