@@ -86,7 +86,7 @@ def decode_lossy(body: bytes | memoryview, shape: tuple[int, ...], out_dtype: np
     count = int(np.prod(shape, dtype=np.int64)) if shape else 1
     if flags & FLAG_PER_CHANNEL:
         channels = r.varint()
-        if not shape or channels != shape[0] or channels > count:
+        if not shape or channels != shape[0] or not 1 <= channels <= count:
             raise CorruptionError(f"per-channel steps for {channels} channels, tensor shape {shape}")
         shifts = decode_levels(r, channels)
         mantissas = decode_levels(r, channels)
@@ -106,6 +106,8 @@ def lossy_step(body: bytes | memoryview) -> float | None:
     """The step of a per-tensor lossy body, read from its header; None for per-channel steps."""
     r = ByteReader(body, "lossy tensor body")
     flags, _theta, exponent = r.u8(), r.u8(), r.i16()
+    if not MIN_EXPONENT <= exponent <= MAX_EXPONENT:
+        raise CorruptionError(f"step exponent {exponent} out of range")
     if flags & FLAG_PER_CHANNEL:
         return None
     return float(step_values(np.array([r.u8()]), exponent)[0])

@@ -82,12 +82,13 @@ def decode_unit(unit: TensorUnit, version: int = FORMAT_VERSION, budget: Budget 
         if budget is not None:
             budget.charge(16 * count, f"tensor {unit.name!r}: reconstruction")
         shape = _coded_shape(unit.dims, parts)
-        if unit.coding == CODING_LOSSY:
-            values = decode_lossy(unit.body, shape, compute_dtype(fmt), budget,
-                                  negative_theta=version >= QUANTIZERS_SINCE)
-        else:
-            values = LOSSY_DECODERS[unit.coding](unit.body, shape, compute_dtype(fmt), budget)
-        return to_storage(values, fmt).tobytes()
+        with np.errstate(over="ignore"):  # a value beyond the storage type's range is ±inf, as IEEE 754 says
+            if unit.coding == CODING_LOSSY:
+                values = decode_lossy(unit.body, shape, compute_dtype(fmt), budget,
+                                      negative_theta=version >= QUANTIZERS_SINCE)
+            else:
+                values = LOSSY_DECODERS[unit.coding](unit.body, shape, compute_dtype(fmt), budget)
+            return to_storage(values, fmt).tobytes()
     raise CorruptionError(f"tensor {unit.name!r}: unknown coding {unit.coding}")
 
 
