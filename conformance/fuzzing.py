@@ -414,8 +414,9 @@ class Pool:
 # ---- the fuzzer ----------------------------------------------------------------------------
 
 def default_seed_files(extra_dirs: Iterable[Path] = ()) -> list[Path]:
-    """The reference and robustness vectors, then ``*.nnr`` of each extra directory, sorted."""
-    files = sorted(VECTORS.glob("v*/*.nnr")) + sorted((VECTORS / "robustness").glob("*.nnr"))
+    """The reference, robustness and hostile vectors, then ``*.nnr`` of each extra directory, sorted."""
+    files = sorted(VECTORS.glob("v*/*.nnr")) + sorted((VECTORS / "robustness").glob("*.nnr")) \
+        + sorted((VECTORS / "hostile").glob("*.nnr"))
     for d in extra_dirs:
         files += sorted(Path(d).glob("*.nnr"))
     return files
