@@ -10,4 +10,5 @@ except ImportError:  # numpy < 2
     from numpy.core import _multiarray_umath as umath
 
 if __name__ == "__main__":
-    print(" ".join(t for t in umath.__cpu_dispatch__ if umath.__cpu_features__.get(t)), end="")
+    dispatch = getattr(umath, "__cpu_dispatch__", [])
+    print(" ".join(t for t in dispatch if umath.__cpu_features__.get(t)), end="")
