@@ -9,7 +9,9 @@ must reproduce the bytes of the current version's files on every machine. A reco
 re-produce; decoders still check it.
 
 Robustness vectors (``vectors/robustness/``): damaged copies of a reference file, each
-with the error class a decoder must raise (formats/SPEC.md, "Refusals").
+with the error class a decoder must raise (formats/SPEC.md, "Refusals"). Hostile vectors
+(``vectors/hostile/``): crafted files from a fuzzing audit, with the error each must raise
+or none where the file is legal.
 
     nnr-conformance --update-vectors   # maintainers only, after a deliberate format change
 """
@@ -31,6 +33,8 @@ from formats.container import FORMAT_VERSION, read_container
 HERE = Path(__file__).resolve().parent
 VECTOR_ROOT = HERE / "vectors"
 ROBUSTNESS = VECTOR_ROOT / "robustness"
+HOSTILE = VECTOR_ROOT / "hostile"
+"""Crafted files of a fuzzing audit (committed as found): hostile.json gives each one's error."""
 UNKNOWN_VERSION = 0xFFFF  # reserved by formats/SPEC.md: never a real format version
 
 
@@ -218,9 +222,8 @@ class VectorCheck:
 
 def check_vectors() -> list[VectorCheck]:
     """Decode every reference vector to its golden hashes, re-encode the current version's
-    vectors, and feed every robustness vector to the decoder."""
+    vectors, and feed every robustness and hostile vector to the decoder."""
     import nnr
-    from nnr.errors import NnrError
 
     results = []
     for record_path in vector_files():
@@ -237,17 +240,25 @@ def check_vectors() -> list[VectorCheck]:
             new = nnr.encode(record_path.with_suffix(".onnx"), **rec["options"])
             ok = same_bitstream(new, data)
             results.append(VectorCheck(name, "encode", ok, "" if ok else "encoder output differs"))
-    expected = json.loads((ROBUSTNESS / "robustness.json").read_text())
-    for name, rec in sorted(expected.items()):
-        data = (ROBUSTNESS / f"{name}.nnr").read_bytes()
-        try:
-            nnr.decode(data)
-            results.append(VectorCheck(f"robustness/{name}", "refuse", False, "decoded without error"))
-        except NnrError as exc:
-            ok = type(exc).__name__ == rec["error"]
-            results.append(VectorCheck(f"robustness/{name}", "refuse", ok,
-                                       "" if ok else f"raised {type(exc).__name__}, expected {rec['error']}"))
-        except Exception as exc:  # noqa: BLE001 - a crash is exactly what this check reports
-            results.append(VectorCheck(f"robustness/{name}", "refuse", False,
-                                       f"crashed with {type(exc).__name__}: {exc}"))
+    for folder in (ROBUSTNESS, HOSTILE):
+        expected = json.loads((folder / f"{folder.name}.json").read_text())
+        for name, rec in sorted(expected.items()):
+            results.append(_check_refusal(f"{folder.name}/{name}", (folder / f"{name}.nnr").read_bytes(),
+                                          rec["error"]))
     return results
+
+
+def _check_refusal(name: str, data: bytes, error: str | None) -> VectorCheck:
+    """Decode ``data``: it must raise the NnrError class ``error``, or decode when ``error`` is None."""
+    import nnr
+    from nnr.errors import NnrError
+
+    try:
+        nnr.decode(data)
+        ok = error is None
+        return VectorCheck(name, "refuse", ok, "" if ok else "decoded without error")
+    except NnrError as exc:
+        ok = type(exc).__name__ == error
+        return VectorCheck(name, "refuse", ok, "" if ok else f"raised {type(exc).__name__}, expected {error}")
+    except Exception as exc:  # noqa: BLE001 - a crash is exactly what this check reports
+        return VectorCheck(name, "refuse", False, f"crashed with {type(exc).__name__}: {exc}")
