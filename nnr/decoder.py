@@ -172,7 +172,7 @@ def _refuse_missing_data(slots: list[Slot], coded: set[int]) -> None:
     means a unit was removed from the file."""
     for slot in slots:
         t = slot.tensor
-        if slot.index in coded or not t.dims or 0 in t.dims:
+        if slot.index in coded or 0 in t.dims:
             continue
         if not t.HasField("raw_data") and not any(len(getattr(t, f)) for f in _DATA_FIELDS[1:]):
             raise CorruptionError(f"tensor {slot.name!r} has no data and no tensor unit (a unit is missing)")
