@@ -15,7 +15,6 @@ import shutil
 import sys
 import tempfile
 import time
-from decimal import Decimal
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -83,17 +82,14 @@ def _refuse_overwrite(output: str, *inputs: str) -> None:
             raise OptionError(f"{output}: is the input file {src}; write the output to another path")
 
 
-_SIZE_UNITS = {"": 1, "B": 1, **{f"{p}{suffix}": base ** i for i, p in enumerate("KMGT", 1)
-                                  for suffix, base in (("", 1024), ("IB", 1024), ("B", 1000))}}
-
-
 def _memory_size(text: str) -> int:
-    """A --max-memory value in bytes: plain, KB/MB/GB (powers of 1000), or K/M/G and KiB/MiB/GiB (of 1024)."""
-    m = re.fullmatch(r"\s*(\d+\.?\d*|\.\d+)\s*([A-Za-z]*)\s*", text)
-    unit = m[2].upper() if m else None
-    if unit in _SIZE_UNITS and (value := int(Decimal(m[1]) * _SIZE_UNITS[unit])) > 0:
-        return value
-    raise argparse.ArgumentTypeError(f"cannot read size {text!r}: use e.g. 512MB, 2GiB, 4G or a number of bytes")
+    """A --max-memory value in bytes (nnr.sizes): a bad one is a usage error."""
+    from .sizes import parse_size
+
+    try:
+        return parse_size(text)
+    except OptionError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def encode_main(argv: Sequence[str] | None = None) -> int:

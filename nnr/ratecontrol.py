@@ -33,6 +33,7 @@ from .encoder import with_inline_data, code_float, encode
 from .hessians import layer_hessians
 from .errors import InputError, OptionError
 from .options import EncoderOptions
+from .sizes import parse_size  # noqa: F401 - rc.parse_size reads --target-size
 from .tensorcodec import FLOAT_FORMAT_OF
 
 Progress = Callable[[int, int, str], None]
@@ -545,19 +546,3 @@ def read_options(data: bytes) -> EncoderOptions:
     from .decoder import open as open_nnr
 
     return EncoderOptions.from_json(open_nnr(data).metadata()["options"])
-
-
-def parse_size(text: str) -> int:
-    """'1.5MB', '800 KB', '1200000' → bytes (decimal units, as file managers show)."""
-    units = {"": 1, "B": 1, "KB": 1000, "MB": 1000 ** 2, "GB": 1000 ** 3, "KIB": 1024, "MIB": 1024 ** 2,
-             "GIB": 1024 ** 3}
-    t = text.strip().upper().replace(" ", "")
-    num = t.rstrip("KMGIB")
-    unit = t[len(num):]
-    try:
-        value = float(num)
-    except ValueError:
-        value = -1.0
-    if unit not in units or not math.isfinite(value) or value <= 0:
-        raise OptionError(f"cannot read size {text!r}: use e.g. 1.5MB, 800KB or a number of bytes")
-    return int(round(value * units[unit]))
