@@ -8,6 +8,7 @@ Each function is deterministic, so the original model's outputs can be cached.
 from __future__ import annotations
 
 import gzip
+import re
 import shutil
 import subprocess
 import tempfile
@@ -195,3 +196,60 @@ def speech(sr: int = 16000) -> np.ndarray:
             parts += [np.interp(t_out, np.arange(pcm.size) / rate, pcm), np.zeros(sr // 2)]
     noise = np.random.default_rng(0).standard_normal(sum(p.size for p in parts)) * 0.002
     return (np.concatenate(parts) + noise).astype(np.float32)
+
+
+DESCRIPTION_FILES = ("breast_cancer", "california_housing", "covtype", "diabetes", "digits", "iris", "kddcup99",
+                     "lfw", "linnerud", "olivetti_faces", "rcv1", "species_distributions", "twenty_newsgroups",
+                     "wine_data")
+VOCABULARY = HERE / "data" / "text" / "bert-base-uncased-vocab.txt"
+
+
+def _prose(rst: str) -> str:
+    """The running text of a reStructuredText page: no directives, tables, titles or roles."""
+    lines = rst.splitlines() + [""]
+    keep = []
+    for line, after in zip(lines, lines[1:]):
+        s = line.strip()
+        underlined = after.strip() and set(after.strip()) <= set("=-~^")
+        if not s or line[0] in " \t" or s[0] in ".:=-*|+#`" or underlined:
+            keep.append("")
+            continue
+        keep.append(s)
+    text = " ".join(keep)
+    text = re.sub(r":[a-z:]+:`~?([^`<]*?)(?:\s*<[^>]*>)?`", r"\1", text)   # :func:`x` → x
+    text = re.sub(r"`+([^`]*)`+_?", r"\1", text)
+    return re.sub(r"\s+", " ", text)
+
+
+def sentences(n: int = 64) -> list[str]:
+    """``n`` English sentences of 6–40 words from the dataset descriptions scikit-learn ships
+    (prose written by people, never seen by the encoder)."""
+    found = []
+    for name in DESCRIPTION_FILES:
+        text = _prose(package_file("sklearn", f"datasets/descr/{name}.rst").read_text(encoding="utf-8"))
+        for s in re.split(r"(?<=[.!?])\s+(?=[A-Z])", text):
+            s = s.strip()
+            if 6 <= len(s.split()) <= 40 and s[-1] in ".!?":
+                found.append(s)
+    if len(found) < n:
+        raise InputError(f"only {len(found)} sentences found in scikit-learn's dataset descriptions, need {n}")
+    step = len(found) / n
+    return [found[int(i * step)] for i in range(n)]
+
+
+def tokens(n: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """input_ids and attention_mask of :func:`sentences` for an uncased BERT-vocabulary encoder."""
+    from .wordpiece import encode_batch, load_vocab
+
+    return encode_batch(sentences(n), load_vocab(VOCABULARY))
+
+
+def crepe_frames(audio: np.ndarray, hop: int = 160) -> np.ndarray:
+    """16 kHz audio as CREPE's input: 1024-sample frames centred every ``hop`` samples (the
+    signal zero-padded by 512 each side), each scaled to zero mean and unit standard deviation."""
+    audio = np.asarray(audio, dtype=np.float64).ravel()
+    padded = np.pad(audio, (512, 512))
+    index = np.arange(1 + audio.size // hop)[:, None] * hop + np.arange(1024)[None, :]
+    frames = padded[index]
+    frames = frames - frames.mean(axis=1, keepdims=True)
+    return (frames / np.maximum(frames.std(axis=1, ddof=1, keepdims=True), 1e-10)).astype(np.float32)

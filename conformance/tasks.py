@@ -17,6 +17,7 @@ from onnx import ModelProto
 from nnr import fidelity as fm
 
 from . import complex_eval, inputs
+from .wordpiece import encode_batch, load_vocab
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,53 @@ def vad_probabilities(model: ModelProto, audio: np.ndarray, sr: int = 16000) -> 
     return np.array(probs)
 
 
+def gru_vad_probabilities(model: ModelProto, audio: np.ndarray) -> np.ndarray:
+    """Speech probability per 256-sample frame, fed as akiki's own streaming wrapper does: the
+    320 samples before each frame as context, the GRU state carried over."""
+    sess = fm.session(model)
+    state = np.zeros((1, 1, 128), dtype=np.float32)
+    context = np.zeros(320, dtype=np.float32)
+    probs = []
+    for i in range(0, audio.size - 256 + 1, 256):
+        x = np.concatenate([context, audio[i:i + 256]])
+        out, state = sess.run(None, {"audio_with_context": x[None, :], "h": state})
+        context = x[-320:]
+        probs.append(float(out.ravel()[0]))
+    return np.array(probs)
+
+
+def sentence_embeddings(model: ModelProto) -> np.ndarray:
+    """The model's pooled sentence embedding (its float output of rank 2) for every sentence,
+    run 16 at a time, each batch padded to its longest sentence."""
+    sess = fm.session(model)
+    pooled = [i for i, o in enumerate(sess.get_outputs()) if len(o.shape) == 2 and o.type == "tensor(float)"]
+    if len(pooled) != 1:
+        raise ValueError("the text encoder should have exactly one float output of rank 2 (the pooled embedding)")
+    texts = _cached(inputs.sentences)
+    vocab = _cached(_vocabulary)
+    rows = []
+    for i in range(0, len(texts), 16):
+        ids, mask = encode_batch(list(texts[i:i + 16]), vocab)
+        rows.append(sess.run(None, {"input_ids": ids, "attention_mask": mask})[pooled[0]])
+    return np.concatenate(rows)
+
+
+def _vocabulary() -> dict[str, int]:
+    return load_vocab(inputs.VOCABULARY)
+
+
+def _embedding_measure(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
+    cos = np.sum(ref * out, axis=1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1))
+    return {"snr_db": fm.output_snr_db(ref, out), "cosine_min": float(cos.min()), "cosine_mean": float(cos.mean())}
+
+
+def _pitch_measure(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
+    voiced = ref.max(axis=1) > 0.5
+    same = np.abs(ref.argmax(axis=1) - out.argmax(axis=1)) <= 1   # within 20 cents
+    return {"pitch_agreement": float(np.mean(same[voiced])), "voicing_agreement": fm.decision_agreement(
+        ref.max(axis=1), out.max(axis=1), 0.5), "snr_db": fm.output_snr_db(ref, out)}
+
+
 def _vad_measure(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
     return {"decision_agreement": fm.decision_agreement(ref, out, 0.5),
             "max_prob_diff": float(np.abs(ref - out).max()),
@@ -122,6 +170,16 @@ TASKS: dict[str, Task] = {
     "ocr_det": Task(f"4 photos with printed text lines; IoU of the text maps at p > {DET_THRESHOLD}",
                     "mask_iou", lambda m: _first_output(m, {"x": _cached(inputs.text_pages)}, batch=1),
                     _ocr_det_measure),
+    "vad_gru": Task("espeak-ng speech with pauses, 256-sample frames with 320 samples of context; "
+                    "speech/non-speech decision agreement",
+                    "decision_agreement", lambda m: gru_vad_probabilities(m, _cached(inputs.speech)), _vad_measure),
+    "sentence_embedding": Task("64 English sentences from scikit-learn's dataset descriptions, WordPiece-tokenised; "
+                               "output SNR and cosine similarity of the pooled embeddings",
+                               "snr_db", sentence_embeddings, _embedding_measure),
+    "pitch": Task("espeak-ng speech in 1024-sample frames every 10 ms; pitch bin (±20 cents) agreement on "
+                  "voiced frames, voicing agreement, output SNR of the 360 bin probabilities",
+                  "snr_db", lambda m: _first_output(m, {"frames": inputs.crepe_frames(_cached(inputs.speech))},
+                                                    batch=256), _pitch_measure),
     "vad": Task("espeak-ng speech with pauses, 512-sample chunks; speech/non-speech decision agreement",
                 "decision_agreement", lambda m: vad_probabilities(m, _cached(inputs.speech)), _vad_measure),
 }
