@@ -114,7 +114,8 @@ def check(corpus: Corpus, entry: Entry, point: str, options: dict | None = None,
     model, blob, size, source = corpus.model(entry.name)
 
     t0 = time.perf_counter()
-    data = nnr.encode(source, **options)
+    probes = []
+    data = nnr.encode(source, on_probe=probes.append, **options)
     t1 = time.perf_counter()
     decoded = nnr.decode(data)
     t2 = time.perf_counter()
@@ -134,11 +135,19 @@ def check(corpus: Corpus, entry: Entry, point: str, options: dict | None = None,
         violations.append(f"weights found in {sorted(found)}, manifest says {sorted(entry.weights_in)}")
 
     metrics = task.measure(corpus.reference(entry.name), task.infer(decoded))
+    if probes and not probes[0].notice:
+        metrics["expected_snr_db"] = probes[0].expected_snr_db
+        if metrics["snr_db"] < probes[0].expected_snr_db - ESTIMATE_MARGIN_DB:
+            violations.append(f"output SNR {metrics['snr_db']:.1f} dB on real inputs is more than "
+                              f"{ESTIMATE_MARGIN_DB:g} dB below the probe's estimate {probes[0].expected_snr_db:.1f} dB")
     ratio = len(data) / size
     if limits is not None:
         violations += limit_violations(limits, ratio, metrics)
     return Result(entry.name, point, params, size, len(data), ratio, 8.0 * len(data) / max(params, 1),
                   task.primary, metrics, t1 - t0, t2 - t1, violations)
+
+
+ESTIMATE_MARGIN_DB = 3.0  # the probe's expected output SNR (synthetic inputs) may exceed the real one by this
 
 
 def limit_violations(limits: Limits, ratio: float, metrics: dict[str, float]) -> list[str]:

@@ -95,17 +95,25 @@ def _memory_size(text: str) -> int:
 def encode_main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="nnr-encode",
-        description="Compress an ONNX model into an .nnr bitstream. The default quality is "
-                    "transparent (top-1 unchanged on real images for EfficientNet-Lite0) "
-                    "and needs no data.",
-        epilog="Quality: --qp sets every step relative to the weights' own scale; each +4 "
-               "doubles the steps (about 1 bit/weight less), each -4 halves them. "
-               "Use --lossless to keep every float bit.")
+        description="Compress an ONNX model into an .nnr bitstream. The default quality aims at "
+                    "transparency and needs no data: nnr runs the model on synthetic inputs made "
+                    "from its input signature and gives each tensor the precision the output "
+                    "tolerates (output SNR about 36 dB on those inputs; see --synthetic-snr).",
+        epilog="Quality: --qp sets every step relative to the weights' own scale with the "
+               "data-free step rule instead; each +4 doubles the steps (about 1 bit/weight less), "
+               "each -4 halves them. Use --lossless to keep every float bit. A model whose inputs "
+               "cannot be made up (dynamic sizes with no hint, strings, ops onnxruntime lacks) is "
+               "coded with the data-free rule, with a one-line notice.")
     p.add_argument("input", help="ONNX model (.onnx); external data files are found beside it")
     p.add_argument("-o", "--output", required=True, help="output .nnr file (written atomically)")
     p.add_argument("--qp", type=float, default=None,
                    help="quality parameter (default -32); larger is smaller and coarser")
     p.add_argument("--lossless", action="store_true", help="bit-exact floats (byte-plane coding)")
+    p.add_argument("--synthetic-snr", type=float, default=None, metavar="DB",
+                   help="output SNR the default aims at on synthetic inputs (default 36; real inputs "
+                        "usually fare better); larger is finer and bigger")
+    p.add_argument("--data-free", action="store_true",
+                   help="skip the probe: the data-free step rule at --qp (the same bytes on every machine)")
     p.add_argument("--step-rule", choices=("scale", "channel", "uniform"), default=None,
                    help="steps relative to each tensor's scale (default), to each output "
                         "channel's, or one absolute step for all tensors (NNC-like)")
@@ -252,6 +260,13 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
             p.error("--error-feedback (or replayed options with error_feedback) needs --calibration inputs")
         if ranks_on_data and not args.calibration:
             p.error("--prune filters:activation ranks channels by their output on real data: give --calibration")
+        probing = not (args.data_free or searching or args.options or args.qp is not None or opts.lossless
+                       or opts.quantizer != "ecsq" or opts.error_feedback or opts.prune)
+        if args.synthetic_snr is not None and not probing:
+            p.error("--synthetic-snr sets the probe's target; it does not combine with --data-free, --qp, "
+                    "--lossless, --options, --quantizer, --error-feedback, --prune or a rate-control goal")
+        if args.synthetic_snr is not None and not (math.isfinite(args.synthetic_snr) and 0 < args.synthetic_snr <= 120):
+            p.error(f"--synthetic-snr must be in (0, 120] dB, got {args.synthetic_snr}")
         _refuse_overwrite(args.output, args.input, *filter(None, (args.options, args.calibration)))
         t0 = time.perf_counter()
         if searching:
@@ -260,10 +275,11 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
             calibration = None
             if opts.error_feedback or ranks_on_data:
                 calibration = _fit_inputs(args)
-            data = encode(args.input, opts, progress=None if args.quiet else _progress(),
-                          calibration=calibration,
-                          on_pruned=None if args.quiet else lambda r: print(_printable(r.summary(), True),
+            quiet = (lambda r: None) if args.quiet else (lambda r: print(_printable(r.summary(), True),
                                                                             file=sys.stderr))
+            data = encode(args.input, opts, progress=None if args.quiet else _progress(),
+                          calibration=calibration, on_pruned=quiet, probe=probing,
+                          target_snr_db=args.synthetic_snr, on_probe=quiet)
         write_bytes_atomic(args.output, data)
         if opts.prune_remove and not args.quiet:
             _report_speedup(args, data)

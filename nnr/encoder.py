@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 from typing import Callable
 
@@ -26,6 +28,8 @@ from .hessians import layer_hessians
 from .pruning import PruneReport, prune_model
 from .removal import remove_channels
 from .options import EncoderOptions
+from .probe import CHECK_TOLERANCE_DB, DEFAULT_SNR_DB, FALLBACK_QP_OFFSET, MAX_RETRIES as MAX_PROBE_RETRIES, Probe, ProbeReport, ProbeUnavailable
+from .probe import next_level, plan, snr_of
 from .tensorcodec import FLOAT_FORMAT_OF
 
 Progress = Callable[[int, int, str], None]
@@ -108,13 +112,25 @@ def _prune(proto: ModelProto, base_dir, opts: EncoderOptions,
     return report
 
 
+LEVEL_KEYS = frozenset({"qp", "lossless", "tensor_qp", "quantizer", "error_feedback", "prune"})
+"""Keyword options that choose the coding level or method themselves: given any of them, the
+probe stays off unless asked for (``probe=True``)."""
+
+
 def encode(model: str | os.PathLike | bytes | ModelProto, options: EncoderOptions | None = None,
            progress: Progress | None = None, *, calibration: dict[str, np.ndarray] | None = None,
            feedback: dict[str, Feedback] | None = None,
-           on_pruned: Callable[[PruneReport], None] | None = None, **kwargs) -> bytes:
+           on_pruned: Callable[[PruneReport], None] | None = None, probe: bool | None = None,
+           target_snr_db: float | None = None, on_probe: Callable[[ProbeReport], None] | None = None,
+           **kwargs) -> bytes:
     """Encode an ONNX model (path, bytes or ModelProto) to .nnr bytes.
 
     Options come as an EncoderOptions or as keywords (``qp=-20``, ``lossless=True``, ...).
+    With neither a level nor a method given (no options object, none of LEVEL_KEYS), the
+    probe (nnr.probe) sets each tensor's step from how much the model's output moves on
+    synthetic inputs, aiming at ``target_snr_db`` there; ``probe=False`` keeps the data-free
+    step rule, ``probe=True`` asks for the probe with any options. When the model cannot run
+    on synthetic inputs the data-free rule is used; ``on_probe`` receives a ProbeReport either way.
     With ``error_feedback`` the layer statistics come from ``calibration`` (input name →
     array, batch along axis 0) or ready-made as ``feedback`` (nnr.hessians.layer_hessians).
     With ``prune``, weights are zeroed first (nnr.pruning; ``filters:activation`` ranks on
@@ -122,13 +138,20 @@ def encode(model: str | os.PathLike | bytes | ModelProto, options: EncoderOption
     """
     if options is not None and kwargs:
         raise TypeError("pass either options or keyword options, not both")
+    if probe is None:
+        probe = options is None and not (LEVEL_KEYS & kwargs.keys())
     opts = options if options is not None else EncoderOptions.build(**kwargs)
+    target = DEFAULT_SNR_DB if target_snr_db is None else float(target_snr_db)
+    if probe and (opts.lossless or opts.error_feedback or opts.prune or parse_quantizer(opts.quantizer).kind != "ecsq"):
+        raise OptionError("the probe sets steps for the default ecsq quantizer of an unpruned model; it does not "
+                          "combine with lossless, error feedback, pruning or another quantizer")
+    if not math.isfinite(target) or not 0 < target <= 120:
+        raise OptionError(f"the probe's target output SNR must be in (0, 120] dB, got {target_snr_db!r}")
     proto, base_dir = read_model(model)
     if isinstance(model, ModelProto):
         proto = ModelProto()
         proto.CopyFrom(model)
-    slots = tensor_slots(proto)
-    had_external = any(is_external(s.tensor) for s in slots)
+    had_external = any(is_external(s.tensor) for s in tensor_slots(proto))
     if opts.prune:
         if had_external:
             proto = with_inline_data(proto, base_dir)
@@ -140,9 +163,72 @@ def encode(model: str | os.PathLike | bytes | ModelProto, options: EncoderOption
             raise OptionError("error_feedback needs calibration inputs: give --calibration (or calibration=)")
         feedback = layer_hessians(with_inline_data(proto, base_dir), calibration)
     feedback = feedback or {}
+    prober, probed, requested = None, None, opts
+    if probe:
+        opts, prober, probed = _plan(proto, base_dir, had_external, opts, target, progress)
+    history: list[tuple[float, float]] = probed.levels if probed is not None else []
+    best = None
+    while True:
+        work = proto
+        if prober is not None:
+            work = ModelProto()
+            work.CopyFrom(proto)
+        units, typed_fields, rebuilt = _code_tensors(work, base_dir, opts, feedback, progress, prober is not None)
+        if prober is None:
+            break
+        try:
+            snr = snr_of(prober.distortion(rebuilt))
+        except Exception as exc:  # onnxruntime refuses the coded weights: code with the data-free rule
+            opts, prober, probed = _fallback(requested, target, f"onnxruntime failed checking the coded model: {exc}")
+            continue
+        history.append((opts.qp, snr))
+        met = snr >= target - CHECK_TOLERANCE_DB
+        coded = (True, -sum(len(u.body) for u in units)) if met else (False, snr)
+        if best is None or coded > best[0]:  # met beats missed; then smaller if met, else closer
+            best = (coded, snr, opts, work, units, typed_fields)
+        level = next_level(history, target)
+        if level is None or len(history) > MAX_PROBE_RETRIES or any(q == level for q, _ in history):
+            _, probed.expected_snr_db, opts, work, units, typed_fields = best
+            break
+        opts = dataclasses.replace(opts, qp=level)
+        probed.retries += 1
+    if probed is not None and on_probe is not None:
+        on_probe(probed)
+    meta = {
+        "producer": f"nnr {__version__}",
+        "options": opts.to_json(),
+        "external_data": had_external,
+        "slots": len(tensor_slots(proto)),
+        "typed_fields": typed_fields,
+    }
+    return write_container(meta, work.SerializeToString(), units)
+
+
+def _plan(proto: ModelProto, base_dir, had_external: bool, opts: EncoderOptions, target: float,
+          progress: Progress | None) -> tuple[EncoderOptions, Probe | None, ProbeReport]:
+    """The probe's options; when the model can't be probed, the data-free rule's one step
+    finer than asked (nothing was measured, so the default stays on the safe side)."""
+    try:
+        return plan(with_inline_data(proto, base_dir) if had_external else proto, opts, target, progress)
+    except ProbeUnavailable as exc:
+        return _fallback(opts, target, str(exc))
+
+
+def _fallback(requested: EncoderOptions, target: float, why: str) -> tuple[EncoderOptions, None, ProbeReport]:
+    """The data-free rule one step finer than ``requested`` (the options before the probe)."""
+    safer = dataclasses.replace(requested, qp=max(-80.0, requested.qp + FALLBACK_QP_OFFSET))
+    first = why.strip().splitlines()[0][:200] if why.strip() else "unknown reason"
+    return safer, None, ProbeReport(target, notice=first, fallback_qp=safer.qp)
+
+
+def _code_tensors(proto: ModelProto, base_dir, opts: EncoderOptions, feedback: dict[str, Feedback],
+                  progress: Progress | None, keep: bool) -> tuple[list[TensorUnit], list[int], dict[int, np.ndarray]]:
+    """Code every tensor of ``proto`` (stripping each from the graph): the units, the slots that
+    used typed fields, and (with ``keep``) what the decoder will rebuild of each lossy float slot."""
     slots = tensor_slots(proto)
     units: list[TensorUnit] = []
     typed_fields: list[int] = []
+    rebuilt: dict[int, np.ndarray] = {}
     for i, slot in enumerate(slots):
         t = slot.tensor
         if progress is not None:
@@ -160,8 +246,10 @@ def encode(model: str | os.PathLike | bytes | ModelProto, options: EncoderOption
             parts = storage.view(STORAGE_DTYPES[part]).reshape(tuple(t.dims) + (2,))
             coding, body, snr, _ = code_float(slot.name, parts, FLOAT_FORMAT_OF[part], opts)
         elif is_float:
-            coding, body, snr, _ = code_float(slot.name, storage.reshape(tuple(t.dims)),
-                                              FLOAT_FORMAT_OF[t.data_type], opts, feedback.get(slot.name))
+            coding, body, snr, recon = code_float(slot.name, storage.reshape(tuple(t.dims)),
+                                                  FLOAT_FORMAT_OF[t.data_type], opts, feedback.get(slot.name))
+            if keep and coding != CODING_FLOAT_LOSSLESS:
+                rebuilt[slot.index] = recon
         else:
             coding, body = CODING_RAW, storage.tobytes()
         units.append(TensorUnit(slot.index, slot.name, t.data_type, tuple(int(d) for d in t.dims),
@@ -171,11 +259,4 @@ def encode(model: str | os.PathLike | bytes | ModelProto, options: EncoderOption
         strip_tensor(t)
     if progress is not None:
         progress(len(slots), len(slots), "")
-    meta = {
-        "producer": f"nnr {__version__}",
-        "options": opts.to_json(),
-        "external_data": had_external,
-        "slots": len(slots),
-        "typed_fields": typed_fields,
-    }
-    return write_container(meta, proto.SerializeToString(), units)
+    return units, typed_fields, rebuilt

@@ -18,12 +18,13 @@ from onnx import ModelProto
 from codec.floatcast import snr_db
 
 
-def session(model: ModelProto | bytes | str):
-    """A CPU onnxruntime session for a ModelProto, serialised model or path."""
+def session(model: ModelProto | bytes | str, quiet: bool = False):
+    """A CPU onnxruntime session for a ModelProto, serialised model or path; ``quiet``: not even
+    onnxruntime's own error lines (the caller reports the failure)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4 if quiet else 3
     if isinstance(model, ModelProto):
         model = model.SerializeToString()
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])

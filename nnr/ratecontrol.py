@@ -22,19 +22,17 @@ from typing import Callable
 import numpy as np
 from onnx import ModelProto
 
-from codec.allocation import steps_for
 from codec.floatcast import to_float64
 from codec.quantizer_spec import parse as parse_quantizer
-from formats.onnx_io import FLOAT_TYPES, STORAGE_DTYPES, fill_tensor, is_external, read_model, strip_tensor
-from formats.onnx_io import tensor_bytes, tensor_slots
+from formats.onnx_io import FLOAT_TYPES, fill_tensor, is_external, read_model, strip_tensor, tensor_slots
 
 from . import biascorrect, fidelity
 from .encoder import with_inline_data, code_float, encode
 from .hessians import layer_hessians
 from .errors import InputError, OptionError
 from .options import EncoderOptions
+from .probe import Weight, float_weights
 from .sizes import parse_size  # noqa: F401 - rc.parse_size reads --target-size
-from .tensorcodec import FLOAT_FORMAT_OF
 
 Progress = Callable[[int, int, str], None]
 QP_RANGE = (-60.0, 8.0)       # searched global qp; below it the answer is --lossless
@@ -185,38 +183,7 @@ class Evaluator:
         return m
 
 
-@dataclass
-class _Weight:
-    name: str
-    slot: int
-    numel: int
-    fmt: str
-    storage: np.ndarray
-    unit_step: float     # geometric-mean step of the data-free rule at qp 0
-
-
-def _float_weights(model: ModelProto, base_dir: Path | None, opts: EncoderOptions) -> list[_Weight]:
-    """The tensors the encoder quantizes, with their values and data-free step scale."""
-    found = []
-    for slot in tensor_slots(model):
-        t = slot.tensor
-        numel = int(np.prod(t.dims, dtype=np.int64)) if t.dims else 1
-        if t.data_type not in FLOAT_TYPES or (numel < opts.min_elements and not is_external(t)):
-            continue
-        if len(t.dims) <= 1:  # biases and norms: few bits; the data-free rule keeps them fine
-            continue
-        storage = np.frombuffer(tensor_bytes(t, base_dir), dtype=STORAGE_DTYPES[t.data_type])
-        fmt = FLOAT_FORMAT_OF[t.data_type]
-        values = to_float64(storage, fmt).reshape(tuple(t.dims))
-        if not np.all(np.isfinite(values)) or not np.any(values):
-            continue
-        steps = steps_for(values, 0.0, opts.step_rule, opts.vector_qp, opts.size_exponent)
-        found.append(_Weight(slot.name, slot.index, numel, fmt, storage.reshape(tuple(t.dims)),
-                             float(np.exp(np.mean(np.log(steps))))))
-    return found
-
-
-def sensitivities(model: ModelProto, weights: list[_Weight], opts: EncoderOptions, evaluator: Evaluator,
+def sensitivities(model: ModelProto, weights: list[Weight], opts: EncoderOptions, evaluator: Evaluator,
                   progress: Progress | None = None, deadline: float = math.inf,
                   means: dict[str, np.ndarray] | None = None) -> dict[str, float]:
     """Output MSE per unit of squared weight error, tensor by tensor (each quantized alone at
@@ -266,7 +233,7 @@ class RDCurves:
     distortion: np.ndarray   # (tensors, len(GRID))
 
 
-def rd_curves(weights: list[_Weight], sens: dict[str, float], opts: EncoderOptions,
+def rd_curves(weights: list[Weight], sens: dict[str, float], opts: EncoderOptions,
               progress: Progress | None = None) -> RDCurves:
     known = [w for w in weights if w.name in sens]
     rate = np.zeros((len(known), len(GRID)))
@@ -387,7 +354,7 @@ def search(model_src: str | Path | ModelProto, base: EncoderOptions, *, constrai
     knobs: dict[str, tuple[float, float, float, Callable[[float], EncoderOptions]]] = {}
     if evaluator is not None:
         sens_eval = Evaluator(model, cal.take(np.arange(min(len(cal), SENSITIVITY_SAMPLES))))
-        weights = _float_weights(model, base_dir, base)
+        weights = float_weights(model, base_dir, base)
         sens = sensitivities(model, weights, base, sens_eval, progress, start + 0.4 * budget_seconds, means)
         curves = rd_curves(weights, sens, base, progress)
         log(f"sensitivities and R-D curves of {len(sens)} tensors in {time.monotonic() - start:.0f} s")

@@ -342,20 +342,14 @@ def _shrink_reader(node, consts: dict, model: ModelProto, keep: np.ndarray, carr
 
 
 def synthetic_inputs(model: ModelProto, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray] | None:
-    """Seeded normal float inputs of the graph's declared shapes (symbolic dimensions = ``batch``),
-    or None when an input is not a float tensor with a known rank."""
-    from .ratecontrol import model_inputs
+    """Made-up inputs of the graph's declared types and shapes (nnr.synthetic), or None when
+    they cannot be made up."""
+    from .synthetic import SamplingError, synthetic_inputs as made_up
 
-    rng = np.random.default_rng(seed)
-    feed = {}
-    wanted = set(model_inputs(model))
-    for vi in (v for v in model.graph.input if v.name in wanted):
-        tt = vi.type.tensor_type
-        if tt.elem_type != 1 or not tt.HasField("shape"):
-            return None
-        shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else batch for d in tt.shape.dim]
-        feed[vi.name] = rng.standard_normal(shape).astype(np.float32)
-    return feed
+    try:
+        return made_up(model, batch, seed)
+    except SamplingError:
+        return None
 
 
 def inference_ms(model: ModelProto, feed: dict[str, np.ndarray], runs: int = 30) -> float:

@@ -65,7 +65,8 @@ def test_random_access_reader(small_nnr):
     f = nnr.open(small_nnr)
     assert f.keys() == ["fc1.weight", "fc1.bias", "fc2.weight"]
     assert f.get_tensor("fc2.weight").shape == (10, 64)
-    assert f.metadata()["options"]["qp"] == nnr.EncoderOptions().qp
+    replayed = nnr.EncoderOptions.from_json(f.metadata()["options"])
+    assert nnr.encode(mlp(), replayed) == small_nnr  # the stored options reproduce the file
     with pytest.raises(KeyError):
         f.get_tensor("nope")
 

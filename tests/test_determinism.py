@@ -79,6 +79,6 @@ def test_data_free_encoder_uses_no_platform_transcendentals(name, monkeypatch):
     case = cases()[name]
     record = ROOT / "conformance/vectors/v4" / f"{name}.nnr"
     committed = record.read_bytes()
-    assert same_bitstream(nnr.encode(record.with_suffix(".onnx"), **case.options), committed)
+    assert same_bitstream(nnr.encode(record.with_suffix(".onnx"), probe=False, **case.options), committed)
     _forbid_transcendentals(monkeypatch)
-    assert same_bitstream(nnr.encode(record.with_suffix(".onnx"), **case.options), committed)
+    assert same_bitstream(nnr.encode(record.with_suffix(".onnx"), probe=False, **case.options), committed)

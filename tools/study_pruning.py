@@ -157,7 +157,7 @@ def _measure(models: str) -> list[dict]:
 
         reference = infer(original, x)
         base_acc = fidelity.top1_accuracy(reference, y)
-        default_bytes = len(nnr.encode(original))
+        default_bytes = len(nnr.encode(original, probe=False))
         for criterion, family, level, kw, fix_bias in _variants(complex_valued):
             t0 = time.perf_counter()
             opts = EncoderOptions(**kw)

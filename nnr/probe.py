@@ -1,0 +1,369 @@
+"""The data-free probe: precision per tensor from what the model's *output* tolerates,
+measured by running the model on synthetic inputs (nnr.synthetic) — no user data.
+
+Each weight tensor (≥ 2-D) alone is rounded at a coarse probe step and the relative change of
+every float output is measured: ``s_i = Σ_outputs MSE/power ÷ squared weight error``. With
+output distortion ≈ Σ s_i·E_i and E_i ≈ n_i·Δ_i²/12, the fewest bits for a given distortion
+give every tensor the same marginal price, ``Δ_i ∝ 1/√s_i`` (as nnr.ratecontrol does on real
+data). Sensitivities measured on made-up inputs are noisy, so each tensor's step is the
+geometric mean of that optimum and the data-free rule's (OFFSET_WEIGHT), which measured
+better on the corpus than either alone; the common level is set so the predicted output SNR
+meets the target. The coded
+model is then checked on the same synthetic inputs; the level moves until the check passes.
+
+Relative sensitivities transfer from synthetic to real inputs far better than absolute
+fidelity does, so the target carries a margin (DEFAULT_SNR_DB) that the conformance suite
+checks on real inputs. The result is plain encoder options (``qp`` and ``tensor_qp``): the
+file records them, and replaying them codes the same bytes on any machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from onnx import ModelProto, helper
+
+from codec import exactmath
+from codec.floatcast import to_float64
+from formats.onnx_io import fill_tensor, strip_tensor, tensor_slots
+
+from .options import EncoderOptions
+from .synthetic import SamplingError, state_outputs, synthetic_batches
+
+Progress = Callable[[int, int, str], None]
+DEFAULT_SNR_DB = 36.0      # output SNR aimed at on synthetic inputs (≥ 30 dB and ≥ 99 % agreement on real ones, with margin)
+PROBE_QP = 8.0             # probe step: the data-free rule's step at qp + 8 (4× coarser)
+OFFSET_WEIGHT = 0.5        # probe offsets are halved: steps at the geometric mean of the rule's and the probe's
+MAX_OFFSET = 12.0          # a tensor's qp is kept within ±12 (±3 octaves of step) of the common level
+QP_GRID = 0.25             # qp values are rounded to this grid (compact options, replayable)
+CHECK_TOLERANCE_DB = 1.5   # the coded model may fall this far short of the target …
+OVERSHOOT_DB = 2.0         # … or exceed it by this much, before the level is moved and the model coded again
+MAX_RETRIES = 3
+FALLBACK_QP_OFFSET = -4.0  # a model that can't be probed is coded with the data-free rule this much finer
+PROBE_ELEMENTS = 1 << 18   # input elements per sensitivity run (the fidelity check uses the whole batch)
+PROBE_GROUP = 10           # tensors probed through one onnxruntime session
+
+
+class ProbeUnavailable(Exception):
+    """The model cannot be run on synthetic inputs; the message says why (for a one-line notice)."""
+
+
+@dataclass
+class ProbeReport:
+    """What the probe did, for the user: measured tensors, inputs, and the fidelity it expects."""
+
+    target_snr_db: float
+    tensors: int = 0
+    inputs: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    expected_snr_db: float = math.nan     # measured on the synthetic inputs with the coded weights
+    seconds: float = 0.0
+    retries: int = 0
+    levels: list[tuple[float, float]] = field(default_factory=list)   # (qp, SNR) of each coding tried
+    notice: str = ""                       # why the probe fell back to the data-free rule, if it did
+    fallback_qp: float = math.nan          # the data-free rule's qp used then
+
+    def summary(self) -> str:
+        if self.notice:
+            return f"probe skipped ({self.notice}); coded with the data-free step rule at qp {self.fallback_qp:g}"
+        shapes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in self.inputs.items())
+        return (f"probe: {self.tensors} tensors measured on synthetic inputs ({shapes}) in {self.seconds:.1f} s; "
+                f"expected output SNR {self.expected_snr_db:.1f} dB on them (target {self.target_snr_db:g} dB)")
+
+
+@dataclass
+class Weight:
+    """A float tensor the encoder quantizes, with its values and data-free step scale."""
+
+    name: str
+    slot: int
+    numel: int
+    fmt: str
+    storage: np.ndarray
+    unit_step: float     # geometric-mean step of the data-free rule at qp 0
+
+
+def float_weights(model: ModelProto, base_dir: Path | None, opts: EncoderOptions) -> list[Weight]:
+    """The ≥ 2-D float tensors the encoder quantizes (biases and norms are few bits, and the
+    data-free rule keeps them fine), finite and not all zero."""
+    from codec import exactmath
+    from codec.allocation import steps_for
+    from formats.onnx_io import FLOAT_TYPES, STORAGE_DTYPES, is_external, tensor_bytes
+
+    from .tensorcodec import FLOAT_FORMAT_OF
+
+    found = []
+    for slot in tensor_slots(model):
+        t = slot.tensor
+        numel = int(np.prod(t.dims, dtype=np.int64)) if t.dims else 1
+        if t.data_type not in FLOAT_TYPES or len(t.dims) <= 1 or (numel < opts.min_elements and not is_external(t)):
+            continue
+        storage = np.frombuffer(tensor_bytes(t, base_dir), dtype=STORAGE_DTYPES[t.data_type])
+        fmt = FLOAT_FORMAT_OF[t.data_type]
+        values = to_float64(storage, fmt).reshape(tuple(t.dims))
+        if not np.all(np.isfinite(values)) or not np.any(values):
+            continue
+        steps = steps_for(values, 0.0, opts.step_rule, opts.vector_qp, opts.size_exponent)
+        found.append(Weight(slot.name, slot.index, numel, fmt, storage.reshape(tuple(t.dims)),
+                            float(exactmath.exp(float(np.mean(exactmath.log(steps)))))))
+    return found
+
+
+class Probe:
+    """The model on fixed synthetic inputs: measures how much replaced weights move its outputs."""
+
+    def __init__(self, model: ModelProto, feeds: list[dict[str, np.ndarray]]):
+        from . import fidelity
+
+        self._fidelity = fidelity
+        self.feeds = {False: feeds, True: _first_samples(feeds, PROBE_ELEMENTS)}
+        self.base = ModelProto()
+        self.base.CopyFrom(model)
+        _measure_before_squashing(self.base.graph)
+        self.fed = ModelProto()
+        self.fed.CopyFrom(self.base)
+        self.feedable = _feedable(self.fed)  # slot → initializer name, Constant values made initializers
+        self._sessions: dict[frozenset, object] = {}
+        self.session = self._session(frozenset())
+        feeds = _warmed(fidelity.session(model, quiet=True), feeds, state_outputs(model))
+        self.feeds = {False: feeds, True: _first_samples(feeds, PROBE_ELEMENTS)}
+        self.float_outputs = [i for i, o in enumerate(self.session.get_outputs())
+                              if "float" in o.type or o.type == "tensor(undefined)"]
+        self.reference = {small: self._outputs(self.session, {}, small) for small in (False, True)}
+        if not any(float(np.var(r)) > 0 for r in self.reference[True] if np.all(np.isfinite(r))):
+            raise ProbeUnavailable("the model's float outputs are all zero or not finite on synthetic inputs")
+
+    def _session(self, names: frozenset):
+        """A session in which the initializers ``names`` can be fed (the rest stay constant,
+        so onnxruntime still pre-packs them): feeding every weight would slow each run 2×."""
+        if names not in self._sessions:
+            model = self.fed
+            if names:
+                model = ModelProto()
+                model.CopyFrom(self.fed)
+                listed = {i.name for i in model.graph.input}
+                model.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                                         for t in model.graph.initializer if t.name in names and t.name not in listed)
+            self._sessions[names] = self._fidelity.session(model, quiet=True)
+        return self._sessions[names]
+
+    def _outputs(self, session, extra: dict[str, np.ndarray], small: bool) -> list[np.ndarray]:
+        runs = [session.run(None, {**feed, **extra}) for feed in self.feeds[small]]
+        return [np.concatenate([np.asarray(r[i], dtype=np.float64).ravel() for r in runs]) for i in self.float_outputs]
+
+    def distortion(self, replaced: dict[int, np.ndarray], small: bool = False,
+                   group: list[int] | None = None) -> float:
+        """Σ over float outputs of MSE ÷ output variance, with the tensors of the given slots
+        replaced by the given storage arrays; ``small``: on the first few samples only;
+        ``group``: slots whose session to use (one session serves the replacements of a group)."""
+        direct = {}
+        if all(i in self.feedable for i in replaced):
+            direct = {self.feedable[i]: np.ascontiguousarray(a) for i, a in replaced.items()}
+            names = frozenset(self.feedable[i] for i in (group or replaced) if i in self.feedable) | set(direct)
+            session = self._session(frozenset(names))
+        else:  # tensors inside subgraphs or functions cannot be fed: a copy with the values filled in
+            work = ModelProto()
+            work.CopyFrom(self.base)
+            slots = tensor_slots(work)
+            for i, a in replaced.items():
+                strip_tensor(slots[i].tensor)
+                fill_tensor(slots[i].tensor, np.ascontiguousarray(a).tobytes())
+            session = self._fidelity.session(work, quiet=True)
+        outs = self._outputs(session, direct, small)
+        total = 0.0
+        for ref, out in zip(self.reference[small], outs, strict=True):
+            power = float(np.var(ref))
+            if power > 0 and math.isfinite(power):
+                total += float(np.mean((out - ref) ** 2)) / power
+        return total if math.isfinite(total) else math.inf
+
+
+_MAIN_CONSTANT = re.compile(r"^graph/node\[(\d+):Constant:[^\]]*\]/value$")
+
+
+def _feedable(model: ModelProto) -> dict[int, str]:
+    """Turn ``model``'s main-graph Constant values into initializers; returns slot index →
+    initializer name for every tensor that can be fed (slots numbered as in the model before)."""
+    graph = model.graph
+    names = {}
+    constants = {}
+    for slot in tensor_slots(model):
+        if slot.path.startswith("graph/initializer["):
+            names[slot.index] = slot.tensor.name
+        elif (m := _MAIN_CONSTANT.match(slot.path)) and len(graph.node[int(m.group(1))].output) == 1:
+            constants[int(m.group(1))] = slot.index
+    for n in sorted(constants, reverse=True):
+        node = graph.node[n]
+        tensor = next(a.t for a in node.attribute if a.name == "value")
+        moved = graph.initializer.add()
+        moved.CopyFrom(tensor)
+        moved.name = node.output[0]
+        names[constants[n]] = moved.name
+        del graph.node[n]
+    return names
+
+
+SQUASHING = {"Sigmoid", "Softmax", "LogSoftmax", "Tanh"}
+SHAPE_ONLY = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Flatten"}
+
+
+def _measure_before_squashing(graph) -> None:
+    """Replace each graph output computed by a final Sigmoid/Softmax/Tanh (through shape-only
+    ops) by that op's input: saturation hides weight noise in probabilities on made-up inputs
+    (a detector that sees no text, a pitch tracker that hears no voice), logits do not."""
+    producer = {o: n for n in graph.node for o in n.output}
+    outputs = []
+    for out in graph.output:
+        name = out.name
+        node = producer.get(name)
+        while node is not None and node.op_type in SHAPE_ONLY:
+            node = producer.get(node.input[0])
+        if node is not None and node.op_type in SQUASHING:
+            outputs.append(helper.make_empty_tensor_value_info(node.input[0]))
+        else:
+            outputs.append(out)
+    del graph.output[:]
+    seen = set()
+    graph.output.extend(o for o in outputs if not (o.name in seen or seen.add(o.name)))
+
+
+WARM_UP_STEPS = 8   # synthetic chunks run through a recurrent model before its state is probed
+
+
+def _warmed(session, feeds: list[dict[str, np.ndarray]], states: dict[str, str]) -> list[dict[str, np.ndarray]]:
+    """Feeds whose recurrent states are those the model reaches after WARM_UP_STEPS chunks of
+    the feeds' own inputs: a zero state hides the recurrent weights from the probe."""
+    if not states:
+        return feeds
+    names = [o.name for o in session.get_outputs()]
+    warmed = []
+    for k, feed in enumerate(feeds):
+        current = dict(feed)
+        for step in range(WARM_UP_STEPS):
+            source = feeds[(k + step + 1) % len(feeds)]
+            outs = dict(zip(names, session.run(None, {**source, **{i: current[i] for i in states}})))
+            current.update({i: outs[o].astype(feed[i].dtype) for i, o in states.items()})
+        warmed.append(current)
+    return warmed
+
+
+def _first_samples(feeds: list[dict[str, np.ndarray]], elements: int) -> list[dict[str, np.ndarray]]:
+    """The first samples of the feeds, as many as keep the largest input within ``elements``
+    in all (at least one sample)."""
+    chosen, used = [], 0
+    for feed in feeds:
+        batch = min((v.shape[0] for v in feed.values() if v.ndim), default=1)
+        per_sample = max((v.size // max(v.shape[0], 1) for v in feed.values() if v.ndim), default=1)
+        n = min(batch, max(0, (elements - used) // max(per_sample, 1)))
+        if n == 0:
+            break
+        chosen.append({k: (v[:n] if v.ndim and v.shape[0] == batch else v) for k, v in feed.items()})
+        used += n * per_sample
+    if not chosen:
+        batch = min((v.shape[0] for v in feeds[0].values() if v.ndim), default=1)
+        chosen = [{k: (v[:1] if v.ndim and v.shape[0] == batch else v) for k, v in feeds[0].items()}]
+    return chosen
+
+
+def _rounded(w: Weight, step: float) -> np.ndarray:
+    from codec.floatcast import to_storage
+
+    values = to_float64(w.storage, w.fmt)
+    return to_storage(np.round(values / step) * step, w.fmt).reshape(w.storage.shape)
+
+
+def _grid(q: float) -> float:
+    return math.floor(q / QP_GRID + 0.5) * QP_GRID
+
+
+def plan(model: ModelProto, opts: EncoderOptions, target_snr_db: float = DEFAULT_SNR_DB,
+         progress: Progress | None = None) -> tuple[EncoderOptions, Probe, ProbeReport]:
+    """Options whose per-tensor steps follow measured output sensitivity, at the level the
+    target output SNR on synthetic inputs predicts. ``model`` must hold its weights inline.
+    Raises ProbeUnavailable when the model cannot be run on synthetic inputs."""
+    t0 = time.perf_counter()
+    report = ProbeReport(target_snr_db)
+    try:
+        feeds = synthetic_batches(model)
+    except SamplingError as exc:
+        raise ProbeUnavailable(str(exc)) from None
+    report.inputs = {k: (len(feeds),) + tuple(v.shape) if len(feeds) > 1 else tuple(v.shape)
+                     for k, v in feeds[0].items()}
+    try:
+        probe = Probe(model, feeds)
+    except ProbeUnavailable:
+        raise
+    except Exception as exc:  # onnxruntime refuses the model or the made-up inputs
+        raise ProbeUnavailable(f"onnxruntime cannot run the model on synthetic inputs: "
+                               f"{_first_line(exc)}") from None
+    weights = float_weights(model, None, opts)
+    sens: dict[str, float] = {}
+    for i, w in enumerate(weights):
+        group = [v.slot for v in weights[i - i % PROBE_GROUP:i - i % PROBE_GROUP + PROBE_GROUP]]
+        if progress:
+            progress(i, len(weights), f"probe {w.name}")
+        rounded = _rounded(w, w.unit_step * exactmath.exp2((opts.qp + PROBE_QP) / 4.0))
+        error = float(np.sum((to_float64(rounded, w.fmt) - to_float64(w.storage, w.fmt)) ** 2))
+        if error > 0:
+            try:
+                d = probe.distortion({w.slot: rounded}, small=True, group=group)
+            except Exception as exc:  # onnxruntime cannot run the model with this tensor fed or replaced
+                raise ProbeUnavailable(f"onnxruntime failed probing {w.name}: {_first_line(exc)}") from None
+            if d > 0 and math.isfinite(d):
+                sens[w.name] = d / error
+    if progress:
+        progress(len(weights), len(weights), "probe done")
+    report.tensors = len(sens)
+    report.seconds = time.perf_counter() - t0
+    return _allocate(weights, sens, opts, target_snr_db), probe, report
+
+
+def _allocate(weights: list[Weight], sens: dict[str, float], opts: EncoderOptions,
+              target_snr_db: float) -> EncoderOptions:
+    measured = [w for w in weights if w.name in sens]
+    if not measured:
+        return opts
+    total = sum(w.numel for w in measured)
+    c = math.sqrt(12.0 * 10.0 ** (-target_snr_db / 10.0) / total)   # Σ s_i n_i Δ_i²/12 = target distortion
+    qps = {w.name: 4.0 * math.log2(c / math.sqrt(sens[w.name]) / w.unit_step) for w in measured}
+    level = _grid(sum(w.numel * qps[w.name] for w in measured) / total)
+    offsets = {n: _grid(max(-MAX_OFFSET, min(MAX_OFFSET, OFFSET_WEIGHT * (q - level)))) for n, q in qps.items()}
+    level = max(-80.0, min(40.0, level))
+    return dataclasses.replace(opts, qp=level, tensor_qp={n: q for n, q in offsets.items() if q != 0.0})
+
+
+def next_level(history: list[tuple[float, float]], target_snr_db: float) -> float | None:
+    """The qp to code at next, given the (qp, SNR) of the codings so far; None when the last
+    one is close enough or no untried level is left. Until the target is bracketed, steps
+    assume 6 dB per 4 qp; then the next level is interpolated inside the bracket."""
+    qp, snr = history[-1]
+    low = target_snr_db - CHECK_TOLERANCE_DB
+    if low <= snr <= target_snr_db + OVERSHOOT_DB:
+        return None
+    met = [q for q, v in history if v >= low]
+    missed = [(q, v) for q, v in history if v < low]
+    aim = target_snr_db + 0.25 if snr < target_snr_db else target_snr_db + 0.5
+    if met and missed and max(met) < min(q for q, _ in missed):
+        q_met = max(met)                                    # coarsest level that met the target
+        q_miss, v_miss = min(missed)                        # finest level that missed it
+        v_met = next(v for q, v in history if q == q_met)
+        guess = q_met + (q_miss - q_met) * (v_met - aim) / max(v_met - v_miss, 1e-9)
+        nxt = _grid(min(max(guess, q_met + QP_GRID), q_miss - QP_GRID))
+        tried = {q for q, _ in history}
+        return None if nxt in tried or not q_met < nxt < q_miss else nxt
+    return max(-80.0, min(40.0, _grid(qp - (aim - snr) * 4.0 / 6.02)))
+
+
+def snr_of(distortion: float) -> float:
+    return math.inf if distortion <= 0 else -10.0 * math.log10(distortion)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]

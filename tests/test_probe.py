@@ -1,0 +1,172 @@
+"""The data-free probe: synthetic inputs from the signature, per-tensor steps from output
+sensitivity, the fidelity check, and the fallback to the data-free rule."""
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import nnr
+from conformance.toy_models import mlp
+from nnr.cli import encode_main
+from nnr.errors import OptionError
+from nnr.options import EncoderOptions
+from nnr.probe import CHECK_TOLERANCE_DB, DEFAULT_SNR_DB, FALLBACK_QP_OFFSET, Probe
+from nnr.synthetic import SamplingError, synthetic_batches, synthetic_inputs
+
+
+def _value(name, elem, dims):
+    return helper.make_tensor_value_info(name, elem, dims)
+
+
+def text_encoder(vocab: int = 50, width: int = 16, seed: int = 0) -> onnx.ModelProto:
+    """Token ids → embedding table → masked mean → tanh projection: dynamic batch and length."""
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.5, (vocab, width)).astype(np.float32), "embed"),
+             numpy_helper.from_array(rng.laplace(0, 0.2, (width, width)).astype(np.float32), "proj"),
+             numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1")]
+    nodes = [helper.make_node("Gather", ["embed", "ids"], ["e"]),
+             helper.make_node("Cast", ["mask"], ["mf"], to=TensorProto.FLOAT),
+             helper.make_node("Unsqueeze", ["mf", "axis1"], ["m3"]),
+             helper.make_node("Transpose", ["m3"], ["mt"], perm=[0, 2, 1]),
+             helper.make_node("Mul", ["e", "mt"], ["em"]),
+             helper.make_node("ReduceMean", ["em", "axis1"], ["pooled"], keepdims=0),
+             helper.make_node("MatMul", ["pooled", "proj"], ["z"]),
+             helper.make_node("Tanh", ["z"], ["out"])]
+    graph = helper.make_graph(nodes, "text", [_value("ids", TensorProto.INT64, ["batch", "sequence"]),
+                                              _value("mask", TensorProto.INT64, ["batch", "sequence"])],
+                              [_value("out", TensorProto.FLOAT, ["batch", width])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_synthetic_inputs_follow_the_signature():
+    feed = synthetic_inputs(mlp())
+    assert feed["x"].dtype == np.float32 and feed["x"].shape == (8, 32)
+    stds = feed["x"].std(axis=1)
+    assert stds.max() / stds.min() > 5  # the batch spans a decade of amplitude
+    text = synthetic_inputs(text_encoder(vocab=50))
+    assert text["ids"].shape == (8, 64) and text["ids"].dtype == np.int64
+    assert 0 <= text["ids"].min() and text["ids"].max() < 50 and len(np.unique(text["ids"])) > 25
+    assert np.all(text["mask"] == 1)
+    assert synthetic_inputs(mlp(), seed=1)["x"].tolist() != feed["x"].tolist()
+    assert synthetic_inputs(mlp())["x"].tolist() == feed["x"].tolist()
+
+
+def _one_input_model(elem, dims):
+    graph = helper.make_graph([helper.make_node("Identity", ["a"], ["b"])], "g", [_value("a", elem, dims)],
+                              [_value("b", elem, dims)])
+    return helper.make_model(graph)
+
+
+@pytest.mark.parametrize("elem, dims, message", [
+    (TensorProto.FLOAT, [1, "width"], "no hint"),
+    (TensorProto.STRING, [1], "cannot be sampled"),
+    (TensorProto.INT64, [1, 4], "meaning is unknown"),
+])
+def test_inputs_that_cannot_be_made_up_are_refused(elem, dims, message):
+    with pytest.raises(SamplingError, match=message):
+        synthetic_inputs(_one_input_model(elem, dims))
+
+
+def test_state_inputs_start_at_zero_and_fixed_batches_are_drawn_repeatedly():
+    graph = helper.make_graph([helper.make_node("Add", ["x", "h"], ["h_out"])], "rnn",
+                              [_value("x", TensorProto.FLOAT, [1, 4]), _value("h", TensorProto.FLOAT, [1, 4])],
+                              [_value("h_out", TensorProto.FLOAT, [1, 4])])
+    feeds = synthetic_batches(helper.make_model(graph))
+    assert len(feeds) == 8
+    assert all(np.all(f["h"] == 0) for f in feeds)
+    assert len({f["x"].tobytes() for f in feeds}) == 8
+
+
+def test_image_inputs_of_unknown_size_get_a_plausible_one():
+    assert synthetic_inputs(_one_input_model(TensorProto.FLOAT, ["n", 3, 48, "w"]))["a"].shape[1:] == (3, 48, 224)
+    assert synthetic_inputs(_one_input_model(TensorProto.FLOAT, ["n", 3, "h", 320]))["a"].shape[1:] == (3, 320, 320)
+
+
+def test_default_encode_probes_and_meets_its_target():
+    reports = []
+    data = nnr.encode(mlp(), on_probe=reports.append)
+    [report] = reports
+    assert not report.notice and report.tensors == 2
+    assert report.expected_snr_db >= DEFAULT_SNR_DB - CHECK_TOLERANCE_DB
+    options = nnr.open(data).metadata()["options"]
+    assert options["qp"] != EncoderOptions().qp  # the level came from the probe, not the default qp
+    assert nnr.encode(mlp(), EncoderOptions.from_json(options)) == data  # replaying needs no probe
+
+
+def test_a_higher_target_gives_a_finer_larger_file():
+    low, high = [], []
+    small = nnr.encode(text_encoder(), target_snr_db=24, on_probe=low.append)
+    large = nnr.encode(text_encoder(), target_snr_db=44, on_probe=high.append)
+    assert len(large) > len(small)
+    assert high[0].expected_snr_db > low[0].expected_snr_db + 10
+
+
+def test_measured_snr_matches_an_independent_run():
+    reports = []
+    data = nnr.encode(text_encoder(), on_probe=reports.append)
+    from nnr.fidelity import output_snr_db, session
+
+    feed = synthetic_inputs(text_encoder())
+    ref = session(text_encoder()).run(None, feed)[0]
+    out = session(nnr.decode(data)).run(None, feed)[0]
+    pre = np.arctanh(np.clip(ref, -0.999999, 0.999999)), np.arctanh(np.clip(out, -0.999999, 0.999999))
+    centred = (pre[0] - pre[0].mean(), pre[1] - pre[0].mean())
+    assert output_snr_db(*centred) == pytest.approx(reports[0].expected_snr_db, abs=0.5)
+
+
+def test_outputs_are_measured_before_a_final_squashing_op():
+    model = text_encoder()
+    probe = Probe(model, synthetic_batches(model))
+    assert [o.name for o in probe.session.get_outputs()] == ["z"]
+
+
+@pytest.mark.parametrize("model", [_one_input_model(TensorProto.FLOAT, [1, "width"]),
+                                   _one_input_model(TensorProto.STRING, [1])])
+def test_unsampleable_models_fall_back_to_the_data_free_rule(model):
+    reports = []
+    data = nnr.encode(model, on_probe=reports.append)
+    assert reports[0].notice and "data-free" in reports[0].summary()
+    assert data == nnr.encode(model, qp=EncoderOptions().qp + FALLBACK_QP_OFFSET)
+
+
+def test_the_probe_stays_off_when_a_level_or_method_is_given():
+    for kw in ({"qp": -20}, {"lossless": True}, {"quantizer": "midtread"}):
+        reports = []
+        nnr.encode(mlp(), on_probe=reports.append, **kw)
+        assert reports == []
+    assert nnr.encode(mlp(), qp=-32.0) == nnr.encode(mlp(), probe=False)
+
+
+def test_probe_refuses_what_it_cannot_steer():
+    with pytest.raises(OptionError, match="probe"):
+        nnr.encode(mlp(), probe=True, lossless=True)
+    with pytest.raises(OptionError, match="SNR"):
+        nnr.encode(mlp(), target_snr_db=float("nan"))
+
+
+def test_cli_prints_the_expected_fidelity_and_data_free_skips_it(tmp_path, capsys):
+    src = tmp_path / "m.onnx"
+    onnx.save(text_encoder(), src)
+    assert encode_main([str(src), "-o", str(tmp_path / "a.nnr")]) == 0
+    err = capsys.readouterr().err
+    assert "expected output SNR" in err and "synthetic inputs" in err
+    assert encode_main([str(src), "-o", str(tmp_path / "b.nnr"), "--data-free", "-q"]) == 0
+    assert (tmp_path / "b.nnr").read_bytes() == nnr.encode(src, probe=False)
+    assert encode_main([str(src), "-o", str(tmp_path / "c.nnr"), "--synthetic-snr", "44", "-q"]) == 0
+    assert (tmp_path / "c.nnr").stat().st_size > (tmp_path / "a.nnr").stat().st_size
+    with pytest.raises(SystemExit) as exited:
+        encode_main([str(src), "-o", str(tmp_path / "d.nnr"), "--qp", "-20", "--synthetic-snr", "40"])
+    assert exited.value.code == 2
+    assert "does not combine" in capsys.readouterr().err
+
+
+def test_an_onnxruntime_failure_while_probing_falls_back_too(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("kernel refused\nsecond line")
+
+    monkeypatch.setattr(Probe, "distortion", broken)
+    reports = []
+    data = nnr.encode(mlp(), on_probe=reports.append)
+    assert "kernel refused" in reports[0].notice and "\n" not in reports[0].summary()
+    assert data == nnr.encode(mlp(), qp=EncoderOptions().qp + FALLBACK_QP_OFFSET)
