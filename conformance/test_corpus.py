@@ -43,3 +43,27 @@ def test_fast_tier(corpus, entry, point):
     assert result.passed, "; ".join(result.violations)
     if MANIFEST.points[point].get("lossless"):
         assert result.metrics["snr_db"] == float("inf")
+
+
+def test_corpus_covers_the_families_people_ship():
+    tasks = {e.task for e in MANIFEST.models.values()}
+    assert {"sentence_embedding", "vad_gru", "pitch"} <= tasks  # transformer, recurrent, 1-D audio CNN
+
+
+def test_a_probe_estimate_above_the_real_fidelity_is_a_violation(corpus, monkeypatch):
+    import nnr
+    from nnr.probe import ProbeReport
+    from conformance import suite
+
+    real_encode = nnr.encode
+
+    def boasting(source, on_probe=None, **options):
+        data = real_encode(source, **options)
+        if on_probe is not None:
+            on_probe(ProbeReport(36.0, tensors=1, expected_snr_db=200.0))
+        return data
+
+    monkeypatch.setattr(suite.nnr, "encode", boasting)
+    result = check(corpus, MANIFEST.models["mnist_cnn"], "transparent")
+    assert any("below the probe's estimate 200.0 dB" in v for v in result.violations)
+    assert result.metrics["expected_snr_db"] == 200.0
