@@ -139,7 +139,8 @@ def check(corpus: Corpus, entry: Entry, point: str, options: dict | None = None,
         metrics["expected_snr_db"] = probes[0].expected_snr_db
         if metrics["snr_db"] < probes[0].expected_snr_db - ESTIMATE_MARGIN_DB:
             violations.append(f"output SNR {metrics['snr_db']:.1f} dB on real inputs is more than "
-                              f"{ESTIMATE_MARGIN_DB:g} dB below the probe's estimate {probes[0].expected_snr_db:.1f} dB")
+                              f"{ESTIMATE_MARGIN_DB:g} dB below the probe's estimate "
+                              f"{probes[0].expected_snr_db:.1f} dB")
     ratio = len(data) / size
     if limits is not None:
         violations += limit_violations(limits, ratio, metrics)

@@ -28,8 +28,8 @@ from .hessians import layer_hessians
 from .pruning import PruneReport, prune_model
 from .removal import remove_channels
 from .options import EncoderOptions
-from .probe import CHECK_TOLERANCE_DB, DEFAULT_SNR_DB, FALLBACK_QP_OFFSET, MAX_RETRIES as MAX_PROBE_RETRIES, Probe, ProbeReport, ProbeUnavailable
-from .probe import next_level, plan, snr_of
+from .probe import CHECK_TOLERANCE_DB, DEFAULT_SNR_DB, FALLBACK_QP_OFFSET, MAX_RETRIES as MAX_PROBE_RETRIES
+from .probe import Probe, ProbeReport, ProbeUnavailable, next_level, plan, snr_of
 from .tensorcodec import FLOAT_FORMAT_OF
 
 Progress = Callable[[int, int, str], None]

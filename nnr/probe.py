@@ -37,7 +37,7 @@ from .options import EncoderOptions
 from .synthetic import SamplingError, state_outputs, synthetic_batches
 
 Progress = Callable[[int, int, str], None]
-DEFAULT_SNR_DB = 36.0      # output SNR aimed at on synthetic inputs (≥ 30 dB and ≥ 99 % agreement on real ones, with margin)
+DEFAULT_SNR_DB = 36.0      # aimed at on synthetic inputs: ≥ 30 dB and ≥ 99 % agreement on real ones, with margin
 PROBE_QP = 8.0             # probe step: the data-free rule's step at qp + 8 (4× coarser)
 OFFSET_WEIGHT = 0.5        # probe offsets are halved: steps at the geometric mean of the rule's and the probe's
 MAX_OFFSET = 12.0          # a tensor's qp is kept within ±12 (±3 octaves of step) of the common level
