@@ -106,8 +106,8 @@ def synthetic_inputs(model: ModelProto, batch: int = BATCH, seed: int = 0) -> di
     for vi in inputs:
         et = vi.type.tensor_type.elem_type
         if et not in _FLOATS and et not in _INTEGERS and et != TensorProto.BOOL:
-            raise SamplingError(f"input {vi.name!r} is of type {TensorProto.DataType.Name(et).lower()}, "
-                                "which cannot be sampled")
+            kind = TensorProto.DataType.Name(et).lower() if et in TensorProto.DataType.values() else f"#{et}"
+            raise SamplingError(f"input {vi.name!r} is of type {kind}, which cannot be sampled")
         dtype = helper.tensor_dtype_to_np_dtype(et) if et != TensorProto.BFLOAT16 else np.float32
         dims = _dims(vi, batch, SAMPLES if et in _FLOATS else TOKENS)
         declared = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in vi.type.tensor_type.shape.dim)
