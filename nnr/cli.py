@@ -220,7 +220,7 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
         p.error("--budget-seconds must be positive")
 
     def run() -> int:
-        from .encoder import encode
+        from .encoder import encode, probe_applies
         from .options import EncoderOptions
         from formats.fileio import write_bytes_atomic
 
@@ -260,13 +260,10 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
             p.error("--error-feedback (or replayed options with error_feedback) needs --calibration inputs")
         if ranks_on_data and not args.calibration:
             p.error("--prune filters:activation ranks channels by their output on real data: give --calibration")
-        probing = not (args.data_free or searching or args.options or args.qp is not None or opts.lossless
-                       or opts.quantizer != "ecsq" or opts.error_feedback or opts.prune)
+        probing = not (args.data_free or searching or args.options or args.qp is not None) and probe_applies(opts)
         if args.synthetic_snr is not None and not probing:
             p.error("--synthetic-snr sets the probe's target; it does not combine with --data-free, --qp, "
                     "--lossless, --options, --quantizer, --error-feedback, --prune or a rate-control goal")
-        if args.synthetic_snr is not None and not (math.isfinite(args.synthetic_snr) and 0 < args.synthetic_snr <= 120):
-            p.error(f"--synthetic-snr must be in (0, 120] dB, got {args.synthetic_snr}")
         _refuse_overwrite(args.output, args.input, *filter(None, (args.options, args.calibration)))
         t0 = time.perf_counter()
         if searching:
@@ -275,11 +272,11 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
             calibration = None
             if opts.error_feedback or ranks_on_data:
                 calibration = _fit_inputs(args)
-            quiet = (lambda r: None) if args.quiet else (lambda r: print(_printable(r.summary(), True),
-                                                                            file=sys.stderr))
+            report = (lambda r: None) if args.quiet else (lambda r: print(_printable(r.summary(), True),
+                                                                             file=sys.stderr))
             data = encode(args.input, opts, progress=None if args.quiet else _progress(),
-                          calibration=calibration, on_pruned=quiet, probe=probing,
-                          target_snr_db=args.synthetic_snr, on_probe=quiet)
+                          calibration=calibration, on_pruned=report, probe=probing,
+                          target_snr_db=args.synthetic_snr, on_probe=report)
         write_bytes_atomic(args.output, data)
         if opts.prune_remove and not args.quiet:
             _report_speedup(args, data)

@@ -117,6 +117,12 @@ LEVEL_KEYS = frozenset({"qp", "lossless", "tensor_qp", "quantizer", "error_feedb
 probe stays off unless asked for (``probe=True``)."""
 
 
+def probe_applies(opts: EncoderOptions) -> bool:
+    """Whether the probe can set the steps of ``opts``: the ecsq quantizer, lossy, no error
+    feedback and no pruning (whose losses it would not see)."""
+    return not (opts.lossless or opts.error_feedback or opts.prune or parse_quantizer(opts.quantizer).kind != "ecsq")
+
+
 def encode(model: str | os.PathLike | bytes | ModelProto, options: EncoderOptions | None = None,
            progress: Progress | None = None, *, calibration: dict[str, np.ndarray] | None = None,
            feedback: dict[str, Feedback] | None = None,
@@ -142,7 +148,7 @@ def encode(model: str | os.PathLike | bytes | ModelProto, options: EncoderOption
         probe = options is None and not (LEVEL_KEYS & kwargs.keys())
     opts = options if options is not None else EncoderOptions.build(**kwargs)
     target = DEFAULT_SNR_DB if target_snr_db is None else float(target_snr_db)
-    if probe and (opts.lossless or opts.error_feedback or opts.prune or parse_quantizer(opts.quantizer).kind != "ecsq"):
+    if probe and not probe_applies(opts):
         raise OptionError("the probe sets steps for the default ecsq quantizer of an unpruned model; it does not "
                           "combine with lossless, error feedback, pruning or another quantizer")
     if not math.isfinite(target) or not 0 < target <= 120:
@@ -191,7 +197,6 @@ def encode(model: str | os.PathLike | bytes | ModelProto, options: EncoderOption
             _, probed.expected_snr_db, opts, work, units, typed_fields = best
             break
         opts = dataclasses.replace(opts, qp=level)
-        probed.retries += 1
     if probed is not None and on_probe is not None:
         on_probe(probed)
     meta = {

@@ -63,10 +63,14 @@ class ProbeReport:
     inputs: dict[str, tuple[int, ...]] = field(default_factory=dict)
     expected_snr_db: float = math.nan     # measured on the synthetic inputs with the coded weights
     seconds: float = 0.0
-    retries: int = 0
     levels: list[tuple[float, float]] = field(default_factory=list)   # (qp, SNR) of each coding tried
     notice: str = ""                       # why the probe fell back to the data-free rule, if it did
     fallback_qp: float = math.nan          # the data-free rule's qp used then
+
+    @property
+    def retries(self) -> int:
+        """Codings after the first (each moved the level)."""
+        return max(0, len(self.levels) - 1)
 
     def summary(self) -> str:
         if self.notice:
@@ -130,7 +134,9 @@ class Probe:
         self.feedable = _feedable(self.fed)  # slot → initializer name, Constant values made initializers
         self._sessions: dict[frozenset, object] = {}
         self.session = self._session(frozenset())
-        feeds = _warmed(fidelity.session(model, quiet=True), feeds, state_outputs(model))
+        states = state_outputs(model)
+        if states:
+            feeds = _warmed(fidelity.session(model, quiet=True), feeds, states)
         self.feeds = {False: feeds, True: _first_samples(feeds, PROBE_ELEMENTS)}
         self.float_outputs = [i for i, o in enumerate(self.session.get_outputs())
                               if "float" in o.type or o.type == "tensor(undefined)"]
@@ -238,8 +244,6 @@ WARM_UP_STEPS = 8   # synthetic chunks run through a recurrent model before its 
 def _warmed(session, feeds: list[dict[str, np.ndarray]], states: dict[str, str]) -> list[dict[str, np.ndarray]]:
     """Feeds whose recurrent states are those the model reaches after WARM_UP_STEPS chunks of
     the feeds' own inputs: a zero state hides the recurrent weights from the probe."""
-    if not states:
-        return feeds
     names = [o.name for o in session.get_outputs()]
     warmed = []
     for k, feed in enumerate(feeds):
