@@ -42,7 +42,7 @@ def size_factor(n: int, exponent: float) -> float:
     return max(exactmath.power(max(n, 1) / REFERENCE_SIZE, float(exponent)), MIN_SIZE_FACTOR)
 
 
-def steps_for(x: np.ndarray, qp: float, rule: str, vector_qp: float = -8.0,
+def steps_for(x: np.ndarray, qp: float, rule: str, vector_qp: float = -20.0,
               size_exponent: float = 0.0) -> np.ndarray:
     """Step (shape (1,)) or per-channel steps (shape (C,)) for tensor ``x``."""
     if rule not in RULES:

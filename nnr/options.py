@@ -23,7 +23,8 @@ class EncoderOptions:
     lossless: keep every float bit (byte-plane entropy coding) instead of quantizing.
     step_rule: how steps adapt: ``scale`` (per tensor, the default), ``channel`` (per
         output channel) or ``uniform`` (one absolute step for all tensors, qp as in NNC).
-    vector_qp: qp offset for 1-D tensors (biases, normalisation): finer, they are sensitive.
+    vector_qp: qp offset for 1-D tensors (biases, normalisation): each element drives a whole
+        channel and they are few, so they stay five step-halvings finer than the weights.
     rdo_lambda: Lagrangian of the rate–distortion decisions, in step² per bit; 0 is plain
         deadzone rounding, larger trades more distortion for fewer bits.
     min_elements: float tensors smaller than this stay in the graph untouched (lossless).
@@ -53,7 +54,7 @@ class EncoderOptions:
     qp: float = -32.0
     lossless: bool = False
     step_rule: str = "scale"
-    vector_qp: float = -4.0
+    vector_qp: float = -20.0
     size_exponent: float = 0.5
     rdo_lambda: float = 0.1
     min_elements: int = 16

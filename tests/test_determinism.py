@@ -11,7 +11,7 @@ import pytest
 
 import nnr
 from codec import exactmath
-from conformance.vectors import cases, same_bitstream
+from conformance.vectors import cases, replay, same_bitstream
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,11 +74,11 @@ def _forbid_transcendentals(monkeypatch) -> None:
 
 @pytest.mark.parametrize("name", sorted(cases()))
 def test_data_free_encoder_uses_no_platform_transcendentals(name, monkeypatch):
-    """Every reference case encodes to the committed bitstream with numpy's and libm's
-    transcendentals disabled (after one ordinary encode, so numba has compiled its kernels)."""
-    case = cases()[name]
+    """Every reference case, replayed with the options its file carries, encodes to the committed
+    bitstream with numpy's and libm's transcendentals disabled (after one ordinary encode, so
+    numba has compiled its kernels)."""
     record = ROOT / "conformance/vectors/v4" / f"{name}.nnr"
     committed = record.read_bytes()
-    assert same_bitstream(nnr.encode(record.with_suffix(".onnx"), probe=False, **case.options), committed)
+    assert same_bitstream(replay(record), committed)
     _forbid_transcendentals(monkeypatch)
-    assert same_bitstream(nnr.encode(record.with_suffix(".onnx"), probe=False, **case.options), committed)
+    assert same_bitstream(replay(record), committed)

@@ -243,16 +243,18 @@ def stripped_bytes(model: ModelProto, slots: list[int]) -> int:
 
 # --- the two codecs ------------------------------------------------------------------------
 
-def nnr_point(source: Path | ModelProto, qp: float | None, task: Any, ref: Any, target: float | None = None) -> Point:
+def nnr_point(source: Path | ModelProto, qp: float | None, task: Any, ref: Any, target: float | None = None,
+              options: dict | None = None) -> Point:
     """Encode with nnr's public API (its defaults; only qp, or only the probe's target SNR,
-    given), decode, measure."""
+    given, plus any ``options`` of a variant being measured), decode, measure."""
     import nnr
 
+    options = options or {}
     t0 = time.perf_counter()
     if qp is not None:
-        data = nnr.encode(source, qp=qp)
+        data = nnr.encode(source, qp=qp, **options)
     else:
-        data = nnr.encode(source) if target is None else nnr.encode(source, target_snr_db=target)
+        data = nnr.encode(source, **options) if target is None else nnr.encode(source, target_snr_db=target, **options)
     decoded = nnr.decode(data)
     seconds = time.perf_counter() - t0
     return Point(qp, len(data), _floats(task.measure(ref, task.infer(decoded))), seconds, target=target)
@@ -389,7 +391,7 @@ class NncodecCache:
 # --- one model -----------------------------------------------------------------------------
 
 def measure_model(name: str, manifest: Any, cache: NncodecCache, nnr_qps: list[float], nnc_qps: list[float],
-                  refresh: bool, targets: list[float] = ()) -> ModelResult:
+                  refresh: bool, targets: list[float] = (), options: dict | None = None) -> ModelResult:
     """Sweep both codecs on one corpus model."""
     from conformance.corpus import load_model
     from conformance.tasks import TASKS
@@ -405,11 +407,11 @@ def measure_model(name: str, manifest: Any, cache: NncodecCache, nnr_qps: list[f
     slots = nncodec_slots(model)
     weights = _elements(model, slots)
     result = ModelResult(name, entry.task, metric, model_sha256(model, path), weights,
-                         _nnr_default(path or model, task, ref, metric, log), [])
-    result.nnr = sweep(lambda q: _logged(log, "nnr", metric, nnr_point(path or model, q, task, ref)),
+                         _nnr_default(path or model, task, ref, metric, log, options), [])
+    result.nnr = sweep(lambda q: _logged(log, "nnr", metric, nnr_point(path or model, q, task, ref, options=options)),
                        nnr_qps, metric, QP_LIMITS["nnr"], log)
     for target in targets:
-        point = nnr_point(path or model, None, task, ref, target)
+        point = nnr_point(path or model, None, task, ref, target, options)
         log(f"nnr probe {target:g} dB: {point.bytes:,} B, {_fidelity(metric, point)}, {point.seconds:.1f} s")
         result.nnr_probe.append(point)
     if is_complex(model):
@@ -423,8 +425,9 @@ def measure_model(name: str, manifest: Any, cache: NncodecCache, nnr_qps: list[f
     return result
 
 
-def _nnr_default(source: Path | ModelProto, task: Any, ref: Any, metric: str, log: Callable[[str], None]) -> Point:
-    point = nnr_point(source, None, task, ref)
+def _nnr_default(source: Path | ModelProto, task: Any, ref: Any, metric: str, log: Callable[[str], None],
+                 options: dict | None = None) -> Point:
+    point = nnr_point(source, None, task, ref, options=options)
     log(f"nnr default: {point.bytes:,} B, {_fidelity(metric, point)}")
     return point
 
@@ -595,6 +598,29 @@ def select_models(text: str | None, manifest: Any) -> list[str]:
     return names
 
 
+def parse_options(items: list[str]) -> dict:
+    """``KEY=VALUE`` pairs as encoder options, checked by nnr's own option validation."""
+    from nnr.errors import OptionError
+    from nnr.options import EncoderOptions
+
+    options = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"compare_nncodec: --nnr-option {item!r} is not KEY=VALUE")
+        try:
+            options[key] = json.loads(text)
+        except ValueError:
+            options[key] = text
+    if {"qp", "lossless"} & options.keys():
+        raise SystemExit("compare_nncodec: --nnr-option cannot set qp or lossless: the sweep sets the level")
+    try:
+        EncoderOptions.build(**options)
+    except OptionError as exc:
+        raise SystemExit(f"compare_nncodec: --nnr-option: {exc}") from None
+    return options
+
+
 def main(argv: list[str] | None = None) -> int:
     from conformance.corpus import load_manifest
 
@@ -605,9 +631,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nnc-qps", default="-48:-18:2", help="NNCodec's qps: FIRST:LAST:STEP or a comma list "
                     "(integers; default -48:-18:2, extended when a threshold is missed)")
     ap.add_argument("--nnr-qps", default="-44:-12:2", help="nnr's qps, likewise (default -44:-12:2)")
-    ap.add_argument("--nnr-targets", default="6:46:4",
+    ap.add_argument("--nnr-targets", default="2:46:4",
                     help="output SNRs (dB) the probe aims at on synthetic inputs, swept like the qps "
-                         "(default 6:46:4; empty for none)")
+                         "(default 2:46:4; empty for none)")
+    ap.add_argument("--nnr-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="an encoder option (nnr/options.py; VALUE as JSON, else a string) added to every nnr "
+                         "point, to measure a variant against the defaults; repeatable")
     ap.add_argument("--nncodec-points", type=Path, default=ROOT / "docs" / "nncodec_corpus.json",
                     help="cache of NNCodec's points, read and updated (default docs/nncodec_corpus.json)")
     ap.add_argument("--refresh-nncodec", action="store_true",
@@ -623,7 +652,9 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "tools/compare_nncodec.py", *argv])
     t0 = time.perf_counter()
     targets = parse_qps(args.nnr_targets) if args.nnr_targets.strip() else []
-    results = [measure_model(n, manifest, cache, nnr_qps, nnc_qps, args.refresh_nncodec, targets) for n in names]
+    options = parse_options(args.nnr_option)
+    results = [measure_model(n, manifest, cache, nnr_qps, nnc_qps, args.refresh_nncodec, targets, options)
+               for n in names]
     print(f"done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(to_json(command, results), indent=1) + "\n")
