@@ -1,4 +1,5 @@
-"""tools/compare_nncodec.py's argument parsing: qp lists and the variant options it measures."""
+"""The measuring tools' argument handling: compare_nncodec.py's qp lists and variant options,
+probe_allocation.py's weighted offsets."""
 
 import pytest
 
@@ -22,3 +23,14 @@ def test_variant_options_are_parsed_as_json_and_validated():
         parse_options(["vector_qp=-100"])
     with pytest.raises(SystemExit, match="unknown encoder option"):
         parse_options(["colour=blue"])
+
+
+def test_probe_offsets_are_scaled_clipped_and_gridded_as_the_encoder_does():
+    from nnr.probe import MAX_OFFSET
+    from tools.probe_allocation import weighted
+
+    offsets = {"a": 3.0, "b": -40.0, "c": 0.1}
+    assert weighted(offsets, 0.0) == {}
+    half = weighted(offsets, 0.5)
+    assert half == {"a": 1.5, "b": -MAX_OFFSET}  # c rounds to 0 on the 0.25 grid and is dropped
+    assert weighted(offsets, 1.0)["a"] == 3.0
