@@ -4,7 +4,7 @@ import numpy as np
 
 import nnr
 from conformance.toy_models import complex_linear, mlp
-from tools.where_bytes_go import entropy_bytes, neighbour_context, split_file
+from tools.where_bytes_go import entropy_bytes, neighbour_context, split_file, table_bytes
 
 
 def test_every_byte_is_accounted_for():
@@ -28,3 +28,12 @@ def test_entropy_bounds():
     assert abs(entropy_bytes(two) - 100.0) < 1e-9  # 800 symbols × 1 bit
     runs = np.repeat([0, 1, 0, 2], 250)  # long runs: the neighbours' magnitudes predict almost everything
     assert entropy_bytes(runs, neighbour_context(runs)) < 0.05 * entropy_bytes(runs)
+
+
+def test_static_tables_cost_at_least_the_entropy():
+    rng = np.random.default_rng(1)
+    levels = np.round(rng.laplace(scale=2.0, size=5000)).astype(np.int32)
+    assert table_bytes(levels) >= entropy_bytes(levels)
+    ctx = neighbour_context(levels)
+    assert table_bytes(levels, ctx) >= entropy_bytes(levels, ctx)
+    assert table_bytes(levels, ctx) > table_bytes(levels)  # independent levels: contexts only add tables
