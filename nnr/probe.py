@@ -286,9 +286,12 @@ def _grid(q: float) -> float:
 
 
 def plan(model: ModelProto, opts: EncoderOptions, target_snr_db: float = DEFAULT_SNR_DB,
-         progress: Progress | None = None) -> tuple[EncoderOptions, Probe, ProbeReport]:
+         progress: Progress | None = None, offset_weight: float = OFFSET_WEIGHT,
+         max_offset: float = MAX_OFFSET) -> tuple[EncoderOptions, Probe, ProbeReport]:
     """Options whose per-tensor steps follow measured output sensitivity, at the level the
     target output SNR on synthetic inputs predicts. ``model`` must hold its weights inline.
+    Each tensor's qp offset from that level is the 1/√s optimum's times ``offset_weight``,
+    within ±``max_offset`` (tools/probe_allocation.py measures other weights).
     Raises ProbeUnavailable when the model cannot be run on synthetic inputs."""
     t0 = time.perf_counter()
     report = ProbeReport(target_snr_db)
@@ -324,11 +327,11 @@ def plan(model: ModelProto, opts: EncoderOptions, target_snr_db: float = DEFAULT
         progress(len(weights), len(weights), "probe done")
     report.tensors = len(sens)
     report.seconds = time.perf_counter() - t0
-    return _allocate(weights, sens, opts, target_snr_db), probe, report
+    return _allocate(weights, sens, opts, target_snr_db, offset_weight, max_offset), probe, report
 
 
 def _allocate(weights: list[Weight], sens: dict[str, float], opts: EncoderOptions,
-              target_snr_db: float) -> EncoderOptions:
+              target_snr_db: float, offset_weight: float, max_offset: float) -> EncoderOptions:
     measured = [w for w in weights if w.name in sens]
     if not measured:
         return opts
@@ -336,7 +339,7 @@ def _allocate(weights: list[Weight], sens: dict[str, float], opts: EncoderOption
     c = math.sqrt(12.0 * 10.0 ** (-target_snr_db / 10.0) / total)   # Σ s_i n_i Δ_i²/12 = target distortion
     qps = {w.name: 4.0 * math.log2(c / math.sqrt(sens[w.name]) / w.unit_step) for w in measured}
     level = _grid(sum(w.numel * qps[w.name] for w in measured) / total)
-    offsets = {n: _grid(max(-MAX_OFFSET, min(MAX_OFFSET, OFFSET_WEIGHT * (q - level)))) for n, q in qps.items()}
+    offsets = {n: _grid(max(-max_offset, min(max_offset, offset_weight * (q - level)))) for n, q in qps.items()}
     level = max(-80.0, min(40.0, level))
     return dataclasses.replace(opts, qp=level, tensor_qp={n: q for n, q in offsets.items() if q != 0.0})
 

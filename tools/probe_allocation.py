@@ -31,15 +31,10 @@ from tools.compare_nncodec import (QP_LIMITS, THRESHOLDS, Point, best_point, par
 
 def ideal_offsets(model) -> dict[str, float]:
     """The probe's unweighted, unclipped per-tensor qp offsets (tensor name → d)."""
-    import nnr.probe as probe
     from nnr.options import EncoderOptions
+    from nnr.probe import plan
 
-    saved = probe.OFFSET_WEIGHT, probe.MAX_OFFSET
-    probe.OFFSET_WEIGHT, probe.MAX_OFFSET = 1.0, float("inf")
-    try:
-        opts, _, _ = probe.plan(model, EncoderOptions())
-    finally:
-        probe.OFFSET_WEIGHT, probe.MAX_OFFSET = saved
+    opts, _, _ = plan(model, EncoderOptions(), offset_weight=1.0, max_offset=float("inf"))
     return dict(opts.tensor_qp)
 
 
