@@ -1,0 +1,226 @@
+"""codec.rans: the integer rANS rules SPEC.md states, checked against constriction and a
+line-by-line reference of the lane coder."""
+
+import subprocess
+import sys
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from codec import rans
+from codec.rans_encode import choose_lane_len, encode_lanes
+from nnr.errors import CorruptionError
+
+
+def _constriction_words(symbols: np.ndarray, freqs: np.ndarray) -> np.ndarray:
+    import constriction
+    coder = constriction.stream.stack.AnsCoder()
+    model = constriction.stream.model.Categorical(np.asarray(freqs, dtype=np.float64), perfect=False)
+    coder.encode_reverse(np.asarray(symbols, dtype=np.int32), model)
+    return coder.get_compressed()
+
+
+def _random_table(rng: np.random.Generator, n: int, top: int) -> np.ndarray:
+    f = rng.integers(0, top, size=n) * (rng.random(n) < 0.7)
+    f[rng.integers(n)] += 1
+    return f
+
+
+def test_stack_decoder_reads_what_constriction_writes():
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        n = int(rng.integers(2, 600))
+        freqs = _random_table(rng, n, int(rng.choice([10, 5000, 1 << 31])))
+        p = np.diff(rans.stack_cdf(freqs)) / (1 << rans.STACK_PRECISION)
+        symbols = rng.choice(n, size=int(rng.integers(0, 1500)), p=p)
+        words = _constriction_words(symbols, freqs)
+        np.testing.assert_array_equal(rans.stack_decode(words, freqs, symbols.size), symbols)
+
+
+def test_stack_tables_need_the_float64_rule():
+    """The exact rational reading of the v1–v4 table differs from the float64 product on
+    some tables; constriction's streams decode only with the float64 one."""
+    rng = np.random.default_rng(1)
+    for _ in range(2000):
+        n = int(rng.integers(2, 40))
+        freqs = _random_table(rng, n, 1 << 31)
+        total = int(freqs.sum())
+        cum = np.concatenate(([0], np.cumsum(freqs)[:-1]))
+        exact = [int(Fraction(int(c) * ((1 << 24) - n), total)) + i for i, c in enumerate(cum)]
+        if exact != rans.stack_cdf(freqs)[:-1].tolist():
+            break
+    else:
+        pytest.fail("no table where the two readings differ")
+    p = np.diff(rans.stack_cdf(freqs)) / (1 << 24)
+    symbols = rng.choice(n, size=3000, p=p)
+    np.testing.assert_array_equal(rans.stack_decode(_constriction_words(symbols, freqs), freqs, 3000), symbols)
+
+
+def test_stack_decoder_refuses_bad_streams():
+    freqs = np.array([5, 3, 2, 1])
+    words = _constriction_words(np.array([0, 1, 2, 1, 0, 0, 3, 1]), freqs)
+    with pytest.raises(CorruptionError, match="zero word"):
+        rans.stack_decode(np.append(words, np.uint32(0)), freqs, 8)
+    with pytest.raises(CorruptionError, match="left over"):
+        rans.stack_decode(words, freqs, 7)
+    with pytest.raises(CorruptionError, match="left over"):
+        rans.stack_decode(np.concatenate(([np.uint32(7)], words)), freqs, 8)
+    with pytest.raises(CorruptionError, match="symbols"):
+        rans.stack_decode(words, np.array([9]), 8)
+    with pytest.raises(CorruptionError, match="nonzero"):
+        rans.stack_decode(words, np.array([0, 0, 0]), 8)
+
+
+def test_every_old_vector_decodes_without_constriction(monkeypatch):
+    """All v1–v4 reference vectors reach their recorded hashes with codec.rans's stack decoder."""
+    import codec.floatplanes
+    import codec.levelcode
+    from conformance import vectors
+    used = []
+
+    def stack(words, freqs, count):
+        used.append(count)
+        return rans.stack_decode(words, freqs, count)
+
+    monkeypatch.setattr(codec.levelcode, "ans_decode", stack)
+    monkeypatch.setattr(codec.floatplanes, "ans_decode", stack)
+    results = vectors.check_vectors()
+    assert used and results
+    assert [r for r in results if not r.ok] == []
+
+
+def test_lane_tables_are_exact_integers():
+    rng = np.random.default_rng(2)
+    for _ in range(200):
+        n = int(rng.integers(1, 300))
+        precision = int(rng.integers(max(1, (n - 1).bit_length()), 17))
+        freqs = _random_table(rng, n, int(rng.choice([3, 1000, 1 << 31])))
+        cdf = rans.lane_cdf(freqs, precision)
+        assert cdf[0] == 0 and cdf[-1] == 1 << precision
+        assert np.all(np.diff(cdf) >= 1)
+        total = int(freqs.sum())
+        c = 0
+        for i in range(n + 1):
+            assert cdf[i] == (c * ((1 << precision) - n)) // total + i
+            if i < n:
+                c += int(freqs[i])
+
+
+@pytest.mark.parametrize("freqs, precision, match", [
+    (np.array([1, 2, 3]), 1, "does not fit"),
+    (np.array([1, 2]), 17, "precision"),
+    (np.array([1, -2]), 8, "negative"),
+    (np.array([0, 0]), 8, "total"),
+    (np.array([1 << 46, 1 << 46]), 8, "total"),
+])
+def test_lane_tables_refuse_what_no_encoder_writes(freqs, precision, match):
+    with pytest.raises(CorruptionError, match=match):
+        rans.lane_cdf(freqs, precision)
+
+
+def _reference_lane_words(symbols: list[int], cdf: list[int], precision: int, lane_len: int) -> list[int]:
+    """SPEC's lane encoder, one symbol at a time in Python integers."""
+    lanes = [symbols[i:i + lane_len] for i in range(0, len(symbols), lane_len)]
+    state = [rans.LANE_STATE_LOW] * len(lanes)
+    emitted = []
+    for t in reversed(range(lane_len)):
+        for j in reversed(range(len(lanes))):
+            if t >= len(lanes[j]):
+                continue
+            s = lanes[j][t]
+            c, f = cdf[s], cdf[s + 1] - cdf[s]
+            if state[j] >= f << (32 - precision):
+                emitted.append(state[j] & 0xFFFF)
+                state[j] >>= 16
+            state[j] = ((state[j] // f) << precision) + state[j] % f + c
+    head = [h for x in state for h in (x >> 16, x & 0xFFFF)]
+    return head + emitted[::-1]
+
+
+def test_lane_encoder_writes_the_reference_words_and_decodes_back():
+    rng = np.random.default_rng(3)
+    for trial in range(120):
+        n = int(rng.integers(1, 200))
+        precision = int(rng.integers(max(1, (n - 1).bit_length()), 17))
+        cdf = rans.lane_cdf(_random_table(rng, n, 1000), precision)
+        count = int(rng.integers(0, 1200)) if trial else 0
+        lane_len = int(rng.integers(1, 300))
+        symbols = rng.choice(n, size=count, p=np.diff(cdf) / (1 << precision))
+        words = encode_lanes(symbols, cdf, precision, lane_len)
+        assert words.tolist() == _reference_lane_words(symbols.tolist(), cdf.tolist(), precision, lane_len)
+        decoded = rans.decode_lanes(words, rans.LaneTable(cdf, precision), count, lane_len)
+        np.testing.assert_array_equal(decoded, symbols)
+
+
+def test_lane_decoder_refuses_damaged_blocks():
+    rng = np.random.default_rng(4)
+    cdf = rans.lane_cdf(np.array([50, 20, 10, 5, 1]), 12)
+    table = rans.LaneTable(cdf, 12)
+    symbols = rng.choice(5, size=5000, p=np.diff(cdf) / 4096)
+    words = encode_lanes(symbols, cdf, 12, 700)
+    with pytest.raises(CorruptionError, match="runs out|left over|initial state"):
+        rans.decode_lanes(words[:-1], table, 5000, 700)
+    with pytest.raises(CorruptionError, match="left over"):
+        rans.decode_lanes(np.append(words, np.uint16(1)), table, 5000, 700)
+    with pytest.raises(CorruptionError, match="holds only"):
+        rans.decode_lanes(words[:5], table, 5000, 700)
+    with pytest.raises(CorruptionError, match="carries words"):
+        rans.decode_lanes(words, table, 0, 700)
+    refused = 0
+    for i in rng.choice(words.size, size=60, replace=False):
+        bad = words.copy()
+        bad[i] ^= np.uint16(1 << int(rng.integers(16)))
+        try:
+            out = rans.decode_lanes(bad, table, 5000, 700)
+        except CorruptionError:
+            refused += 1
+        else:
+            assert out.shape == symbols.shape
+    assert refused >= 50
+
+
+def test_lane_decoder_allocates_for_the_symbols_not_the_declared_lane_length():
+    cdf = rans.lane_cdf(np.array([3, 1]), 4)
+    words = encode_lanes(np.array([0, 1, 0]), cdf, 4, 3)
+    np.testing.assert_array_equal(rans.decode_lanes(words, rans.LaneTable(cdf, 4), 3, 1 << 40), [0, 1, 0])
+
+
+def test_lane_length_keeps_lanes_near_their_byte_target():
+    assert choose_lane_len(0, 0.0) == 1
+    assert choose_lane_len(100, 800.0) == 100
+    assert choose_lane_len(1_000_000, 8_000_000.0) == 2048
+    assert choose_lane_len(1_000_000, 2_000_000.0) == 8192
+
+
+def test_rans_decoding_imports_neither_numba_nor_constriction():
+    code = ("import sys, numpy as np; from codec import rans; "
+            "cdf = rans.lane_cdf(np.array([1, 1]), 1); rans.LaneTable(cdf, 1); "
+            "rans.stack_cdf(np.array([1, 2])); "
+            "bad = [k for k in sys.modules if k.split('.')[0] in ('numba', 'constriction')]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    from tests.conftest import ROOT
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_blocks_decoded_together_equal_blocks_decoded_alone():
+    rng = np.random.default_rng(5)
+    blocks, expected = [], []
+    for _ in range(40):
+        n = int(rng.integers(1, 90))
+        precision = int(rng.integers(max(1, (n - 1).bit_length()), 17))
+        cdf = rans.lane_cdf(_random_table(rng, n, 500), precision)
+        count = int(rng.choice([0, 1, int(rng.integers(2, 4000))]))
+        lane_len = int(rng.integers(1, 500))
+        symbols = rng.choice(n, size=count, p=np.diff(cdf) / (1 << precision))
+        blocks.append(rans.LaneBlock(encode_lanes(symbols, cdf, precision, lane_len),
+                                     rans.LaneTable(cdf, precision), count, lane_len))
+        expected.append(symbols)
+    for got, want in zip(rans.decode_lane_blocks(blocks), expected):
+        np.testing.assert_array_equal(got, want)
+    damaged = list(blocks)
+    k = next(i for i, b in enumerate(blocks) if b.count > 100)
+    damaged[k] = damaged[k]._replace(words=damaged[k].words[:-1])
+    with pytest.raises(CorruptionError):
+        rans.decode_lane_blocks(damaged)
