@@ -1,9 +1,9 @@
-"""Integer frequency tables and the constriction ANS coder that uses them.
+"""Integer frequency tables, and the writer of the format v1–v4 ANS stream.
 
-Tables are integer arrays carried in (or rebuilt from integers in) the bitstream; they
-reach constriction as exactly representable float64 values with ``perfect=False``
-spelled out, so encoder and decoder build the identical fixed-point model on every
-platform. Compressed data is a little-endian uint32 word array.
+Tables are integer arrays carried in (or rebuilt from integers in) the bitstream; codec.rans
+turns them into fixed-point tables by the rules of formats/SPEC.md. nnr writes format v5
+(codec.rans lanes); :func:`ans_encode` writes the v1–v4 stream with constriction (a test
+dependency) so that the tests can make such streams and check codec.rans's decoder on them.
 """
 
 from __future__ import annotations
@@ -45,26 +45,6 @@ def ans_encode(symbols: np.ndarray, freqs: np.ndarray) -> np.ndarray:
     coder = constriction.stream.stack.AnsCoder()
     coder.encode_reverse(symbols, _model(freqs))
     return coder.get_compressed().astype(np.uint32)
-
-
-def ans_decode(words: np.ndarray, freqs: np.ndarray, count: int) -> np.ndarray:
-    """Inverse of :func:`ans_encode`: ``count`` int32 symbols."""
-    import constriction
-
-    if count == 0:
-        return np.zeros(0, dtype=np.int32)
-    try:
-        coder = constriction.stream.stack.AnsCoder(np.ascontiguousarray(words, dtype=np.uint32))
-        symbols = coder.decode(_model(freqs), count)
-    except (ValueError, RuntimeError, AssertionError) as exc:  # constriction reports bad streams this way
-        raise CorruptionError(f"entropy-coded stream does not decode: {exc}") from exc
-    except BaseException as exc:  # a Rust panic arrives as pyo3's PanicException, a BaseException
-        if type(exc).__name__ != "PanicException":
-            raise
-        raise CorruptionError(f"entropy-coded stream does not decode: {exc}") from exc
-    if not coder.is_empty():
-        raise CorruptionError("entropy-coded stream has data left over after its last symbol")
-    return symbols
 
 
 def geometric_freqs(k: int, f0: int, f1: int, ratio16: int, fesc: int) -> np.ndarray:

@@ -9,7 +9,7 @@ fast; the encoder picks s per tensor.
 
 Layout of a level block (all little-endian):
 
-    varint K                  alphabet half-width (≤ 2**20)
+    varint K                  alphabet half-width (≤ 2**20; ≤ 2**15 with lanes)
     u8     s                  fine bits per non-escaped level (0..16)
     table                     codec.entropy.write_table over n = c_hi − c_lo + 2 symbols;
                               symbol = c − c_lo, escape = n − 1 (geometric tables need s = 0)
@@ -17,9 +17,13 @@ Layout of a level block (all little-endian):
     varint n_fine_bytes, then s bit planes: plane j holds bit j of the fine part of every
                               non-escaped level in order, packed 8 per byte (first level in
                               the least significant bit), ceil(m / 8) bytes per plane
-    varint n_words, then n_words uint32 ANS words
+    ANS stream                format v1–v4: varint n_words, n_words uint32 words (codec.rans
+                              stack coder); v5: u8 P, varint L, varint n_words, n_words uint16
+                              words (codec.rans lanes, table precision P, L lanes)
 
-The element count is not stored here: the caller knows it from the tensor's shape.
+The element count is not stored here: the caller knows it from the tensor's shape. Reading
+a block (:func:`read_levels`) and finishing it from its decoded symbols are separate steps, so
+a decoder can decode the symbols of many blocks at once (:func:`codec.rans.decode_blocks`).
 """
 
 from __future__ import annotations
@@ -30,10 +34,18 @@ from nnr.errors import CorruptionError
 
 from . import exactmath
 from .bytestream import ByteReader, ByteWriter, encode_varints
-from .entropy import ans_decode, ans_encode, best_table, read_table, write_table
+from .entropy import ans_encode, best_table, read_table, write_table
+from .rans import LANE_PRECISION_MAX, LaneBlock, LaneTable, StackBlock, decode_blocks, lane_cdf
 
 MAX_K = 1 << 20
 """Largest alphabet half-width a stream may declare."""
+MAX_LANE_K = (1 << (LANE_PRECISION_MAX - 1)) - 1
+"""With lanes the alphabet (2K + 2 symbols at most) must fit a 16-bit table."""
+LANE_TABLE_BYTES_PER_SLOT = 16
+"""Memory a decoder spends per slot of a lane table (symbol, packed pair, one temporary)."""
+PRECISION_TOLERANCE = 0.001
+"""The encoder takes the coarsest table precision that costs at most this fraction more
+(plus one byte) than 16 bits: a small table is faster to build and to look up."""
 
 MAX_EXPANSION_LOG2 = 20
 """A level block holds at most 2**20 levels per byte (plus 64 bytes of slack): SPEC §4."""
@@ -92,8 +104,9 @@ def choose_fine_bits(level_counts: np.ndarray, n_escapes: int, k: int) -> int:
     return best
 
 
-def encode_levels(levels: np.ndarray, k: int | None = None, fine_bits: int | None = None) -> bytes:
-    """Code an int array of levels; returns the level block."""
+def encode_levels(levels: np.ndarray, k: int | None = None, fine_bits: int | None = None,
+                  lanes: bool = True) -> bytes:
+    """Code an int array of levels; returns the level block (``lanes``: format v5's ANS)."""
     q = np.ascontiguousarray(levels, dtype=np.int64).ravel()
     mags = np.abs(q)
     if k is None:
@@ -124,18 +137,97 @@ def encode_levels(levels: np.ndarray, k: int | None = None, fine_bits: int | Non
     packed = b"".join(np.packbits((fine >> j) & 1, bitorder="little").tobytes() for j in range(s))
     w.varint(len(packed))
     w.raw(packed)
-    words = ans_encode(symbols, read_table(ByteReader(table.getvalue()), n_sym))
+    freqs = read_table(ByteReader(table.getvalue()), n_sym)
+    if lanes:
+        w.raw(encode_lane_stream(symbols, freqs, counts))
+        return w.getvalue()
+    words = ans_encode(symbols, freqs)
     w.varint(int(words.size))
     w.raw(words.astype("<u4").tobytes())
     return w.getvalue()
 
 
-def decode_levels(r: ByteReader, count: int) -> np.ndarray:
-    """Read one level block for ``count`` elements; returns int32 levels."""
+def encode_lane_stream(symbols: np.ndarray, freqs: np.ndarray, counts: np.ndarray) -> bytes:
+    """u8 P, varint L, varint n_words, n_words u16: ``symbols`` under table ``freqs`` in lanes."""
+    from .rans_encode import choose_lanes, choose_precision, encode_lanes
+
+    w = ByteWriter()
+    if symbols.size == 0:  # no symbols: no table is built, no lanes, no words
+        w.u8(LANE_PRECISION_MAX)
+        w.varint(0)
+        w.varint(0)
+        return w.getvalue()
+    precision, bits = choose_precision(freqs, counts, PRECISION_TOLERANCE)
+    n_lanes = choose_lanes(int(symbols.size), bits)
+    words = encode_lanes(symbols, lane_cdf(freqs, precision), precision, n_lanes)
+    w.u8(precision)
+    w.varint(n_lanes)
+    w.varint(int(words.size))
+    w.raw(words.astype("<u2").tobytes())
+    return w.getvalue()
+
+
+def read_lane_stream(r: ByteReader, freqs: np.ndarray, count: int) -> LaneBlock:
+    """The lane stream of ``count`` symbols that follows a table (see encode_lane_stream)."""
+    precision = r.u8()
+    n_lanes = r.varint(count)
+    if (count > 0) != (n_lanes > 0):
+        raise CorruptionError(f"{count} symbols in {n_lanes} lanes")
+    if not 1 <= precision <= LANE_PRECISION_MAX:
+        raise CorruptionError(f"table precision {precision} (1 to {LANE_PRECISION_MAX} bits)")
+    if count:
+        r.charge(LANE_TABLE_BYTES_PER_SLOT << precision, f"a lane table of {1 << precision} slots")
+    table = LaneTable(lane_cdf(freqs, precision), precision) if count else None
+    n_words = r.varint()
+    if n_words * 2 > r.remaining:
+        raise CorruptionError(f"lane stream declares {n_words} words but only {r.remaining} bytes remain")
+    r.charge(2 * count + 8 * n_lanes, f"{n_lanes} lanes of {count} symbols")
+    return LaneBlock(r.array("<u2", n_words), table, count, n_lanes)
+
+
+class LevelJob:
+    """A parsed level block whose symbols are still entropy-coded (``ans``)."""
+
+    def __init__(self, ans: LaneBlock | StackBlock, k: int, s: int, lo: int, n_sym: int,
+                 escapes: np.ndarray, packed: memoryview, n_plain: int) -> None:
+        self.ans, self.k, self.s, self.lo, self.n_sym = ans, k, s, lo, n_sym
+        self.escapes, self.packed, self.n_plain = escapes, packed, n_plain
+
+    def finish(self, symbols: np.ndarray) -> np.ndarray:
+        """Levels (int32) from the block's decoded symbols."""
+        k, s, n_esc = self.k, self.s, self.escapes.size
+        esc_mask = symbols == self.n_sym - 1
+        esc_pos = np.flatnonzero(esc_mask)
+        if esc_pos.size != n_esc:
+            raise CorruptionError(f"level block has {esc_pos.size} escape symbols but {n_esc} escape values")
+        levels = symbols.astype(np.int32)
+        levels += self.lo
+        if s:
+            levels <<= s
+            plane_bytes = (self.n_plain + 7) // 8
+            planes = np.frombuffer(self.packed, dtype=np.uint8).reshape(s, plane_bytes)
+            fine = np.unpackbits(planes[0], count=self.n_plain, bitorder="little").astype(np.int32)
+            for j in range(1, s):
+                fine |= np.unpackbits(planes[j], count=self.n_plain, bitorder="little").astype(np.int32) << j
+            if n_esc:
+                levels[~esc_mask] |= fine
+            else:
+                levels |= fine
+        if n_esc:
+            escapes = self.escapes
+            if np.any(escapes >> np.uint64(1) > np.uint64(MAX_LEVEL - k - 1)):
+                raise CorruptionError("escaped level out of range")
+            mags = ((escapes >> np.uint64(1)).astype(np.int64) + k + 1).astype(np.int32)
+            levels[esc_pos] = np.where(escapes & np.uint64(1), -mags, mags)
+        return levels
+
+
+def read_levels(r: ByteReader, count: int, lanes: bool) -> LevelJob:
+    """Read one level block for ``count`` elements, up to its entropy-coded symbols."""
     if count > (r.remaining + 64) << MAX_EXPANSION_LOG2:
         raise CorruptionError(f"level block of {count} levels cannot come from {r.remaining} bytes")
     r.charge(8 * count, f"{count} levels")
-    k = r.varint(MAX_K)
+    k = r.varint(MAX_LANE_K if lanes else MAX_K)
     s = r.u8()
     if s > MAX_FINE_BITS:
         raise CorruptionError(f"level block declares {s} fine bits (limit {MAX_FINE_BITS})")
@@ -150,30 +242,17 @@ def decode_levels(r: ByteReader, count: int) -> np.ndarray:
     if n_fine != s * plane_bytes:
         raise CorruptionError(f"level block holds {n_fine} fine-bit bytes, expected {s * plane_bytes}")
     packed = r.raw(n_fine)
-    n_words = r.varint()
-    if n_words * 4 > r.remaining:
-        raise CorruptionError(f"level block declares {n_words} words but only {r.remaining} bytes remain")
-    words = r.array("<u4", n_words)
-    symbols = ans_decode(words, freqs, count)
-    esc_mask = symbols == n_sym - 1
-    esc_pos = np.flatnonzero(esc_mask)
-    if esc_pos.size != n_esc:
-        raise CorruptionError(f"level block has {esc_pos.size} escape symbols but {n_esc} escape values")
-    levels = symbols.astype(np.int32, copy=False)
-    levels += lo
-    if s:
-        levels <<= s
-        planes = np.frombuffer(packed, dtype=np.uint8).reshape(s, plane_bytes)
-        fine = np.unpackbits(planes[0], count=n_plain, bitorder="little").astype(np.int32)
-        for j in range(1, s):
-            fine |= np.unpackbits(planes[j], count=n_plain, bitorder="little").astype(np.int32) << j
-        if n_esc:
-            levels[~esc_mask] |= fine
-        else:
-            levels |= fine
-    if n_esc:
-        if np.any(escapes >> np.uint64(1) > np.uint64(MAX_LEVEL - k - 1)):
-            raise CorruptionError("escaped level out of range")
-        mags = ((escapes >> np.uint64(1)).astype(np.int64) + k + 1).astype(np.int32)
-        levels[esc_pos] = np.where(escapes & np.uint64(1), -mags, mags)
-    return levels
+    if lanes:
+        ans: LaneBlock | StackBlock = read_lane_stream(r, freqs, count)
+    else:
+        n_words = r.varint()
+        if n_words * 4 > r.remaining:
+            raise CorruptionError(f"level block declares {n_words} words but only {r.remaining} bytes remain")
+        ans = StackBlock(r.array("<u4", n_words), freqs, count)
+    return LevelJob(ans, k, s, lo, n_sym, escapes, packed, n_plain)
+
+
+def decode_levels(r: ByteReader, count: int, lanes: bool = True) -> np.ndarray:
+    """Read one level block for ``count`` elements; returns int32 levels."""
+    job = read_levels(r, count, lanes)
+    return job.finish(decode_blocks([job.ans])[0])

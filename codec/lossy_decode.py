@@ -23,7 +23,8 @@ import numpy as np
 from nnr.errors import CorruptionError
 
 from .bytestream import Budget, ByteReader
-from .levelcode import decode_levels
+from .levelcode import read_levels
+from .rans import Steps, run
 
 FLAG_PER_CHANNEL = 1
 FLAG_NEGATIVE_THETA = 2   # format version 3: theta is subtracted with the opposite sign
@@ -69,9 +70,17 @@ def dequantize(levels: np.ndarray, theta: int, steps: np.ndarray, shape: tuple[i
 
 
 def decode_lossy(body: bytes | memoryview, shape: tuple[int, ...], out_dtype: np.dtype,
-                 budget: Budget | None = None, negative_theta: bool = True) -> np.ndarray:
+                 budget: Budget | None = None, negative_theta: bool = True, lanes: bool = True) -> np.ndarray:
     """Decode a lossy body into an array of ``shape`` and float ``out_dtype``; flag bit 1
-    (negative θ) is refused unless ``negative_theta`` (format version ≥ 3)."""
+    (negative θ) is refused unless ``negative_theta`` (format version ≥ 3); ``lanes``: the
+    level blocks use format v5's ANS."""
+    return run(lossy_decoder(body, shape, out_dtype, budget, negative_theta, lanes))
+
+
+def lossy_decoder(body: bytes | memoryview, shape: tuple[int, ...], out_dtype: np.dtype,
+                  budget: Budget | None = None, negative_theta: bool = True, lanes: bool = True
+                  ) -> Steps[np.ndarray]:
+    """:func:`decode_lossy` as a decoder generator (codec.rans.run_all)."""
     r = ByteReader(body, "lossy tensor body", budget)
     flags = r.u8()
     known = FLAG_PER_CHANNEL | (FLAG_NEGATIVE_THETA if negative_theta else 0)
@@ -88,18 +97,24 @@ def decode_lossy(body: bytes | memoryview, shape: tuple[int, ...], out_dtype: np
         channels = r.varint()
         if not shape or channels != shape[0] or not 1 <= channels <= count:
             raise CorruptionError(f"per-channel steps for {channels} channels, tensor shape {shape}")
-        shifts = decode_levels(r, channels)
-        mantissas = decode_levels(r, channels)
+        jobs = [read_levels(r, channels, lanes), read_levels(r, channels, lanes)]
+    else:
+        jobs = []
+        mantissas = r.array("u1", 1).astype(np.int64)
+    jobs.append(read_levels(r, count, lanes))
+    r.expect_end()
+    symbols = yield [j.ans for j in jobs]
+    if flags & FLAG_PER_CHANNEL:
+        shifts, mantissas = jobs[0].finish(symbols[0]), jobs[1].finish(symbols[1])
         if np.any((shifts < 0) | (shifts > MAX_SHIFT)):
             raise CorruptionError("per-channel step shift out of range")
     else:
         shifts = np.zeros(1, dtype=np.int64)
-        mantissas = r.array("u1", 1).astype(np.int64)
     if np.any((mantissas < 1) | (mantissas > 255)):
         raise CorruptionError("step mantissa out of range 1..255")
-    levels = decode_levels(r, count)
-    r.expect_end()
-    return dequantize(levels, theta, step_values(mantissas, exponent - shifts), tuple(shape), out_dtype)
+    levels = jobs[-1].finish(symbols[-1])
+    with np.errstate(over="ignore"):  # beyond the output type's range is ±inf, as IEEE 754 says
+        return dequantize(levels, theta, step_values(mantissas, exponent - shifts), tuple(shape), out_dtype)
 
 
 def lossy_step(body: bytes | memoryview) -> float | None:
@@ -121,8 +136,14 @@ def codebook_values(levels: np.ndarray, magnitudes: np.ndarray) -> np.ndarray:
 
 
 def decode_codebook(body: bytes | memoryview, shape: tuple[int, ...], out_dtype: np.dtype,
-                    budget: Budget | None = None) -> np.ndarray:
+                    budget: Budget | None = None, lanes: bool = True) -> np.ndarray:
     """Coding 3: u8 flags (0), varint K, K float64 magnitudes, level block with |q| ≤ K."""
+    return run(codebook_decoder(body, shape, out_dtype, budget, lanes))
+
+
+def codebook_decoder(body: bytes | memoryview, shape: tuple[int, ...], out_dtype: np.dtype,
+                     budget: Budget | None = None, lanes: bool = True) -> Steps[np.ndarray]:
+    """:func:`decode_codebook` as a decoder generator."""
     r = ByteReader(body, "codebook tensor body", budget)
     if r.u8() != 0:
         raise CorruptionError("codebook body has unknown flags")
@@ -133,11 +154,13 @@ def decode_codebook(body: bytes | memoryview, shape: tuple[int, ...], out_dtype:
     if not np.all(np.isfinite(table)) or np.any(table <= 0) or np.any(np.diff(table) < 0):
         raise CorruptionError("codebook magnitudes must be positive, finite and non-decreasing")
     count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    levels = decode_levels(r, count)
+    job = read_levels(r, count, lanes)
     r.expect_end()
+    levels = job.finish((yield [job.ans])[0])
     if levels.size and int(np.abs(levels).max()) > k:
         raise CorruptionError(f"codebook level beyond its {k} entries")
-    return codebook_values(levels, table).astype(out_dtype).reshape(shape)
+    with np.errstate(over="ignore"):
+        return codebook_values(levels, table).astype(out_dtype).reshape(shape)
 
 
 def minifloat_magnitudes(exponent_bits: int, mantissa_bits: int, scale: int, count: int | None = None) -> np.ndarray:
@@ -152,8 +175,14 @@ def minifloat_magnitudes(exponent_bits: int, mantissa_bits: int, scale: int, cou
 
 
 def decode_minifloat(body: bytes | memoryview, shape: tuple[int, ...], out_dtype: np.dtype,
-                     budget: Budget | None = None) -> np.ndarray:
+                     budget: Budget | None = None, lanes: bool = True) -> np.ndarray:
     """Coding 4: u8 E (1..8), u8 M (E + M ≤ 16), i16 scale s, level block of codes."""
+    return run(minifloat_decoder(body, shape, out_dtype, budget, lanes))
+
+
+def minifloat_decoder(body: bytes | memoryview, shape: tuple[int, ...], out_dtype: np.dtype,
+                      budget: Budget | None = None, lanes: bool = True) -> Steps[np.ndarray]:
+    """:func:`decode_minifloat` as a decoder generator."""
     r = ByteReader(body, "minifloat tensor body", budget)
     ebits, mbits, scale = r.u8(), r.u8(), r.i16()
     if not (1 <= ebits <= 8 and ebits + mbits <= MAX_MINIFLOAT_BITS):
@@ -161,13 +190,15 @@ def decode_minifloat(body: bytes | memoryview, shape: tuple[int, ...], out_dtype
     if abs(scale) > MAX_SCALE_EXPONENT:
         raise CorruptionError(f"minifloat scale exponent {scale} out of range")
     count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    levels = decode_levels(r, count)
+    job = read_levels(r, count, lanes)
     r.expect_end()
+    levels = job.finish((yield [job.ans])[0])
     top = 1 << (ebits + mbits)
     if levels.size and int(np.abs(levels).max()) >= top:
         raise CorruptionError("minifloat code out of range")
     if levels.size == 0:
         return np.zeros(shape, dtype=out_dtype)
     hi = int(np.abs(levels).max())
-    table = minifloat_magnitudes(ebits, mbits, scale, hi + 1)[1:]
-    return codebook_values(levels, table).astype(out_dtype).reshape(shape)
+    with np.errstate(over="ignore"):
+        table = minifloat_magnitudes(ebits, mbits, scale, hi + 1)[1:]
+        return codebook_values(levels, table).astype(out_dtype).reshape(shape)

@@ -7,10 +7,11 @@ Two coders, both defined by integer rules that SPEC.md states in full:
   calls ``stack.AnsCoder`` with ``Categorical(perfect=False)``; this module reproduces it
   without constriction so that old files decode with numpy alone. Decoding is inherently
   one symbol at a time.
-* **lanes** (format v5): a tensor's symbols are cut into lanes of ``lane_len`` consecutive
-  symbols, each lane an independent rANS coder with a 32-bit state and 16-bit words, the
-  lanes' words interleaved in the order a lock-step decoder reads them. A decoder advances
-  every lane by one symbol per numpy operation, so decoding runs at array speed.
+* **lanes** (format v5): a block's symbols are dealt round-robin to L lanes (symbol i to
+  lane i mod L), each lane an independent rANS coder with a 32-bit state and 16-bit words,
+  the lanes' words interleaved in the order a lock-step decoder reads them. A decoder
+  advances every lane by one symbol per numpy operation, and step t of a block is its
+  symbols [t·L, (t+1)·L): the output needs no transposition.
   :func:`lane_cdf` builds their tables exactly in integers.
 
 Everything here reads hostile input: a stream that is short, long or does not end in its
@@ -20,7 +21,7 @@ initial state raises CorruptionError.
 from __future__ import annotations
 
 from bisect import bisect_right
-from typing import NamedTuple, Sequence
+from typing import Generator, NamedTuple, Sequence, TypeVar
 
 import numpy as np
 
@@ -32,10 +33,14 @@ STACK_PRECISION = 24
 LANE_PRECISION_MAX = 16
 """Largest table precision a lane block may declare; its decoder holds 2**P table slots."""
 
+MAX_LANE_SYMBOLS = 1 << 16
+"""A lane holds at most 2**16 symbols, so a decoder's lock step is never longer than that."""
+
 LANE_STATE_LOW = 1 << 16
 """A lane's state lives in [2**16, 2**32): it starts and must end at exactly 2**16."""
 
 _WORD_BITS = 16
+T = TypeVar("T")
 _MASK32 = (1 << 32) - 1
 
 
@@ -122,9 +127,12 @@ def lane_cdf(freqs: np.ndarray, precision: int) -> np.ndarray:
     return cdf
 
 
-def lane_count(count: int, lane_len: int) -> int:
-    """Lanes a block of ``count`` symbols has: every lane holds ``lane_len`` but the last."""
-    return -(-count // lane_len) if count else 0
+def lane_lengths(count: int, n_lanes: int) -> np.ndarray:
+    """Symbols in each lane (symbol i is lane i mod L's): ⌊count / L⌋, one more for j < count mod L."""
+    q, r = divmod(count, n_lanes)
+    lengths = np.full(n_lanes, q, dtype=np.int64)
+    lengths[:r] += 1
+    return lengths
 
 
 class LaneTable:
@@ -136,124 +144,149 @@ class LaneTable:
         self.precision = precision
         self.size = int(freq.size)
         self.symbol = np.repeat(np.arange(freq.size, dtype=np.int32), freq)
-        if self.size > 1:  # every count is then below 2**16, so it packs into 16 bits
-            sym = self.symbol
-            self.packed = (freq[sym].astype(np.uint32) << 16) | (np.arange(1 << precision) - cdf[sym]).astype(np.uint32)
+        if self.size > 1:  # every count is then below 2**16: (count << 16) + slot − first slot
+            self.packed = np.repeat((freq << 16) - cdf[:-1], freq)
+            self.packed += np.arange(1 << precision)
+            self.packed = self.packed.astype(np.uint32)
 
 
 class LaneBlock(NamedTuple):
     """One coded lane block as a decoder receives it."""
     words: np.ndarray     # uint16
-    table: LaneTable
+    table: LaneTable | None   # None only when count is 0
     count: int            # symbols
-    lane_len: int         # symbols per lane (every lane but the last)
+    n_lanes: int          # 1 ≤ n_lanes ≤ count (0 when count is 0)
 
 
-def decode_lanes(words: np.ndarray, table: LaneTable, count: int, lane_len: int) -> np.ndarray:
+def decode_lanes(words: np.ndarray, table: LaneTable, count: int, n_lanes: int) -> np.ndarray:
     """Decode one lane block: ``count`` symbols from uint16 ``words``.
 
-    Lane j holds symbols [j·lane_len, (j+1)·lane_len). The words start with every lane's
+    Symbol i is lane (i mod L)'s symbol number ⌊i / L⌋. The words start with every lane's
     initial state (high half, then low half, lane by lane); then, for each step t and for
     lanes in ascending order, a lane whose state fell below 2**16 after decoding its t-th
     symbol shifts in the next word. Every lane must end in state 2**16 with every word used.
     """
-    return decode_lane_blocks([LaneBlock(words, table, count, lane_len)])[0]
+    return decode_lane_blocks([LaneBlock(words, table, count, n_lanes)])[0]
+
+
+GROUP_SLACK = 1 << 20
+"""Slots a lock step may spend on lanes that are already done, beyond the group's own symbols."""
 
 
 def decode_lane_blocks(blocks: Sequence[LaneBlock]) -> list[np.ndarray]:
     """Decode many lane blocks at once: every lane of every block advances in one lock step,
-    so a model of many small tensors decodes at the speed of one large one."""
+    so a model of many small tensors decodes at the speed of one large one. Blocks whose
+    lock steps differ widely in length go in separate groups, so that memory stays within
+    twice the symbols."""
     results = [np.zeros(b.count if b.count > 0 else 0, dtype=np.int32) for b in blocks]
-    live, heads, bodies = [], [], []
+    live = []
     for i, b in enumerate(blocks):
         prepared = _prepare(b)
         if prepared is None:
             continue
-        x0, body = prepared
         if b.table.size == 1:  # one symbol: it owns every slot, states never move, no words
+            x0, body = prepared
             if body.size or np.any(x0 != LANE_STATE_LOW):
                 raise CorruptionError("a lane of a one-symbol table must hold its initial state and no words")
             continue
-        live.append(i)
-        heads.append(x0)
-        bodies.append(body)
-    if not live:
-        return results
+        live.append((i, prepared))
+    live.sort(key=lambda item: -_steps(blocks[item[0]]))
+    group: list = []
+    lanes = symbols = 0
+    for item in live:
+        b = blocks[item[0]]
+        if group and _steps(blocks[group[0][0]]) * (lanes + b.n_lanes) > 2 * (symbols + b.count) + GROUP_SLACK:
+            _decode_group(blocks, group, results)
+            group, lanes, symbols = [], 0, 0
+        group.append(item)
+        lanes += b.n_lanes
+        symbols += b.count
+    if group:
+        _decode_group(blocks, group, results)
+    return results
+
+
+def _steps(b: LaneBlock) -> int:
+    return -(-b.count // b.n_lanes)
+
+
+def _decode_group(blocks: Sequence[LaneBlock], group: list, results: list) -> None:
+    """One lock step over the lanes of ``group`` ((block index, (initial states, words)) pairs)."""
+    live = [i for i, _ in group]
     nb = len(live)
-    lanes = np.array([h.size for h in heads], dtype=np.int64)
+    lanes = np.array([blocks[i].n_lanes for i in live], dtype=np.int64)
     lane_start = np.concatenate(([0], np.cumsum(lanes)))
     lut_size = np.array([1 << blocks[i].table.precision for i in live], dtype=np.int64)
     lut_start = np.concatenate(([0], np.cumsum(lut_size)[:-1]))
     packed = np.concatenate([blocks[i].table.packed for i in live])
-    x = np.concatenate(heads)
-    off = np.repeat(lut_start.astype(np.uint32), lanes) if nb > 1 else None
+    x = np.concatenate([p[0] for _, p in group])
+    blk = np.repeat(np.arange(nb), lanes)
+    off = lut_start.astype(np.uint32)[blk] if nb > 1 else None
     precisions = np.array([blocks[i].table.precision for i in live], dtype=np.uint32)
     if np.all(precisions == precisions[0]):
         shift, mask = precisions[0], np.uint32((1 << int(precisions[0])) - 1)
     else:
-        shift = np.repeat(precisions, lanes)
+        shift = precisions[blk]
         mask = (np.uint32(1) << shift) - np.uint32(1)
+    bodies = [p[1] for _, p in group]
     body_len = np.array([bd.size for bd in bodies], dtype=np.int64)
     body_start = np.concatenate(([0], np.cumsum(body_len)[:-1]))
     body = np.concatenate(bodies)
-    length = np.concatenate([_lane_lengths(blocks[i]) for i in live])
+    length = np.concatenate([lane_lengths(blocks[i].count, blocks[i].n_lanes) for i in live])
     steps = int(length.max())
-    slots = np.empty((steps, x.size), dtype=np.uint16)
+    slots = np.empty((steps, x.size), dtype=np.uint32)   # step-major: a block's step t is its symbols [t·L, (t+1)·L)
     pos = np.zeros(nb, dtype=np.int64)
     low = np.uint32(LANE_STATE_LOW)
+    low16 = np.uint32(0xFFFF)
     alive = None
-    ends = np.unique(length)
-    next_end = 0
+    ends = np.unique(length).tolist()
     for t in range(steps):
-        if t == ends[next_end]:  # lanes that are done must end where they started; they stop reading
+        if t == ends[0]:  # lanes that are done must end where they started; they read no more words
             done = length == t
-            if np.any(x[done] != low):
+            if (x[done] != low).any():
                 raise CorruptionError("a lane does not end in its initial state")
             alive = length > t
-            next_end += 1
-        g = x & mask
-        slots[t] = g
+            ends.pop(0)
+        g = slots[t]
+        np.bitwise_and(x, mask, out=g)
         if off is not None:
             g += off
         e = packed.take(g)
         x >>= shift
         x *= e >> 16
-        x += e & np.uint32(0xFFFF)
+        e &= low16
+        x += e
         need = x < low
         if alive is not None:
             need &= alive
-        idx = np.flatnonzero(need)
+        idx = need.nonzero()[0]
         k = idx.size
         if not k:
             continue
         if nb == 1:
-            widx = slice(int(pos[0]), int(pos[0]) + k)
-            pos[0] += k
+            p0 = int(pos[0])
+            widx = slice(p0, p0 + k)
+            pos[0] = p0 + k
         else:
-            bounds = np.searchsorted(idx, lane_start)
-            cnt = np.diff(bounds)
-            widx = np.repeat(body_start + pos - bounds[:-1], cnt) + np.arange(k)
+            bounds = idx.searchsorted(lane_start)
+            cnt = bounds[1:] - bounds[:-1]
+            base = body_start + pos
+            base -= bounds[:-1]
+            widx = base.repeat(cnt)
+            widx += np.arange(k)
             pos += cnt
-        if np.any(pos > body_len):
+        if (pos > body_len).any():
             raise CorruptionError("lane block runs out of words")
         x[idx] = (x[idx] << _WORD_BITS) | body[widx]
-    last = length == steps
-    if np.any(x[last] != low):
+    if (x[length == steps] != low).any():
         raise CorruptionError("a lane does not end in its initial state")
-    if np.any(pos != body_len):
+    if (pos != body_len).any():
         raise CorruptionError("lane block has words left over after its last symbol")
-    for k, i in enumerate(live):
+    symbol = np.concatenate([blocks[i].table.symbol for i in live])
+    for k, i in enumerate(live):   # slots hold offsets into the tables laid end to end
         b = blocks[i]
-        cols = slots[:min(b.lane_len, b.count), lane_start[k]:lane_start[k + 1]]
-        results[i] = b.table.symbol.take(cols.T.reshape(-1)[:b.count])
-    return results
-
-
-def _lane_lengths(b: LaneBlock) -> np.ndarray:
-    n_lanes = lane_count(b.count, b.lane_len)
-    lengths = np.full(n_lanes, min(b.lane_len, b.count), dtype=np.int64)
-    lengths[-1] = b.count - (n_lanes - 1) * b.lane_len
-    return lengths
+        cols = slots[:_steps(b), lane_start[k]:lane_start[k + 1]]
+        results[i] = symbol.take(cols.reshape(-1)[:b.count])
 
 
 def _prepare(b: LaneBlock) -> tuple[np.ndarray, np.ndarray] | None:
@@ -263,12 +296,72 @@ def _prepare(b: LaneBlock) -> tuple[np.ndarray, np.ndarray] | None:
         if words.size:
             raise CorruptionError("empty lane block carries words")
         return None
-    if b.lane_len < 1:
-        raise CorruptionError("lane length must be at least 1")
-    n_lanes = lane_count(b.count, b.lane_len)
+    n_lanes = b.n_lanes
+    least = -(-b.count // MAX_LANE_SYMBOLS)
+    if not least <= n_lanes <= b.count:
+        raise CorruptionError(f"lane block of {b.count} symbols declares {n_lanes} lanes ({least} to {b.count})")
     if words.size < 2 * n_lanes:
         raise CorruptionError(f"lane block of {n_lanes} lanes holds only {words.size} words")
     x = (words[0:2 * n_lanes:2].astype(np.uint32) << 16) | words[1:2 * n_lanes:2]
     if np.any(x < LANE_STATE_LOW):
         raise CorruptionError("lane block starts a lane below its state range")
     return x, words[2 * n_lanes:].astype(np.uint32)
+
+
+class StackBlock(NamedTuple):
+    """One v1–v4 stream as a decoder receives it."""
+    words: np.ndarray     # uint32
+    freqs: np.ndarray     # the table's integer frequencies
+    count: int
+
+
+Block = LaneBlock | StackBlock
+
+
+def decode_blocks(blocks: Sequence[Block]) -> list[np.ndarray]:
+    """Symbols of each block: lane blocks all in one lock step, stack streams one by one."""
+    out: list[np.ndarray] = [np.zeros(0, dtype=np.int32)] * len(blocks)
+    lane_at = [i for i, b in enumerate(blocks) if isinstance(b, LaneBlock)]
+    for i, symbols in zip(lane_at, decode_lane_blocks([blocks[i] for i in lane_at])):
+        out[i] = symbols
+    for i, b in enumerate(blocks):
+        if isinstance(b, StackBlock):
+            out[i] = stack_decode(b.words, b.freqs, b.count)
+    return out
+
+
+Steps = Generator[list[Block], list[np.ndarray], T]
+"""A decoder written as a generator: it yields the entropy-coded blocks it needs, receives
+their symbols, and returns its result, so a driver can decode many decoders' blocks at once."""
+
+
+def run(steps: "Steps[T]") -> T:
+    """Drive one decoder generator to its result."""
+    return run_all([steps])[0]
+
+
+def run_all(decoders: "Sequence[Steps[T]]") -> list[T]:
+    """Drive many decoder generators together: each round decodes every block any of them
+    waits for in one call of :func:`decode_blocks`."""
+    results: list = [None] * len(decoders)
+    waiting: dict[int, list[Block]] = {}
+    for i, d in enumerate(decoders):
+        try:
+            waiting[i] = next(d)
+        except StopIteration as stop:
+            results[i] = stop.value
+    while waiting:
+        order = list(waiting)
+        flat = [b for i in order for b in waiting[i]]
+        symbols = decode_blocks(flat)
+        nxt: dict[int, list[Block]] = {}
+        at = 0
+        for i in order:
+            n = len(waiting[i])
+            try:
+                nxt[i] = decoders[i].send(symbols[at:at + n])
+            except StopIteration as stop:
+                results[i] = stop.value
+            at += n
+        waiting = nxt
+    return results

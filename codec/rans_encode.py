@@ -2,29 +2,35 @@
 
 from __future__ import annotations
 
+import functools
+import math
+
 import numba
 import numpy as np
 
-from .rans import LANE_STATE_LOW, lane_count
+from . import exactmath
+from .rans import LANE_PRECISION_MAX, LANE_STATE_LOW, MAX_LANE_SYMBOLS, lane_cdf
 
-LANE_BYTES = 2048
-"""Coded bytes the encoder aims to put in each lane. A lane costs about four bytes of state
-(32-bit flush, 16 bits of start-up), so this keeps the lane structure near 0.2 % of the
-stream while giving a decoder thousands of lanes to advance at once on a large model."""
+LANE_SYMBOLS = 2048
+"""Most symbols the encoder puts in a lane. A decoder's lock step is as long as the longest
+lane, so short equal lanes keep its steps few and thousands of lanes busy on a large model."""
+MIN_LANE_BYTES = 256
+"""Fewest coded bytes per lane: a lane costs about three bytes of state (32-bit flush, 16
+bits of start-up), so very low-rate blocks get longer lanes to keep that near 1 %."""
 
 
 @numba.njit(cache=True, nogil=True)
-def _encode(symbols, cdf, precision, lane_len):  # pragma: no cover - compiled
+def _encode(symbols, cdf, precision, n_lanes):  # pragma: no cover - compiled
     count = symbols.size
-    n_lanes = (count + lane_len - 1) // lane_len
-    last_len = count - (n_lanes - 1) * lane_len
+    q = count // n_lanes
+    r = count - q * n_lanes
     x = np.full(n_lanes, LANE_STATE_LOW, dtype=np.uint64)
     out = np.empty(count + 2 * n_lanes + 8, dtype=np.uint16)
     n_out = 0
-    for t in range(lane_len - 1, -1, -1):
-        top = n_lanes if t < last_len else n_lanes - 1
+    for t in range((q + 1 if r else q) - 1, -1, -1):
+        top = n_lanes if t < q else r
         for j in range(top - 1, -1, -1):
-            s = symbols[j * lane_len + t]
+            s = symbols[t * n_lanes + j]
             c = np.uint64(cdf[s])
             f = np.uint64(cdf[s + 1]) - c
             if x[j] >= (f << np.uint64(32 - precision)):
@@ -35,7 +41,8 @@ def _encode(symbols, cdf, precision, lane_len):  # pragma: no cover - compiled
                 out[n_out] = np.uint16(x[j] & np.uint64(0xFFFF))
                 n_out += 1
                 x[j] >>= np.uint64(16)
-            x[j] = ((x[j] // f) << np.uint64(precision)) + (x[j] % f) + c
+            quot = x[j] // f
+            x[j] = (quot << np.uint64(precision)) + (x[j] - quot * f) + c
     words = np.empty(2 * n_lanes + n_out, dtype=np.uint16)
     for j in range(n_lanes):
         words[2 * j] = np.uint16(x[j] >> np.uint64(16))
@@ -45,22 +52,53 @@ def _encode(symbols, cdf, precision, lane_len):  # pragma: no cover - compiled
     return words
 
 
-def encode_lanes(symbols: np.ndarray, cdf: np.ndarray, precision: int, lane_len: int) -> np.ndarray:
-    """Code symbols (indices into ``cdf``'s n + 1 boundaries) as one lane block: uint16 words
-    that :func:`codec.rans.decode_lanes` turns back into ``symbols``."""
+def encode_lanes(symbols: np.ndarray, cdf: np.ndarray, precision: int, n_lanes: int) -> np.ndarray:
+    """Code symbols (indices into ``cdf``'s n + 1 boundaries) as one lane block of ``n_lanes``
+    lanes: uint16 words that :func:`codec.rans.decode_lanes` turns back into ``symbols``."""
     s = np.ascontiguousarray(symbols, dtype=np.int64).ravel()
     if s.size == 0:
         return np.zeros(0, dtype=np.uint16)
+    if not 1 <= n_lanes <= s.size:
+        raise ValueError(f"{n_lanes} lanes for {s.size} symbols")
     cdf = np.ascontiguousarray(cdf, dtype=np.int64)
-    if s.min() < 0 or s.max() >= cdf.size - 1 or np.any(np.diff(cdf)[np.unique(s)] <= 0):
+    if s.min() < 0 or s.max() >= cdf.size - 1 or np.any((np.bincount(s, minlength=cdf.size - 1) > 0)
+                                                          & (np.diff(cdf) <= 0)):
         raise ValueError("a symbol is outside the table or has no slot")
-    return _encode(s, cdf, int(precision), int(lane_len))
+    return _encode(s, cdf, int(precision), int(n_lanes))
 
 
-def choose_lane_len(count: int, est_bits: float) -> int:
-    """Symbols per lane so each lane carries about LANE_BYTES of words (at least 64 symbols)."""
+def choose_lanes(count: int, est_bits: float) -> int:
+    """Lanes for a block of ``count`` symbols whose words take about ``est_bits``."""
     if count == 0:
-        return 1
-    bits_per_symbol = max(est_bits / count, 1e-3)
-    lane_len = int(max(64, round(8 * LANE_BYTES / bits_per_symbol)))
-    return min(lane_len, count) if lane_count(count, lane_len) > 0 else 1
+        return 0
+    by_symbols = -(-count // LANE_SYMBOLS)
+    by_bytes = int(est_bits / (8 * MIN_LANE_BYTES))
+    return int(max(1, -(-count // MAX_LANE_SYMBOLS), min(by_symbols, by_bytes)))
+
+
+@functools.cache
+def _slot_log2() -> np.ndarray:
+    """log2 of every slot count 0 … 2**16 (entry 0 unused), by codec.exactmath: the same on every machine."""
+    table = np.zeros((1 << LANE_PRECISION_MAX) + 1)
+    table[1:] = exactmath.log2(np.arange(1, (1 << LANE_PRECISION_MAX) + 1, dtype=np.float64))
+    return table
+
+
+def choose_precision(freqs: np.ndarray, counts: np.ndarray, tolerance: float) -> tuple[int, float]:
+    """Coarsest table precision P whose code length for ``counts`` is within ``tolerance``
+    (plus 8 bits) of 16-bit precision; returns (P, estimated bits)."""
+    n = int(np.asarray(freqs).size)
+    used = counts > 0
+
+    log2 = _slot_log2()
+
+    def bits(p: int) -> float:  # exact logs and fsum: the choice is part of the bitstream
+        slots = np.diff(lane_cdf(freqs, p))[used]
+        return math.fsum((counts[used] * (p - log2[slots])).tolist())
+
+    best = bits(LANE_PRECISION_MAX)
+    for p in range(max(1, (n - 1).bit_length()), LANE_PRECISION_MAX):
+        b = bits(p)
+        if b <= best * (1 + tolerance) + 8:
+            return p, b
+    return LANE_PRECISION_MAX, best

@@ -24,8 +24,8 @@ from typing import Callable
 from onnx import AttributeProto, GraphProto, ModelProto, TensorProto
 
 from codec.bytestream import ByteReader, ByteWriter
-from formats.container import (GRAPH, HEADER, INDEX, MAGIC, META, SUPPORTED_VERSIONS, TENSOR, TRAILER,
-                               TRAILER_MAGIC, UNIT_HEAD, _unit)
+from formats.container import (COMPACT_SINCE, GRAPH, HEADER, INDEX, MAGIC, META, SUPPORTED_VERSIONS, TENSOR,
+                               TRAILER, TRAILER_MAGIC, UNIT_HEAD, _unit)
 from formats.onnx_io import tensor_slots
 from nnr.errors import NnrError
 
@@ -56,7 +56,9 @@ MAX_FIELDS = 4096
 
 @dataclass
 class Tens:
-    """A TENS payload by field; ``ndim`` overrides the declared count when it must disagree."""
+    """A TENS payload by field; ``ndim`` overrides the declared count when it must disagree.
+    In the version-5 layout (``compact``) only slot, coding, a one-byte SNR and the body are
+    written: dtype, dims and name are the graph's, kept here for the body mutations."""
 
     slot: int
     coding: int
@@ -66,11 +68,16 @@ class Tens:
     snr: bytes
     body: bytes
     ndim: int | None = None
+    compact: bool = False
 
     def payload(self) -> bytes:
         w = ByteWriter()
         w.varint(self.slot)
         w.u8(self.coding & 0xFF)
+        if self.compact:
+            w.raw(self.snr[:1])
+            w.raw(self.body)
+            return w.getvalue()
         w.u8(self.dtype & 0xFF)
         w.varint(len(self.dims) if self.ndim is None else self.ndim)
         for d in self.dims:
@@ -86,9 +93,9 @@ class Unit:
     kind: bytes
     payload: bytes | Tens
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self, layout: int) -> bytes:
         body = self.payload.payload() if isinstance(self.payload, Tens) else self.payload
-        return _unit(self.kind, body)
+        return _unit(self.kind, body, layout)
 
     def ident(self) -> tuple[int, bytes]:
         """The (slot, name) its index entry carries."""
@@ -97,12 +104,15 @@ class Unit:
 
 @dataclass
 class Doc:
-    """A file by structure: the index and trailer are rebuilt from ``units`` by :func:`assemble`."""
+    """A file by structure: the index and trailer are rebuilt from ``units`` by :func:`assemble`.
+    ``layout`` is the version whose byte layout the seed has; ``version`` is what the header
+    declares (a mutation may relabel one layout as another version)."""
 
     version: int
     flags: int
     reserved: bytes
     units: list[Unit]
+    layout: int = 4
     index_faults: list[tuple[str, float, int]] = field(default_factory=list)
     trailer_fault: tuple[str, int] | None = None
 
@@ -134,11 +144,15 @@ class Sample:
 
 # ---- parsing and serialising -------------------------------------------------------------
 
-def parse_tens(payload: bytes) -> Tens | None:
+def parse_tens(payload: bytes, compact: bool = False) -> Tens | None:
     """Split a TENS payload into fields; None if it does not parse."""
     r = ByteReader(payload, "tens")
     try:
-        slot, coding, dtype = r.varint(), r.u8(), r.u8()
+        slot, coding = r.varint(), r.u8()
+        if compact:
+            snr = bytes(r.raw(1))
+            return Tens(slot, coding, 0, [], b"", snr, bytes(r.raw(r.remaining)), compact=True)
+        dtype = r.u8()
         dims = [r.varint() for _ in range(r.varint(1 << 16))]
         name = bytes(r.blob())
         snr = bytes(r.raw(4))
@@ -147,30 +161,62 @@ def parse_tens(payload: bytes) -> Tens | None:
     return Tens(slot, coding, dtype, dims, name, snr, bytes(r.raw(r.remaining)))
 
 
+def _unit_head(data: bytes, pos: int, layout: int) -> tuple[bytes, int, int] | None:
+    """(kind, payload length, payload start) of the unit at ``pos``; None if it does not parse."""
+    if layout >= COMPACT_SINCE:
+        r = ByteReader(data[pos + 4:pos + 14], "unit length")
+        try:
+            length = r.varint()
+        except NnrError:
+            return None
+        return data[pos:pos + 4], length, pos + 4 + (len(data[pos + 4:pos + 14]) - r.remaining)
+    if pos + UNIT_HEAD.size > len(data):
+        return None
+    kind, length = UNIT_HEAD.unpack_from(data, pos)
+    return kind, length, pos + UNIT_HEAD.size
+
+
 def parse(data: bytes) -> Doc | None:
     """Header, units (CRCs ignored) and TENS fields of a file; None unless the layout is intact."""
     if len(data) < HEADER.size + TRAILER.size or data[:4] != MAGIC or data[-4:] != TRAILER_MAGIC:
         return None
     _, version, flags, reserved = HEADER.unpack_from(data)
+    layout = COMPACT_SINCE if version >= COMPACT_SINCE else 4
+    if layout >= COMPACT_SINCE:
+        reserved = reserved[:4]
     pos, end, units = HEADER.size, len(data) - TRAILER.size, []
     while pos < end:
-        if pos + UNIT_HEAD.size + 4 > end:
+        head = _unit_head(data, pos, layout)
+        if head is None:
             return None
-        kind, length = UNIT_HEAD.unpack_from(data, pos)
-        stop = pos + UNIT_HEAD.size + length
+        kind, length, start = head
+        stop = start + length
         if stop + 4 > end:
             return None
-        units.append(Unit(kind, data[pos + UNIT_HEAD.size:stop]))
+        units.append(Unit(kind, data[start:stop]))
         pos = stop + 4
     if len(units) < 3 or [u.kind for u in units[:2]] != [META, GRAPH] or units[-1].kind != INDEX:
         return None
     units.pop()
     for u in units[2:]:
         if u.kind == TENSOR:
-            u.payload = parse_tens(u.payload)
+            u.payload = parse_tens(u.payload, layout >= COMPACT_SINCE)
             if u.payload is None:
                 return None
-    return Doc(version, flags, reserved, units)
+    doc = Doc(version, flags, reserved, units, layout=layout)
+    if layout >= COMPACT_SINCE:
+        _describe(doc)
+    return doc
+
+
+def _describe(doc: Doc) -> None:
+    """Give compact units the dtype, dims and name of their graph slot (the body mutations need them)."""
+    model = _model(doc)
+    slots = tensor_slots(model) if model is not None else []
+    for t in doc.tensors():
+        if t.slot < len(slots):
+            g = slots[t.slot].tensor
+            t.dtype, t.dims, t.name = int(g.data_type), [int(d) for d in g.dims], slots[t.slot].name.encode()
 
 
 @dataclass
@@ -178,12 +224,16 @@ class _Index:
     entries: list[list]
     count: int | None = None
     tail: bytes = b""
+    layout: int = 4
 
     def payload(self) -> bytes:
         w = ByteWriter()
         w.varint(len(self.entries) if self.count is None else self.count)
         for slot, offset, length, name in self.entries:
             w.varint(slot)
+            if self.layout >= COMPACT_SINCE:   # offsets follow from the lengths; names from the graph
+                w.varint(length & ((1 << 63) - 1))
+                continue
             w.u64(offset & ((1 << 64) - 1))
             w.u64(length & ((1 << 64) - 1))
             w.blob(name)
@@ -219,24 +269,32 @@ def _apply_index_fault(index: _Index, fault: tuple[str, float, int]) -> None:
         rows[i][1], rows[j][1] = rows[j][1], rows[i][1]
 
 
+def _header(doc: Doc) -> bytes:
+    """The header in the seed's layout; a version-5 layout gets a valid checksum whatever it declares."""
+    if doc.layout >= COMPACT_SINCE:
+        head = MAGIC + struct.pack("<HH", doc.version & 0xFFFF, doc.flags & 0xFFFF) + doc.reserved[:4]
+        return head + struct.pack("<I", zlib.crc32(head))
+    return HEADER.pack(MAGIC, doc.version & 0xFFFF, doc.flags & 0xFFFF, doc.reserved)
+
+
 def assemble(doc: Doc) -> tuple[bytes, list[str]]:
     """The file bytes, with CRCs, index and trailer recomputed (faults injected as recorded),
     and the spec rules the file breaks."""
-    parts = [HEADER.pack(MAGIC, doc.version & 0xFFFF, doc.flags & 0xFFFF, doc.reserved)]
+    parts = [_header(doc)]
     pos, rows = HEADER.size, []
     for i, unit in enumerate(doc.units):
-        raw = unit.to_bytes()
+        raw = unit.to_bytes(doc.layout)
         if i >= 2:
             slot, name = unit.ident()
             rows.append([slot, pos, len(raw), name])
         parts.append(raw)
         pos += len(raw)
-    clean = _Index([list(r) for r in rows]).payload()
-    index = _Index(rows)
+    clean = _Index([list(r) for r in rows], layout=doc.layout).payload()
+    index = _Index(rows, layout=doc.layout)
     for fault in doc.index_faults:
         _apply_index_fault(index, fault)
     payload = index.payload()
-    parts.append(_unit(INDEX, payload))
+    parts.append(_unit(INDEX, payload, doc.layout))
     offset, treserved = pos, b"\0\0\0\0"
     if doc.trailer_fault:
         kind, value = doc.trailer_fault
@@ -278,7 +336,7 @@ def _meta_rule(payload: bytes) -> str | None:
 
 
 def _tens_rules(t: Tens, version: int) -> list[str]:
-    if t.ndim is not None:
+    if t.ndim is not None and not t.compact:
         return []
     rules = []
     if t.coding > 4:
@@ -293,6 +351,8 @@ def _tens_rules(t: Tens, version: int) -> list[str]:
         rules.append("ndim_limit")
     elif math.prod(t.dims) > 1 << 40 or any(d > 1 << 40 for d in t.dims):
         rules.append("numel_limit")
+    if t.compact:
+        return rules
     if len(t.name) > 1 << 16:
         rules.append("name_limit")
     try:
@@ -307,8 +367,12 @@ def violations(doc: Doc) -> list[str]:
     rules = []
     if doc.version not in SUPPORTED_VERSIONS:
         rules.append("version_unknown")
-    if doc.flags or doc.reserved != bytes(8):
+    if doc.flags or doc.reserved != bytes(len(doc.reserved)):
         rules.append("header_flags")
+    if (doc.version >= COMPACT_SINCE) != (doc.layout >= COMPACT_SINCE):
+        rules.append("header_layout")  # a v5 header read as v1–v4 has a nonzero checksum where zeros belong,
+        #                                a v1–v4 header declaring v5 has no checksum
+        return rules
     kinds = [u.kind for u in doc.units]
     if kinds[:2] != [META, GRAPH] or any(k != TENSOR for k in kinds[2:]) \
             or any(isinstance(u.payload, Tens) != (i >= 2) for i, u in enumerate(doc.units)):
@@ -322,6 +386,8 @@ def violations(doc: Doc) -> list[str]:
     slots = [t.slot for t in doc.tensors()]
     if len(set(slots)) != len(slots):
         rules.append("duplicate_slot")
+    if doc.layout >= COMPACT_SINCE:
+        _describe(doc)   # dtype, dims and name are the graph's
     for t in doc.tensors():
         rules.extend(r for r in _tens_rules(t, doc.version) if r not in rules)
     return rules
@@ -418,7 +484,7 @@ def header_flags(doc: Doc, rng: random.Random, pool: list[Seed]) -> str:
     if rng.random() < 0.5:
         doc.flags = rng.choice(INTERESTING_FIXED["H"][1:])
         return f"header_flags:flags={doc.flags}"
-    i = rng.randrange(8)
+    i = rng.randrange(len(doc.reserved))
     doc.reserved = doc.reserved[:i] + bytes([rng.randrange(1, 256)]) + doc.reserved[i + 1:]
     return f"header_flags:reserved[{i}]"
 
@@ -724,6 +790,9 @@ def tens_snr(doc: Doc, rng: random.Random, pool: list[Seed]) -> str | None:
     t = _pick_tens(doc, rng)
     if t is None:
         return None
+    if t.compact:
+        t.snr = bytes([rng.choice((0, 1, 254, 255, rng.randrange(256)))])
+        return f"tens_snr:{t.snr[0]}"
     t.snr = rng.choice((struct.pack("<f", float("inf")), struct.pack("<f", float("-inf")), b"\x00\x00\xc0\x7f",
                         b"\x01\x00\x80\xff", struct.pack("<f", -0.0), struct.pack("<f", 3.4e38),
                         bytes(rng.randrange(256) for _ in range(4))))
@@ -1017,10 +1086,14 @@ MUTATIONS: dict[str, tuple[float, Mutation]] = {
 
 def unit_offsets(data: bytes) -> list[int]:
     """Offsets of the unit headers found by walking the unit lengths from the header on."""
+    layout = COMPACT_SINCE if len(data) >= 6 and struct.unpack_from("<H", data, 4)[0] >= COMPACT_SINCE else 4
     found, pos, end = [], HEADER.size, len(data) - TRAILER.size
-    while pos + UNIT_HEAD.size + 4 <= end:
+    while pos + 9 <= end:
+        head = _unit_head(data, pos, layout)
+        if head is None:
+            break
         found.append(pos)
-        pos += UNIT_HEAD.size + UNIT_HEAD.unpack_from(data, pos)[1] + 4
+        pos = head[2] + head[1] + 4
     return found
 
 

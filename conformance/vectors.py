@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -50,7 +51,7 @@ class Case:
         return {**PINNED_DEFAULTS, **self.options}
 
 
-PINNED_DEFAULTS = {"vector_qp": -4.0}
+PINNED_DEFAULTS: dict = {}
 """Encoder defaults of the release that froze this version's vectors and changed since; they
 stay pinned so that a case means the same file until the next format version."""
 
@@ -89,13 +90,22 @@ def cases() -> dict[str, Case]:
     }
 
 
+STORED_BYTES_SINCE = 5
+"""Records of this format version on hash each tensor's stored bytes (formats/SPEC.md, section 7)."""
+
+
 def decoded_hashes(data: bytes) -> dict:
-    """SHA-256 of every decoded tensor (by name) and of the decoded model's serialisation."""
+    """SHA-256 of every decoded tensor (by name) and of the decoded model's serialisation.
+    From format version 5 a tensor's hash is of its stored bytes; records of versions 1–4
+    hash the decoded numpy array's bytes (bfloat16 widened to float32)."""
     import nnr
 
     f = nnr.open(data)
-    tensors = {name: hashlib.sha256(np.ascontiguousarray(f.get_tensor(name)).tobytes()).hexdigest()
-               for name in f.keys()}
+    if f.version >= STORED_BYTES_SINCE:
+        tensors = {name: hashlib.sha256(f.get_bytes(name)).hexdigest() for name in f.keys()}
+    else:
+        tensors = {name: hashlib.sha256(np.ascontiguousarray(f.get_tensor(name)).tobytes()).hexdigest()
+                   for name in f.keys()}
     model = hashlib.sha256(f.model().SerializeToString()).hexdigest()
     return {"tensors": tensors, "model": model}
 
@@ -188,14 +198,53 @@ def _flip(data: bytes, offset: int, bit: int = 0) -> bytes:
     return bytes(b)
 
 
-def robustness_cases(good: bytes) -> dict[str, tuple[bytes, str, str]]:
-    """name -> (damaged bytes, error class a decoder must raise, what was done), from ``good``."""
+def _with_header(data: bytes, version: int | None = None, flags: int | None = None) -> bytes:
+    """``data`` with its header's version or flags changed and its checksum made valid again:
+    a well-formed header that says something else."""
+    from formats.container import header_bytes
+
+    head = bytearray(header_bytes(FORMAT_VERSION)[:12])
+    head[:12] = data[:12]
+    if version is not None:
+        struct.pack_into("<H", head, 4, version)
+    if flags is not None:
+        struct.pack_into("<H", head, 6, flags)
+    return bytes(head) + struct.pack("<I", zlib.crc32(head)) + data[16:]
+
+
+def _rebuilt(good: bytes, edit: Callable[[list], list]) -> bytes:
+    """``good`` written again (every CRC valid) after ``edit`` changed its list of tensor units."""
+    import nnr
+    from formats.container import write_container
+
     c = read_container(good)
-    first_tensor = c.index[0].offset if c.index else len(good) // 2
-    version_bumped = bytearray(good)
-    struct.pack_into("<H", version_bumped, 4, UNKNOWN_VERSION)
-    flags_set = bytearray(good)
-    struct.pack_into("<H", flags_set, 6, 1)
+    return write_container(c.meta, c.graph, edit(list(nnr.open(good).units())))
+
+
+def _unit_edit(index: int, **changes) -> Callable[[list], list]:
+    import dataclasses
+
+    def edit(units: list) -> list:
+        units[index] = dataclasses.replace(units[index], **changes)
+        return units
+    return edit
+
+
+def robustness_cases(good: bytes) -> dict[str, tuple[bytes, str, str]]:
+    """name -> (damaged bytes, error class a decoder must raise, what was done), from ``good``,
+    a file of the current version."""
+    import nnr
+    from formats.container import read_unit
+
+    c = read_container(good)
+    first = c.index[0]
+    units = list(nnr.open(good).units())
+    body = units[0].body
+    last_word_flipped = body[:-1] + bytes([body[-1] ^ 0x01])
+    _, meta, graph_at = read_unit(memoryview(good), 16, None, c.version)
+    meta_start = graph_at - 4 - len(meta)
+    _, graph, after = read_unit(memoryview(good), graph_at, None, c.version)
+    graph_start = after - 4 - len(graph)
     return {
         "empty": (b"", "FormatError", "zero bytes"),
         "header_only": (good[:16], "CorruptionError", "the 16-byte header and nothing else"),
@@ -203,13 +252,28 @@ def robustness_cases(good: bytes) -> dict[str, tuple[bytes, str, str]]:
         "truncated_last_byte": (good[:-1], "CorruptionError", "last byte missing"),
         "appended_garbage": (good + b"\x00" * 7, "CorruptionError", "7 zero bytes appended"),
         "bitflip_magic": (_flip(good, 1), "FormatError", "bit 0 of magic byte 1 flipped"),
-        "bitflip_metadata": (_flip(good, 16 + 12, 3), "CorruptionError", "bit 3 flipped in the META payload"),
-        "bitflip_tensor_body": (_flip(good, first_tensor + 20, 5), "CorruptionError",
+        "bitflip_header_version": (_flip(good, 4, 1), "CorruptionError",
+                                   "bit 1 of the header's version flipped (its checksum no longer matches)"),
+        "bitflip_metadata": (_flip(good, meta_start + 3, 3), "CorruptionError", "bit 3 flipped in the META payload"),
+        "bitflip_graph": (_flip(good, graph_start + 5, 2), "CorruptionError", "bit 2 flipped in the GRPH payload"),
+        "bitflip_tensor_body": (_flip(good, first.offset + 20, 5), "CorruptionError",
                                 "bit 5 flipped inside the first tensor unit"),
         "bitflip_trailer": (_flip(good, len(good) - 16, 0), "CorruptionError",
                             "bit 0 of the trailer's index offset flipped"),
-        "version_bumped": (bytes(version_bumped), "VersionError", f"header version set to {UNKNOWN_VERSION}"),
-        "flags_set": (bytes(flags_set), "FormatError", "header flags set to 1"),
+        "version_bumped": (_with_header(good, version=UNKNOWN_VERSION), "VersionError",
+                           f"header version set to {UNKNOWN_VERSION}, checksum valid"),
+        "flags_set": (_with_header(good, flags=1), "FormatError", "header flags set to 1, checksum valid"),
+        "unit_removed": (_rebuilt(good, lambda us: us[1:]), "CorruptionError",
+                         f"the first tensor unit ({first.name}) left out, every CRC valid"),
+        "unit_slot_unknown": (_rebuilt(good, _unit_edit(0, slot=len(units) + 1000)), "CorruptionError",
+                              "the first tensor unit points at a slot the graph does not have, every CRC valid"),
+        "unit_coding_unknown": (_rebuilt(good, _unit_edit(0, coding=9)), "FormatError",
+                                "the first tensor unit declares coding 9, every CRC valid"),
+        "lane_end_state": (_rebuilt(good, _unit_edit(0, body=last_word_flipped)), "CorruptionError",
+                           "a bit of the first unit's last ANS word flipped, every CRC valid: a lane "
+                           "does not end in its initial state"),
+        "unit_body_truncated": (_rebuilt(good, _unit_edit(0, body=body[:-2])), "CorruptionError",
+                                "the first unit's body one ANS word short, every CRC valid"),
     }
 
 
@@ -218,18 +282,22 @@ def robustness_source() -> Path:
 
 
 def write_robustness(log: Callable[[str], None] = print) -> list[str]:
-    """Write the damaged files and robustness.json (what each must raise)."""
+    """Write the current version's damaged files (``v<N>_<case>.nnr``) and add them to
+    robustness.json (what each must raise); those of older versions stay as they are."""
     ROBUSTNESS.mkdir(parents=True, exist_ok=True)
     source = robustness_source()
-    record, written = {}, []
-    for name, (data, error, what) in robustness_cases(source.read_bytes()).items():
+    index = ROBUSTNESS / "robustness.json"
+    record = json.loads(index.read_text()) if index.exists() else {}
+    written = []
+    for case, (data, error, what) in robustness_cases(source.read_bytes()).items():
+        name = f"v{FORMAT_VERSION}_{case}"
         path = ROBUSTNESS / f"{name}.nnr"
         path.write_bytes(data)
         record[name] = {"error": error, "what": what, "from": str(source.relative_to(VECTOR_ROOT))}
         written.append(str(path))
-    (ROBUSTNESS / "robustness.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    log(f"wrote {len(record)} robustness vectors in {ROBUSTNESS}")
-    return written + [str(ROBUSTNESS / "robustness.json")]
+    index.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    log(f"wrote {len(written)} robustness vectors in {ROBUSTNESS}")
+    return written + [str(index)]
 
 
 @dataclass(frozen=True)

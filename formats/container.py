@@ -1,4 +1,4 @@
-"""The .nnr container, version 1: header, CRC-checked typed units, index, trailer.
+"""The .nnr container: header, CRC-checked typed units, index, trailer (versions 1–5).
 
 The byte layout and the reason for each rule are in formats/SPEC.md; this module is its
 reference implementation. Readers check every length against the bytes present before
@@ -8,6 +8,7 @@ using it, verify each unit's CRC32 before parsing it, and refuse unknown version
 from __future__ import annotations
 
 import json
+import math
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -20,15 +21,19 @@ from nnr.errors import CorruptionError, FormatError, LimitError, VersionError
 
 MAGIC = b"\x89NNR"
 TRAILER_MAGIC = b"NNR\x89"
-FORMAT_VERSION = 4
-SUPPORTED_VERSIONS = (1, 2, 3, 4)
+FORMAT_VERSION = 5
+SUPPORTED_VERSIONS = (1, 2, 3, 4, 5)
 TYPED_FIELDS_SINCE = 2
 """First format version whose META may carry ``typed_fields``."""
 QUANTIZERS_SINCE = 3
 """First format version with codings 3 (codebook) and 4 (minifloat) and coding 2's negative θ."""
 COMPLEX_SINCE = 4
 """First format version whose units may hold complex64/complex128 tensors."""
+COMPACT_SINCE = 5
+"""First format version with a checksummed header, compact units and index (names, types and
+shapes come from the graph), and entropy coding in lanes."""
 HEADER = struct.Struct("<4sHH8s")
+HEADER_V5 = struct.Struct("<4sHH4sI")
 UNIT_HEAD = struct.Struct("<4sQ")
 TRAILER = struct.Struct("<Q4s4s")
 MAX_META_BYTES = 1 << 24
@@ -63,9 +68,15 @@ class TensorUnit:
     def numel(self) -> int:
         return int(np.prod(self.dims, dtype=np.int64)) if self.dims else 1
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self, version: int = FORMAT_VERSION) -> bytes:
+        """The unit's payload in a file of ``version``."""
         w = ByteWriter()
         w.varint(self.slot)
+        if version >= COMPACT_SINCE:
+            w.u8(self.coding)
+            w.u8(snr_code(self.snr_db))
+            w.raw(self.body)
+            return w.getvalue()
         w.u8(self.coding)
         w.u8(self.dtype)
         w.varint(len(self.dims))
@@ -77,12 +88,16 @@ class TensorUnit:
         return w.getvalue()
 
     @classmethod
-    def from_bytes(cls, payload: bytes | memoryview) -> "TensorUnit":
+    def from_bytes(cls, payload: bytes | memoryview, entry: "IndexEntry | None" = None) -> "TensorUnit":
+        """Parse a payload; a version-5 unit takes its name, type and shape from ``entry``."""
         r = ByteReader(payload, "tensor unit")
         slot = r.varint(1 << 32)
         coding = r.u8()
         if coding not in CODING_NAMES:
             raise FormatError(f"tensor unit uses unknown coding {coding}")
+        if entry is not None and entry.version >= COMPACT_SINCE:
+            snr = snr_value(r.u8())
+            return cls(slot, entry.name, entry.dtype, entry.dims, coding, bytes(r.raw(r.remaining)), snr)
         dtype = r.u8()
         ndim = r.varint(MAX_NDIM)
         dims = tuple(r.varint(MAX_ELEMENTS) for _ in range(ndim))
@@ -100,12 +115,30 @@ class TensorUnit:
         return cls(slot, name, dtype, dims, coding, body, float(snr))
 
 
+def snr_code(snr_db: float) -> int:
+    """Version 5's one-byte weight SNR (informative): 0 unknown, 255 exact, else 1 + 2·dB
+    rounded, clamped to 1 … 254 (0 to 126.5 dB in half-dB steps)."""
+    if math.isnan(snr_db):
+        return 0
+    if snr_db == math.inf:
+        return 255
+    return int(min(max(round(2 * snr_db) + 1, 1), 254))
+
+
+def snr_value(code: int) -> float:
+    """Inverse of :func:`snr_code`."""
+    return math.nan if code == 0 else math.inf if code == 255 else (code - 1) / 2
+
+
 @dataclass
 class IndexEntry:
     slot: int
     name: str
     offset: int
     length: int
+    version: int = FORMAT_VERSION
+    dtype: int = 0                    # version 5: from the graph's tensor at ``slot``
+    dims: tuple[int, ...] = ()
 
 
 @dataclass
@@ -118,67 +151,116 @@ class Container:
     index: list[IndexEntry] = field(default_factory=list)
 
 
-def _unit(kind: bytes, payload: bytes) -> bytes:
-    head = UNIT_HEAD.pack(kind, len(payload))
+def _unit(kind: bytes, payload: bytes, version: int = FORMAT_VERSION) -> bytes:
+    if version >= COMPACT_SINCE:
+        w = ByteWriter()
+        w.raw(kind)
+        w.varint(len(payload))
+        head = w.getvalue()
+    else:
+        head = UNIT_HEAD.pack(kind, len(payload))
     crc = zlib.crc32(payload, zlib.crc32(head))
     return head + payload + struct.pack("<I", crc)
 
 
-def write_container(meta: dict, graph: bytes, tensors: Iterator[TensorUnit] | list[TensorUnit]) -> bytes:
-    """Serialise a whole container; ``graph`` is the serialised, data-stripped ModelProto."""
-    parts = [HEADER.pack(MAGIC, FORMAT_VERSION, 0, bytes(8))]
+def header_bytes(version: int = FORMAT_VERSION) -> bytes:
+    """The 16-byte header; from version 5 on its last four bytes are the CRC32 of the first 12."""
+    if version >= COMPACT_SINCE:
+        head = HEADER_V5.pack(MAGIC, version, 0, bytes(4), 0)[:12]
+        return head + struct.pack("<I", zlib.crc32(head))
+    return HEADER.pack(MAGIC, version, 0, bytes(8))
+
+
+def write_container(meta: dict, graph: bytes, tensors: Iterator[TensorUnit] | list[TensorUnit],
+                    version: int = FORMAT_VERSION) -> bytes:
+    """Serialise a whole container; ``graph`` is the serialised, data-stripped ModelProto.
+    ``version`` lays the container out as that version does (the units' bodies are the
+    caller's: nnr's encoder writes the current version only)."""
+    if version not in SUPPORTED_VERSIONS:
+        raise ValueError(f"format version {version} is not one this nnr writes")
+    v = version
+    parts = [header_bytes(v)]
     pos = HEADER.size
     meta_bytes = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode("utf-8")
     for kind, payload in ((META, meta_bytes), (GRAPH, zlib.compress(graph, 9))):
-        u = _unit(kind, payload)
+        u = _unit(kind, payload, v)
         parts.append(u)
         pos += len(u)
     index = ByteWriter()
     entries = []
     for t in tensors:
-        u = _unit(TENSOR, t.to_bytes())
+        u = _unit(TENSOR, t.to_bytes(v), v)
         entries.append((t.slot, t.name, pos, len(u)))
         parts.append(u)
         pos += len(u)
     index.varint(len(entries))
     for slot, name, off, length in entries:
         index.varint(slot)
+        if v >= COMPACT_SINCE:
+            index.varint(length)
+            continue
         index.u64(off)
         index.u64(length)
         index.blob(name.encode("utf-8"))
-    parts.append(_unit(INDEX, index.getvalue()))
+    parts.append(_unit(INDEX, index.getvalue(), v))
     parts.append(TRAILER.pack(pos, b"\0\0\0\0", TRAILER_MAGIC))
     return b"".join(parts)
 
 
-def read_unit(data: memoryview, offset: int, expected: bytes | None = None) -> tuple[bytes, memoryview, int]:
+def read_unit(data: memoryview, offset: int, expected: bytes | None = None,
+              version: int = FORMAT_VERSION) -> tuple[bytes, memoryview, int]:
     """Read and CRC-check the unit at ``offset``; returns (kind, payload, next offset)."""
-    if offset + UNIT_HEAD.size + 4 > len(data):
-        raise CorruptionError(f"file is truncated: unit at offset {offset} is incomplete")
-    kind, length = UNIT_HEAD.unpack_from(data, offset)
-    end = offset + UNIT_HEAD.size + length
+    if version >= COMPACT_SINCE:
+        if offset + 9 > len(data):
+            raise CorruptionError(f"file is truncated: unit at offset {offset} is incomplete")
+        kind = bytes(data[offset:offset + 4])
+        r = ByteReader(data[offset + 4:offset + 14], "unit length")
+        try:
+            length = r.varint()
+        except CorruptionError as exc:
+            raise CorruptionError(f"file is truncated: unit at offset {offset} is incomplete") from exc
+        start = offset + 4 + (len(data[offset + 4:offset + 14]) - r.remaining)
+    else:
+        if offset + UNIT_HEAD.size + 4 > len(data):
+            raise CorruptionError(f"file is truncated: unit at offset {offset} is incomplete")
+        kind, length = UNIT_HEAD.unpack_from(data, offset)
+        start = offset + UNIT_HEAD.size
+    end = start + length
     if end + 4 > len(data):
         raise CorruptionError(
             f"file is truncated: unit {kind!r} at offset {offset} declares {length} bytes, "
-            f"{len(data) - offset - UNIT_HEAD.size - 4} present")
+            f"{max(len(data) - start - 4, 0)} present")
     (crc,) = struct.unpack_from("<I", data, end)
     if zlib.crc32(data[offset:end]) != crc:
         raise CorruptionError(f"unit {kind!r} at offset {offset} fails its CRC32 check (corrupted file)")
     if expected is not None and kind != expected:
         raise FormatError(f"expected a {expected!r} unit at offset {offset}, found {kind!r}")
-    return kind, data[offset + UNIT_HEAD.size:end], end + 4
+    return kind, data[start:end], end + 4
 
 
 def check_header(data: memoryview) -> int:
-    """Validate magic and version; returns the version."""
+    """Validate magic, version and (version 5 on) the header checksum; returns the version.
+
+    The version field is read before it is verified, to know the header's layout: a version
+    of 5 or more (known or not) has its CRC checked first, so a damaged header is reported as
+    corruption, never as a newer version; versions 1–4 have zero bytes where the CRC would be.
+    """
     if len(data) < HEADER.size or bytes(data[:4]) != MAGIC:
         raise FormatError("not an .nnr file (magic bytes missing)")
-    magic, version, flags, reserved = HEADER.unpack_from(data, 0)
+    (version,) = struct.unpack_from("<H", data, 4)
+    if version >= COMPACT_SINCE:
+        _, _, flags, reserved, crc = HEADER_V5.unpack_from(data, 0)
+        if zlib.crc32(data[:12]) != crc:
+            raise CorruptionError("header fails its CRC32 check (corrupted file)")
+        reserved_ok = reserved == bytes(4)
+    else:
+        _, _, flags, reserved = HEADER.unpack_from(data, 0)
+        reserved_ok = reserved == bytes(8)
     if version not in SUPPORTED_VERSIONS:
         raise VersionError(
             f"this .nnr file uses format version {version}; this nnr reads versions "
             f"{', '.join(map(str, SUPPORTED_VERSIONS))}. Upgrade nnr to decode it.")
-    if flags or reserved != bytes(8):
+    if flags or not reserved_ok:
         raise FormatError(f"header flags/reserved bytes are not zero (not defined in format version {version})")
     return version
 
@@ -234,46 +316,89 @@ def read_container(data: bytes | memoryview, max_graph_bytes: int = MAX_GRAPH_BY
     index_off, treserved, tmagic = TRAILER.unpack_from(data, len(data) - TRAILER.size)
     if tmagic != TRAILER_MAGIC or treserved != bytes(4):
         raise CorruptionError("file is truncated or has trailing garbage: trailer magic missing")
-    _, meta_payload, pos = read_unit(data, HEADER.size, META)
-    _, graph_payload, pos = read_unit(data, pos, GRAPH)
+    _, meta_payload, pos = read_unit(data, HEADER.size, META, version)
+    _, graph_payload, pos = read_unit(data, pos, GRAPH, version)
     if index_off < pos or index_off > len(data) - TRAILER.size:
         raise CorruptionError(f"trailer points at offset {index_off}, outside the unit area")
-    _, index_payload, end = read_unit(data, index_off, INDEX)
+    _, index_payload, end = read_unit(data, index_off, INDEX, version)
     if end != len(data) - TRAILER.size:
         raise CorruptionError("bytes between the index unit and the trailer")
-    r = ByteReader(index_payload, "index unit")
-    count = r.varint(len(data))
+    entries = _read_index(index_payload, version, pos, index_off, len(data))
+    meta = parse_meta(meta_payload, version)
+    graph = inflate_graph(graph_payload, max_graph_bytes)
+    if version >= COMPACT_SINCE:
+        _describe_from_graph(entries, graph)
+    return Container(version, meta, graph, entries)
+
+
+def _read_index(payload: memoryview, version: int, first: int, index_off: int, size: int) -> list[IndexEntry]:
+    """Index entries; they must tile the bytes between GRPH and INDX exactly, in file order."""
+    r = ByteReader(payload, "index unit")
+    count = r.varint(size)
     entries = []
+    expected = first
     for _ in range(count):
         slot = r.varint(1 << 32)
+        if version >= COMPACT_SINCE:
+            length = r.varint(size)
+            entries.append(IndexEntry(slot, "", expected, length, version))
+            expected += length
+            continue
         off = r.u64()
         length = r.u64()
         try:
             name = bytes(r.blob(1 << 16)).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise CorruptionError("index name is not UTF-8") from exc
-        if off < pos or off + length > index_off:
+        if off < first or off + length > index_off:
             raise CorruptionError(f"index entry for {name!r} points outside the tensor area")
-        entries.append(IndexEntry(slot, name, off, length))
+        entries.append(IndexEntry(slot, name, off, length, version))
     r.expect_end()
-    expected = pos
+    if version >= COMPACT_SINCE:
+        if expected != index_off:
+            raise CorruptionError("tensor units and index disagree: bytes not covered by any unit")
+        return entries
+    expected = first
     for e in sorted(entries, key=lambda e: e.offset):
         if e.offset != expected:
             raise CorruptionError("tensor units and index disagree: bytes not covered by any unit")
         expected += e.length
     if expected != index_off:
         raise CorruptionError("tensor units and index disagree: bytes not covered by any unit")
-    meta = parse_meta(meta_payload, version)
-    graph = inflate_graph(graph_payload, max_graph_bytes)
-    return Container(version, meta, graph, entries)
+    return entries
+
+
+def _describe_from_graph(entries: list[IndexEntry], graph: bytes) -> None:
+    """Version 5 units name no tensor: each entry gets the name, type and shape of its slot."""
+    from onnx import ModelProto
+
+    from .onnx_io import tensor_slots
+
+    model = ModelProto()
+    try:
+        model.ParseFromString(graph)
+    except Exception as exc:  # protobuf raises DecodeError or RuntimeError by backend
+        raise FormatError(f"graph unit is not a valid ONNX model: {str(exc)[:200]}") from exc
+    slots = tensor_slots(model)
+    seen: set[int] = set()
+    for e in entries:
+        if e.slot >= len(slots):
+            raise CorruptionError(f"index entry refers to slot {e.slot}; the graph has {len(slots)}")
+        if e.slot in seen:
+            raise CorruptionError(f"tensor slot {e.slot} is coded twice")
+        seen.add(e.slot)
+        t = slots[e.slot]
+        e.name, e.dtype, e.dims = t.name, int(t.tensor.data_type), tuple(int(d) for d in t.tensor.dims)
+        if len(e.dims) > MAX_NDIM or int(np.prod(e.dims, dtype=np.float64)) > MAX_ELEMENTS or min(e.dims, default=0) < 0:
+            raise CorruptionError(f"tensor {e.name!r} has a shape nnr does not code ({list(e.dims)})")
 
 
 def read_tensor_unit(data: bytes | memoryview, entry: IndexEntry) -> TensorUnit:
     """Read the tensor unit an index entry points at, checking it matches the entry."""
-    _, payload, end = read_unit(memoryview(data), entry.offset, TENSOR)
+    _, payload, end = read_unit(memoryview(data), entry.offset, TENSOR, entry.version)
     if end - entry.offset != entry.length:
         raise CorruptionError(f"index length of {entry.name!r} disagrees with its unit")
-    unit = TensorUnit.from_bytes(payload)
+    unit = TensorUnit.from_bytes(payload, entry)
     if unit.slot != entry.slot or unit.name != entry.name:
         raise CorruptionError(f"index entry {entry.name!r} disagrees with its tensor unit")
     return unit

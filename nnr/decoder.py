@@ -1,7 +1,7 @@
 """The decoding pipeline and the lazy reader: container bytes → tensors → ONNX model.
 
-Imports neither numba nor any encoder module, so a device needs numpy, constriction
-and onnx only.
+Imports neither numba, constriction nor any encoder module, so a device needs numpy and
+onnx only.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from onnx import ModelProto, TensorProto
 
 from codec.bytestream import Budget
 from codec.lossy_decode import lossy_step
+from codec.rans import run_all
 from formats.container import CODING_LOSSY, CODING_NAMES, Container, TensorUnit, read_container, read_tensor_unit
 from formats.fileio import read_input
 from formats.onnx_io import STORAGE_DTYPES, Slot, fill_tensor, save_model, tensor_slots
 
 from .errors import CorruptionError, FormatError
-from .tensorcodec import decode_unit, unit_array
+from .tensorcodec import decode_unit, unit_array, unit_decoder
 
 
 def _read_source(src: str | os.PathLike | bytes | memoryview) -> bytes | memoryview:
@@ -28,6 +29,10 @@ def _read_source(src: str | os.PathLike | bytes | memoryview) -> bytes | memoryv
         return src
     return read_input(src, "an .nnr file")
 
+
+BATCH_ELEMENTS = 1 << 25
+"""Elements whose entropy-coded blocks are decoded in one lock step: enough for a model of
+any realistic layer count, bounded so a huge model's symbols never all sit in memory at once."""
 
 DEFAULT_MEMORY_FLOOR = 64 << 20
 MEMORY_PER_FILE_BYTE = 1024
@@ -82,10 +87,17 @@ class NnrFile:
 
     def get_tensor(self, name: str) -> np.ndarray:
         """Decode one tensor without touching the others."""
+        return unit_array(self._unit(name), self.version, Budget(self.max_memory))
+
+    def get_bytes(self, name: str) -> bytes:
+        """One tensor's stored bytes: little-endian, ONNX ``raw_data`` layout (bfloat16 as its
+        16-bit patterns, complex as real, imaginary pairs)."""
+        return decode_unit(self._unit(name), self.version, Budget(self.max_memory))
+
+    def _unit(self, name: str) -> TensorUnit:
         if name not in self._by_name:
             raise KeyError(f"no coded tensor named {name!r}")
-        unit = read_tensor_unit(self._data, self._by_name[name])
-        return unit_array(unit, self.version, Budget(self.max_memory))
+        return read_tensor_unit(self._data, self._by_name[name])
 
     def graph(self) -> ModelProto:
         """The model with coded tensors' data still stripped."""
@@ -105,17 +117,29 @@ class NnrFile:
         _refuse_external_references(model, slots)
         typed = self._typed_fields()
         seen: set[int] = set()
+        batch: list[tuple[TensorUnit, Slot]] = []
+        elements = 0
         for unit in self.units():
             slot = _matching_slot(slots, unit)
             if unit.slot in seen:
                 raise CorruptionError(f"tensor slot {unit.slot} is coded twice")
             seen.add(unit.slot)
-            data = decode_unit(unit, self.version, budget)
+            batch.append((unit, slot))
+            elements += unit.numel
+            if elements >= BATCH_ELEMENTS:
+                self._decode_batch(batch, typed, budget)
+                batch, elements = [], 0
+        self._decode_batch(batch, typed, budget)
+        _refuse_missing_data(slots, seen)
+        return model
+
+    def _decode_batch(self, batch: list[tuple[TensorUnit, Slot]], typed: set[int], budget: Budget) -> None:
+        """Decode units together (their entropy-coded blocks in one lock step) into their slots."""
+        datas = run_all([unit_decoder(unit, self.version, budget) for unit, _ in batch])
+        for (unit, slot), data in zip(batch, datas):
             if unit.slot in typed:
                 budget.charge(2 * len(data), f"tensor {unit.name!r} in its typed field")
             fill_tensor(slot.tensor, data, typed=unit.slot in typed)
-        _refuse_missing_data(slots, seen)
-        return model
 
     def _typed_fields(self) -> set[int]:
         """Slots whose values go back into their type's repeated field (format version 2 on)."""

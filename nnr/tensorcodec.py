@@ -7,10 +7,11 @@ from onnx import TensorProto
 
 from codec.bytestream import Budget
 from codec.floatcast import bfloat16_values, compute_dtype, to_storage
-from codec.floatplanes import decode_float_planes
-from codec.lossy_decode import decode_codebook, decode_lossy, decode_minifloat
+from codec.floatplanes import float_planes_decoder
+from codec.lossy_decode import codebook_decoder, lossy_decoder, minifloat_decoder
+from codec.rans import Steps, run
 from formats.container import (CODING_CODEBOOK, CODING_FLOAT_LOSSLESS, CODING_LOSSY, CODING_MINIFLOAT, CODING_RAW,
-                               COMPLEX_SINCE, FORMAT_VERSION, QUANTIZERS_SINCE, TensorUnit)
+                               COMPACT_SINCE, COMPLEX_SINCE, FORMAT_VERSION, QUANTIZERS_SINCE, TensorUnit)
 from formats.onnx_io import COMPLEX_TYPES, COMPONENT_DTYPE, STORAGE_DTYPES
 
 from .errors import CorruptionError, FormatError
@@ -32,7 +33,7 @@ def storage_dtype(onnx_dtype: int) -> np.dtype:
     return np.dtype(STORAGE_DTYPES[onnx_dtype])
 
 
-LOSSY_DECODERS = {CODING_LOSSY: decode_lossy, CODING_CODEBOOK: decode_codebook, CODING_MINIFLOAT: decode_minifloat}
+LOSSY_DECODERS = {CODING_CODEBOOK: codebook_decoder, CODING_MINIFLOAT: minifloat_decoder}
 
 
 def _coded_shape(dims: tuple[int, ...], parts: bool) -> tuple[int, ...]:
@@ -48,6 +49,13 @@ def _coded_shape(dims: tuple[int, ...], parts: bool) -> tuple[int, ...]:
 def decode_unit(unit: TensorUnit, version: int = FORMAT_VERSION, budget: Budget | None = None) -> bytes:
     """Storage bytes (little-endian, ONNX raw_data layout) of a tensor unit of a file of
     format ``version``; ``budget`` is charged for every allocation the unit declares."""
+    return run(unit_decoder(unit, version, budget))
+
+
+def unit_decoder(unit: TensorUnit, version: int = FORMAT_VERSION, budget: Budget | None = None) -> Steps[bytes]:
+    """:func:`decode_unit` as a decoder generator, so that a model's units decode their
+    entropy-coded blocks together (codec.rans.run_all)."""
+    lanes = version >= COMPACT_SINCE
     dtype = storage_dtype(unit.dtype)
     nbytes = unit.numel * dtype.itemsize
     if budget is not None:
@@ -62,7 +70,7 @@ def decode_unit(unit: TensorUnit, version: int = FORMAT_VERSION, budget: Budget 
         if len(unit.body) != nbytes:
             raise CorruptionError(f"tensor {unit.name!r}: raw body has {len(unit.body)} bytes, "
                                   f"shape needs {nbytes}")
-        return unit.body
+        return bytes(unit.body)
     if unit.numel > (len(unit.body) + 64) << MAX_EXPANSION_LOG2:
         raise CorruptionError(f"tensor {unit.name!r}: {unit.numel} elements cannot come from "
                               f"{len(unit.body)} bytes (refusing to allocate)")
@@ -76,18 +84,19 @@ def decode_unit(unit: TensorUnit, version: int = FORMAT_VERSION, budget: Budget 
         width = np.dtype(STORAGE_DTYPES[float_type]).itemsize
         if unit.body[:1] != bytes([width]):
             raise CorruptionError(f"tensor {unit.name!r}: lossless body width disagrees with its type")
-        return decode_float_planes(unit.body, count, budget)
-    if unit.coding in LOSSY_DECODERS:
+        return (yield from float_planes_decoder(unit.body, count, budget, lanes))
+    if unit.coding == CODING_LOSSY or unit.coding in LOSSY_DECODERS:
         fmt = FLOAT_FORMAT_OF[float_type]
         if budget is not None:
             budget.charge(16 * count, f"tensor {unit.name!r}: reconstruction")
         shape = _coded_shape(unit.dims, parts)
+        if unit.coding == CODING_LOSSY:
+            steps = lossy_decoder(unit.body, shape, compute_dtype(fmt), budget,
+                                  negative_theta=version >= QUANTIZERS_SINCE, lanes=lanes)
+        else:
+            steps = LOSSY_DECODERS[unit.coding](unit.body, shape, compute_dtype(fmt), budget, lanes)
+        values = yield from steps
         with np.errstate(over="ignore"):  # a value beyond the storage type's range is ±inf, as IEEE 754 says
-            if unit.coding == CODING_LOSSY:
-                values = decode_lossy(unit.body, shape, compute_dtype(fmt), budget,
-                                      negative_theta=version >= QUANTIZERS_SINCE)
-            else:
-                values = LOSSY_DECODERS[unit.coding](unit.body, shape, compute_dtype(fmt), budget)
             return to_storage(values, fmt).tobytes()
     raise CorruptionError(f"tensor {unit.name!r}: unknown coding {unit.coding}")
 

@@ -78,10 +78,19 @@ def test_unwritable_output_is_a_clear_error(tmp_path, model_path, capsys):
     assert "is a directory" in _no_traceback(capsys)
 
 
+def _with_version(data: bytes, version: int) -> bytes:
+    """A well-formed header of another version (its checksum recomputed), as a newer nnr writes."""
+    import struct
+    import zlib
+    head = data[:4] + struct.pack("<H", version) + data[6:12]
+    return head + struct.pack("<I", zlib.crc32(head)) + data[16:]
+
+
 @pytest.mark.parametrize("damage, code, message", [
     (lambda d: d[: len(d) // 2], 3, "truncated"),
     (lambda d: d[:40] + bytes([d[40] ^ 0x10]) + d[41:], 3, "CRC32"),
-    (lambda d: d[:4] + b"\x07\x00" + d[6:], 3, "format version 7"),
+    (lambda d: _with_version(d, 7), 3, "format version 7"),
+    (lambda d: d[:4] + b"\x07\x00" + d[6:], 3, "header fails its CRC32"),
     (lambda d: b"GIF89a" + d, 3, "not an .nnr file"),
 ])
 def test_decode_refuses_damaged_files(tmp_path, model_path, capsys, damage, code, message):
@@ -211,17 +220,25 @@ HOSTILE = ["\x1b]0;pwned\x07", "\x1b[2J\x9b31m", "two\nlines\ttab\x7f"]
 @pytest.fixture()
 def hostile_nnr(tmp_path, model_path):
     """An .nnr whose tensor names, producer and options carry terminal control sequences."""
-    import dataclasses
+    import onnx
 
     from formats.container import read_container, read_tensor_unit, write_container
+    from formats.onnx_io import tensor_slots
 
     data = _encoded(tmp_path, model_path).read_bytes()
     c = read_container(data)
-    units = [dataclasses.replace(read_tensor_unit(data, e), name=name)
-             for e, name in zip(c.index, HOSTILE)]
+    units = [read_tensor_unit(data, e) for e in c.index]
+    graph = onnx.ModelProto()
+    graph.ParseFromString(c.graph)
+    slots = tensor_slots(graph)
+    renamed = dict(zip((slots[u.slot].tensor.name for u in units), HOSTILE))
+    for node in graph.graph.node:  # tensor names live in the graph; keep the nodes' references
+        node.input[:] = [renamed.get(i, i) for i in node.input]
+    for u, name in zip(units, HOSTILE):
+        slots[u.slot].tensor.name = name
     meta = {**c.meta, "producer": "nnr \x1b]0;pwned\x07\ud800", "options": {"\x9b31m": "\x1b[2J\x7f"}}
     path = tmp_path / "hostile.nnr"
-    path.write_bytes(write_container(meta, c.graph, units))
+    path.write_bytes(write_container(meta, graph.SerializeToString(), units))
     return path
 
 

@@ -1,6 +1,7 @@
 """The container refuses every damaged or foreign input with the documented error."""
 
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -16,12 +17,16 @@ def small_nnr() -> bytes:
     return nnr.encode(mlp())
 
 
-def test_container_round_trip_keeps_units():
-    units = [TensorUnit(3, "a", 1, (2, 2), 0, b"\0" * 16, 12.5), TensorUnit(7, "b", 7, (), 0, b"\1" * 8)]
-    data = write_container({"x": 1}, b"graph", units)
+def test_container_round_trip_keeps_units(small_nnr):
+    graph = read_container(small_nnr).graph
+    units = [TensorUnit(0, "", 0, (), 0, b"\0" * 16, 12.5), TensorUnit(2, "", 0, (), 0, b"\1" * 8)]
+    data = write_container({"x": 1}, graph, units)
     c = read_container(data)
-    assert c.version == FORMAT_VERSION and c.meta == {"x": 1} and c.graph == b"graph"
-    assert [(e.slot, e.name) for e in c.index] == [(3, "a"), (7, "b")]
+    assert c.version == FORMAT_VERSION and c.meta == {"x": 1} and c.graph == graph
+    assert [(e.slot, e.name, e.dims) for e in c.index] == [(0, "fc1.weight", (64, 32)), (2, "fc2.weight", (10, 64))]
+    units = list(nnr.open(data).units())
+    assert [(u.slot, u.body) for u in units] == [(0, b"\0" * 16), (2, b"\1" * 8)]
+    assert units[0].snr_db == 12.5 and np.isnan(units[1].snr_db)  # half-dB steps; NaN is "unknown"
 
 
 def test_every_truncation_is_refused(small_nnr):
@@ -39,11 +44,30 @@ def test_every_single_bit_flip_is_detected(small_nnr):
             nnr.decode(bytes(damaged))
 
 
+def _with_version(data: bytes, version: int) -> bytes:
+    head = bytearray(data[:12])
+    struct.pack_into("<H", head, 4, version)
+    return bytes(head) + struct.pack("<I", zlib.crc32(head)) + data[16:]
+
+
 def test_unknown_newer_version_is_refused_with_upgrade_hint(small_nnr):
-    bumped = bytearray(small_nnr)
-    struct.pack_into("<H", bumped, 4, FORMAT_VERSION + 1)
     with pytest.raises(VersionError, match="Upgrade nnr"):
-        nnr.decode(bytes(bumped))
+        nnr.decode(_with_version(small_nnr, FORMAT_VERSION + 1))
+
+
+def test_header_checksum_covers_version_and_flags(small_nnr):
+    """A bit flip in the header is corruption, never an older or newer version."""
+    for byte in range(4, 16):
+        for bit in range(8):
+            damaged = bytearray(small_nnr)
+            damaged[byte] ^= 1 << bit
+            with pytest.raises(FormatError):
+                nnr.decode(bytes(damaged))
+    for older in (1, 2, 3, 4):
+        bumped = bytearray(small_nnr)
+        struct.pack_into("<H", bumped, 4, older)
+        with pytest.raises(FormatError, match="reserved"):
+            nnr.decode(bytes(bumped))
 
 
 def test_not_an_nnr_file_is_refused():
@@ -89,10 +113,12 @@ def test_huge_declared_tensor_in_a_tiny_file_is_refused_before_allocating():
     assert isinstance(model, onnx.ModelProto)
 
 
-def test_tensor_unit_that_does_not_match_its_graph_slot_is_refused(small_nnr):
+@pytest.mark.parametrize("slots, message", [([0, 1, 7], "refers to slot 7"), ([0, 1, 1], "coded twice")])
+def test_tensor_unit_without_its_own_graph_slot_is_refused(small_nnr, slots, message):
     f = nnr.open(small_nnr)
     units = list(f.units())
-    units[0].dims = (3, 3)
+    for unit, slot in zip(units, slots):
+        unit.slot = slot
     data = write_container(f.metadata(), read_container(small_nnr).graph, units)
-    with pytest.raises(CorruptionError, match="does not match its place"):
+    with pytest.raises(CorruptionError, match=message):
         nnr.decode(data)

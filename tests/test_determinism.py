@@ -12,6 +12,7 @@ import pytest
 import nnr
 from codec import exactmath
 from conformance.vectors import cases, replay, same_bitstream
+from formats.container import FORMAT_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,7 +78,7 @@ def test_data_free_encoder_uses_no_platform_transcendentals(name, monkeypatch):
     """Every reference case, replayed with the options its file carries, encodes to the committed
     bitstream with numpy's and libm's transcendentals disabled (after one ordinary encode, so
     numba has compiled its kernels)."""
-    record = ROOT / "conformance/vectors/v4" / f"{name}.nnr"
+    record = ROOT / "conformance/vectors" / f"v{FORMAT_VERSION}" / f"{name}.nnr"
     committed = record.read_bytes()
     assert same_bitstream(replay(record), committed)
     _forbid_transcendentals(monkeypatch)

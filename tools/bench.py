@@ -1,12 +1,14 @@
 """Benchmark nnr against the alternatives a user would pick, all measured in one run.
 
-    python tools/bench.py [--repeat 3] [--json out.json] [--markdown out.md]
+    python tools/bench.py [--repeat 3] [--baseline REF] [--json out.json] [--markdown out.md]
 
 Per corpus model: size, bits per float weight, fidelity on real inputs (top-1 agreement
 and output SNR against the original), encode and decode throughput in MB/s of float32
 weights on one thread, for nnr (default and lossless), zstd -19 on the ONNX file, and
 onnxruntime's dynamic int8 quantization. Throughput is the median of --repeat runs after
-a warm-up (numba compiles once and caches).
+a warm-up (numba compiles once and caches). ``--baseline REF`` also measures nnr's
+encode and decode at a git commit or tag (e.g. the previous release) in the same run, from a
+temporary git worktree with this checkout's installed packages, and prints the ratios.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import logging
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -106,6 +109,75 @@ def bench_model(item: dict, repeat: int) -> list[dict]:
     return rows
 
 
+BASELINE_RUN = r"""
+import json, statistics, sys, time
+sys.path.insert(0, sys.argv[1])
+import nnr
+source, repeat, out = open(sys.argv[2], "rb").read(), int(sys.argv[3]), {}
+for label, opts in (("nnr default", {}), ("nnr --data-free (0.4's default rule)", {"probe": False}),
+                    ("nnr --lossless", {"lossless": True})):
+    data = nnr.encode(source, **opts)
+    times = {"encode": [], "decode": []}
+    nnr.decode(data)
+    for _ in range(repeat):
+        t0 = time.perf_counter(); data = nnr.encode(source, **opts); times["encode"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter(); nnr.decode(data); times["decode"].append(time.perf_counter() - t0)
+    out[label] = {"bytes": len(data), **{k: statistics.median(v) for k, v in times.items()}}
+print(json.dumps(out))
+"""
+
+
+THIS_CHECKOUT = "this checkout"
+
+
+def bench_baseline(item: dict, ref: str, repeat: int) -> list[dict]:
+    """nnr's own rows measured at git ``ref`` and in this checkout by the same harness, each
+    in a fresh subprocess (the baseline on a temporary worktree), so the two compare fairly."""
+    n_weights, f32_bytes = float_weights(onnx.load(item["path"]))
+
+    def measure(tree: Path) -> dict:
+        res = subprocess.run([sys.executable, "-c", BASELINE_RUN, str(tree), str(item["path"]), str(repeat)],
+                             cwd=tree, capture_output=True, text=True, check=True)
+        return json.loads(res.stdout.strip().splitlines()[-1])
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "tree"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tree), ref], check=True)
+        try:
+            measured = {ref: measure(tree), THIS_CHECKOUT: measure(ROOT)}
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=True)
+    rows = []
+    for where, methods in measured.items():
+        for method, m in methods.items():
+            rows.append(_baseline_row(item, f"{method} at {where}", m, n_weights, f32_bytes, ref))
+    return rows
+
+
+def _baseline_row(item: dict, method: str, m: dict, n_weights: int, f32_bytes: int, ref: str) -> dict:
+    return {"model": item["name"], "method": method, "bytes": m["bytes"],
+            "ratio": m["bytes"] / item["path"].stat().st_size, "bits_per_weight": 8 * m["bytes"] / n_weights,
+            "top1_agreement": None, "output_snr_db": None, "encode_MBps": f32_bytes / m["encode"] / 1e6,
+            "decode_MBps": f32_bytes / m["decode"] / 1e6, "baseline": ref}
+
+
+def baseline_ratios(rows: list[dict], ref: str) -> str:
+    """This checkout's encode and decode speed and size over the baseline's, per nnr method,
+    both measured by the baseline harness."""
+    lines = []
+    for r in rows:
+        if not r["method"].endswith(f" at {THIS_CHECKOUT}"):
+            continue
+        method = r["method"][:-len(f" at {THIS_CHECKOUT}")]
+        base = next((b for b in rows if b["model"] == r["model"] and b["method"] == f"{method} at {ref}"), None)
+        if base is None:
+            continue
+        lines.append(f"- {r['model']}, {method}: decode {r['decode_MBps'] / base['decode_MBps']:.2f}×, "
+                     f"encode {r['encode_MBps'] / base['encode_MBps']:.2f}× the speed at {ref}; "
+                     f"file {r['bytes'] / base['bytes']:.4f}× its size")
+    return "\n".join(lines)
+
+
 def markdown(rows: list[dict]) -> str:
     head = ("| model | method | bytes | ratio | bits/weight | top-1 agreement | output SNR dB | "
             "encode MB/s | decode MB/s |\n|---|---|---|---|---|---|---|---|---|")
@@ -126,7 +198,8 @@ def encode_time_ratios(rows: list[dict]) -> str:
     allows 3×."""
     lines = []
     for model in dict.fromkeys(r["model"] for r in rows):
-        speed = {r["method"].split(" (")[0]: r["encode_MBps"] for r in rows if r["model"] == model}
+        speed = {r["method"].split(" (")[0]: r["encode_MBps"] for r in rows
+                 if r["model"] == model and not r.get("baseline")}
         ratio = speed["nnr --data-free"] / speed["nnr default"]
         lines.append(f"- {model}: the default encode takes {ratio:.2f}× the time of `--data-free` "
                      f"(the 0.4 default) in this run")
@@ -138,17 +211,23 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--markdown", type=Path)
+    ap.add_argument("--baseline", metavar="REF", help="also measure nnr at this git commit or tag (e.g. v0.4.0)")
     args = ap.parse_args()
     rows = []
     for item in corpus():
         rows.extend(bench_model(item, args.repeat))
+        if args.baseline:
+            rows.extend(bench_baseline(item, args.baseline, args.repeat))
     table = markdown(rows) + "\n\n" + encode_time_ratios(rows)
+    if args.baseline:
+        table += "\n" + baseline_ratios(rows, args.baseline)
     print(table)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2, default=str) + "\n")
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(f"Made by `python tools/bench.py --markdown {args.markdown}`.\n\n{table}\n")
+        command = "python tools/bench.py" + (f" --baseline {args.baseline}" if args.baseline else "")
+        args.markdown.write_text(f"Made by `{command} --markdown {args.markdown}`.\n\n{table}\n")
 
 
 if __name__ == "__main__":

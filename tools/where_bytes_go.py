@@ -98,9 +98,9 @@ def table_bytes(levels: np.ndarray, context: np.ndarray | None = None) -> float:
     return bits / 8.0
 
 
-def level_block_parts(r) -> tuple[int, int]:
+def level_block_parts(r, lanes: bool) -> tuple[int, int]:
     """Read one level block: (side-information bytes, coded-level bytes: escapes, fine bits
-    and ANS words)."""
+    and ANS words, the lanes' states included)."""
     from codec.entropy import read_table
     from codec.levelcode import _coarse_range
 
@@ -115,9 +115,13 @@ def level_block_parts(r) -> tuple[int, int]:
     escapes = before - r.remaining
     n_fine = r.varint()
     r.raw(n_fine)
+    if lanes:
+        r.u8()
+        r.varint()
     n_words = r.varint()
-    r.raw(4 * n_words)
-    coded = escapes + n_fine + 4 * n_words
+    word_bytes = (2 if lanes else 4) * n_words
+    r.raw(word_bytes)
+    coded = escapes + n_fine + word_bytes
     return start - r.remaining - coded, coded
 
 
@@ -127,18 +131,19 @@ def split_file(model: str, point: str, data: bytes) -> Split:
 
     from codec.bytestream import ByteReader
     from codec.levelcode import decode_levels
-    from formats.container import (CODING_LOSSY, HEADER, TRAILER, read_container, read_tensor_unit,
-                                   read_unit)
+    from formats.container import (CODING_LOSSY, COMPACT_SINCE, HEADER, TRAILER, read_container,
+                                   read_tensor_unit, read_unit)
 
     COMPLEX_TYPES = (TensorProto.COMPLEX64, TensorProto.COMPLEX128)
     out = Split(model, point, total=len(data))
     c = read_container(data)
+    lanes = c.version >= COMPACT_SINCE
     units = {e.slot: read_tensor_unit(data, e) for e in c.index}
     out.units = len(units)
     out.container = len(data) - sum(e.length for e in c.index)
     view = memoryview(data)
-    _, _, after_meta = read_unit(view, HEADER.size)
-    _, _, after_graph = read_unit(view, after_meta)
+    _, _, after_meta = read_unit(view, HEADER.size, version=c.version)
+    _, _, after_graph = read_unit(view, after_meta, version=c.version)
     out.meta, out.graph = after_meta - HEADER.size, after_graph - after_meta
     out.index = out.container - out.meta - out.graph - HEADER.size - TRAILER.size
     for e in c.index:
@@ -153,16 +158,16 @@ def split_file(model: str, point: str, data: bytes) -> Split:
         r.i16()
         if flags & 1:
             channels = r.varint()
-            decode_levels(r, channels)
-            decode_levels(r, channels)
+            decode_levels(r, channels, lanes)
+            decode_levels(r, channels, lanes)
         else:
             r.u8()
         header = len(u.body) - r.remaining
-        side, words = level_block_parts(ByteReader(u.body[header:], "level block"))
+        side, words = level_block_parts(ByteReader(u.body[header:], "level block"), lanes)
         out.side += header + side
         out.words += words
         count = u.numel * (2 if u.dtype in COMPLEX_TYPES else 1)  # complex: the parts tensor is coded
-        levels = decode_levels(ByteReader(u.body[header:], "level block"), count)
+        levels = decode_levels(ByteReader(u.body[header:], "level block"), count, lanes)
         ctx = neighbour_context(levels)
         out.order0 += entropy_bytes(levels)
         out.context += entropy_bytes(levels, ctx)
