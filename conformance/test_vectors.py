@@ -78,3 +78,45 @@ def test_damaged_file_is_refused_with_the_documented_error(name, tmp_path, capsy
     assert decode_main([str(path), "-o", str(out)]) == 3
     assert "Traceback" not in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def _coded_paths(data: bytes) -> set[str]:
+    """What a file exercises: codings, lossy flags, minifloat formats, fine bits, storage types."""
+    from codec.bytestream import ByteReader
+    from codec.levelcode import read_levels
+    from formats.container import COMPACT_SINCE
+
+    f = nnr.open(data)
+    lanes = f.version >= COMPACT_SINCE
+    found = set()
+    for u in f.units():
+        found.add(f"coding{u.coding}:dtype{u.dtype}")
+        if u.coding == 2:
+            r = ByteReader(u.body)
+            flags = r.u8()
+            r.u8()
+            r.i16()
+            found.add(f"flags{flags}")
+            if flags & 1:
+                channels = r.varint()
+                read_levels(r, channels, lanes)
+                read_levels(r, channels, lanes)
+            else:
+                r.u8()
+            count = u.numel * (2 if u.dtype in (14, 15) else 1)
+            if read_levels(r, count, lanes).s > 0:
+                found.add("fine_bits")
+        if u.coding == 4:
+            found.add(f"minifloat:e{u.body[0]}m{u.body[1]}")
+    return found
+
+
+def test_current_vectors_cover_every_path():
+    """Every coding, lossy flag combination, minifloat width, fine bits and storage type of
+    the current version is in some reference vector."""
+    found = set().union(*(_coded_paths(p.with_suffix(".nnr").read_bytes()) for p in CURRENT))
+    wanted = {"flags0", "flags1", "flags2", "flags3", "fine_bits", "minifloat:e4m3", "minifloat:e5m2",
+              "minifloat:e5m10", "coding0:dtype7", "coding3:dtype1"}
+    wanted |= {f"coding1:dtype{t}" for t in (1, 10, 16, 11, 14, 15)}   # lossless fp32, fp16, bf16, fp64, complex
+    wanted |= {f"coding2:dtype{t}" for t in (1, 10, 16, 14)}
+    assert wanted <= found, sorted(wanted - found)

@@ -15,7 +15,7 @@ def _w(rng: np.random.Generator, *shape: int, scale: float = 0.05) -> np.ndarray
     return rng.laplace(0.0, scale, size=shape).astype(np.float32)
 
 
-def mlp(seed: int = 0, dtype: int = TensorProto.FLOAT, typed: bool = False) -> onnx.ModelProto:
+def mlp(seed: int = 0, dtype: int = TensorProto.FLOAT, typed: bool = False, hidden: int = 64) -> onnx.ModelProto:
     """Two Gemm layers with initializers of ``dtype`` (float, float16, bfloat16 or double),
     plus an int64 shape tensor and metadata that must survive untouched. With ``typed`` the
     weights sit in their type's repeated field (float_data, int32_data…) instead of raw_data."""
@@ -31,8 +31,8 @@ def mlp(seed: int = 0, dtype: int = TensorProto.FLOAT, typed: bool = False) -> o
         return numpy_helper.from_array(arr.astype(np_type), name)
 
     inits = [
-        init("fc1.weight", _w(rng, 64, 32)), init("fc1.bias", _w(rng, 64, scale=0.1)),
-        init("fc2.weight", _w(rng, 10, 64)), init("fc2.bias", _w(rng, 10, scale=0.1)),
+        init("fc1.weight", _w(rng, hidden, 32)), init("fc1.bias", _w(rng, hidden, scale=0.1)),
+        init("fc2.weight", _w(rng, 10, hidden)), init("fc2.bias", _w(rng, 10, scale=0.1)),
         numpy_helper.from_array(np.array([-1, 10], dtype=np.int64), "out_shape"),
     ]
     nodes = [

@@ -87,6 +87,11 @@ def cases() -> dict[str, Case]:
         "complex_pruned_phase": Case(lambda: complex_linear(seed=23), {"prune": "magnitude:0.5", "prune_global": True,
                                                                        "prune_criterion": "phase"}),
         "pruned_filters_l2": Case(lambda: mlp(seed=24), {"prune": "filters:l2:0.25"}),
+        "fine_bits": Case(lambda: mlp(seed=25, hidden=512), {"qp": -28.0}),
+        "mlp_fp16_lossless": Case(lambda: mlp(seed=26, dtype=TensorProto.FLOAT16), {"lossless": True}),
+        "mlp_bf16_lossless": Case(lambda: mlp(seed=27, dtype=TensorProto.BFLOAT16), {"lossless": True}),
+        "quantizer_e5m10": Case(lambda: mlp(seed=28), {"quantizer": "minifloat:e5m10"}),
+        "per_channel_wide_deadzone": Case(lambda: mlp(seed=29), {"quantizer": "deadzone:0.7", "step_rule": "channel"}),
     }
 
 
