@@ -117,6 +117,22 @@ def lossy_decoder(body: bytes | memoryview, shape: tuple[int, ...], out_dtype: n
         return dequantize(levels, theta, step_values(mantissas, exponent - shifts), tuple(shape), out_dtype)
 
 
+def main_block_offset(body: bytes | memoryview, lanes: bool = True) -> tuple[int, int]:
+    """(flags, offset of the main level block) of a lossy body, its step fields read but not
+    decoded: for tools that look inside a body."""
+    r = ByteReader(body, "lossy tensor body")
+    flags = r.u8()
+    r.u8()
+    r.i16()
+    if flags & FLAG_PER_CHANNEL:
+        channels = r.varint()
+        read_levels(r, channels, lanes)
+        read_levels(r, channels, lanes)
+    else:
+        r.u8()
+    return flags, len(body) - r.remaining
+
+
 def lossy_step(body: bytes | memoryview) -> float | None:
     """The step of a per-tensor lossy body, read from its header; None for per-channel steps."""
     r = ByteReader(body, "lossy tensor body")

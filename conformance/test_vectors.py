@@ -84,6 +84,7 @@ def _coded_paths(data: bytes) -> set[str]:
     """What a file exercises: codings, lossy flags, minifloat formats, fine bits, storage types."""
     from codec.bytestream import ByteReader
     from codec.levelcode import read_levels
+    from codec.lossy_decode import main_block_offset
     from formats.container import COMPACT_SINCE
 
     f = nnr.open(data)
@@ -92,19 +93,10 @@ def _coded_paths(data: bytes) -> set[str]:
     for u in f.units():
         found.add(f"coding{u.coding}:dtype{u.dtype}")
         if u.coding == 2:
-            r = ByteReader(u.body)
-            flags = r.u8()
-            r.u8()
-            r.i16()
+            flags, start = main_block_offset(u.body, lanes)
             found.add(f"flags{flags}")
-            if flags & 1:
-                channels = r.varint()
-                read_levels(r, channels, lanes)
-                read_levels(r, channels, lanes)
-            else:
-                r.u8()
             count = u.numel * (2 if u.dtype in (14, 15) else 1)
-            if read_levels(r, count, lanes).s > 0:
+            if read_levels(ByteReader(u.body[start:]), count, lanes).s > 0:
                 found.add("fine_bits")
         if u.coding == 4:
             found.add(f"minifloat:e{u.body[0]}m{u.body[1]}")

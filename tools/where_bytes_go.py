@@ -131,6 +131,7 @@ def split_file(model: str, point: str, data: bytes) -> Split:
 
     from codec.bytestream import ByteReader
     from codec.levelcode import decode_levels
+    from codec.lossy_decode import main_block_offset
     from formats.container import (CODING_LOSSY, COMPACT_SINCE, HEADER, TRAILER, read_container,
                                    read_tensor_unit, read_unit)
 
@@ -152,17 +153,7 @@ def split_file(model: str, point: str, data: bytes) -> Split:
         if u.coding != CODING_LOSSY:
             out.other += len(u.body)
             continue
-        r = ByteReader(u.body, "lossy body")
-        flags = r.u8()
-        r.u8()
-        r.i16()
-        if flags & 1:
-            channels = r.varint()
-            decode_levels(r, channels, lanes)
-            decode_levels(r, channels, lanes)
-        else:
-            r.u8()
-        header = len(u.body) - r.remaining
+        _, header = main_block_offset(u.body, lanes)
         side, words = level_block_parts(ByteReader(u.body[header:], "level block"), lanes)
         out.side += header + side
         out.words += words
