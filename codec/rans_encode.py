@@ -20,11 +20,11 @@ bits of start-up), so very low-rate blocks get longer lanes to keep that near 1 
 
 
 @numba.njit(cache=True, nogil=True)
-def _encode(symbols, cdf, precision, n_lanes):  # pragma: no cover - compiled
+def _encode(symbols, cdf, precision, n_lanes, start):  # pragma: no cover - compiled
     count = symbols.size
     q = count // n_lanes
     r = count - q * n_lanes
-    x = np.full(n_lanes, LANE_STATE_LOW, dtype=np.uint64)
+    x = np.full(n_lanes, start, dtype=np.uint64)
     out = np.empty(count + 2 * n_lanes + 8, dtype=np.uint16)
     n_out = 0
     for t in range((q + 1 if r else q) - 1, -1, -1):
@@ -52,9 +52,12 @@ def _encode(symbols, cdf, precision, n_lanes):  # pragma: no cover - compiled
     return words
 
 
-def encode_lanes(symbols: np.ndarray, cdf: np.ndarray, precision: int, n_lanes: int) -> np.ndarray:
+def encode_lanes(symbols: np.ndarray, cdf: np.ndarray, precision: int, n_lanes: int,
+                 start: int = LANE_STATE_LOW) -> np.ndarray:
     """Code symbols (indices into ``cdf``'s n + 1 boundaries) as one lane block of ``n_lanes``
-    lanes: uint16 words that :func:`codec.rans.decode_lanes` turns back into ``symbols``."""
+    lanes: uint16 words that :func:`codec.rans.decode_lanes` turns back into ``symbols``.
+    ``start`` is the lanes' initial state; anything but 2**16 makes a stream a decoder must
+    refuse (conformance vectors use it)."""
     s = np.ascontiguousarray(symbols, dtype=np.int64).ravel()
     if s.size == 0:
         return np.zeros(0, dtype=np.uint16)
@@ -64,7 +67,9 @@ def encode_lanes(symbols: np.ndarray, cdf: np.ndarray, precision: int, n_lanes: 
     if s.min() < 0 or s.max() >= cdf.size - 1 or np.any((np.bincount(s, minlength=cdf.size - 1) > 0)
                                                           & (np.diff(cdf) <= 0)):
         raise ValueError("a symbol is outside the table or has no slot")
-    return _encode(s, cdf, int(precision), int(n_lanes))
+    if not LANE_STATE_LOW <= start < 1 << 32:
+        raise ValueError(f"initial lane state {start} outside [2**16, 2**32)")
+    return _encode(s, cdf, int(precision), int(n_lanes), np.uint64(start))
 
 
 def choose_lanes(count: int, est_bits: float) -> int:

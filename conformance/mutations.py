@@ -216,7 +216,9 @@ def _describe(doc: Doc) -> None:
     for t in doc.tensors():
         if t.slot < len(slots):
             g = slots[t.slot].tensor
-            t.dtype, t.dims, t.name = int(g.data_type), [int(d) for d in g.dims], slots[t.slot].name.encode()
+            name = slots[t.slot].name   # bytes when a mutated graph's name is not UTF-8 (proto2)
+            t.dtype, t.dims, t.name = int(g.data_type), [int(d) for d in g.dims], \
+                name if isinstance(name, bytes) else name.encode()
 
 
 @dataclass

@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
@@ -13,8 +14,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import nnr  # noqa: E402
-from conformance.vectors import (ROBUSTNESS, cases, decoded_hashes, replay, robustness_cases,  # noqa: E402
-                                 reproducible, robustness_source, same_bitstream, vector_files)
+from codec.entropy import GEOMETRIC, HISTOGRAM  # noqa: E402
+from conformance.vectors import (ROBUSTNESS, VECTOR_ROOT, cases, decoded_hashes, handmade_vectors,  # noqa: E402
+                                 legacy_robustness_cases, replay, reproducible, robustness_cases,
+                                 robustness_source, same_bitstream, vector_files)
 from formats.container import FORMAT_VERSION  # noqa: E402
 from nnr.cli import decode_main  # noqa: E402
 
@@ -61,9 +64,13 @@ def test_same_bitstream_sees_a_changed_tensor():
 
 
 def test_robustness_vectors_are_what_the_generator_makes():
-    """The current version's damaged files are re-made byte for byte; older ones stay as written."""
+    """The current version's damaged files and those made from frozen older vectors are re-made
+    byte for byte; older ones stay as written."""
     made = {f"v{FORMAT_VERSION}_{k}": v for k, v in robustness_cases(robustness_source().read_bytes()).items()}
     assert sorted(made) == sorted(k for k in DAMAGED if k.startswith(f"v{FORMAT_VERSION}_"))
+    legacy = {k: v[:3] for k, v in legacy_robustness_cases().items()}
+    assert legacy.keys() <= DAMAGED.keys()
+    made |= legacy
     for name, (data, error, _) in made.items():
         assert (ROBUSTNESS / f"{name}.nnr").read_bytes() == data and DAMAGED[name]["error"] == error
 
@@ -80,8 +87,25 @@ def test_damaged_file_is_refused_with_the_documented_error(name, tmp_path, capsy
     assert not any(tmp_path.iterdir())
 
 
+def test_handmade_vectors_are_what_the_generator_makes():
+    for name, (_, data, _) in handmade_vectors().items():
+        assert (VECTOR_ROOT / f"v{FORMAT_VERSION}" / f"{name}.nnr").read_bytes() == data
+
+
+def test_double_rounding_vector_tells_the_two_roundings_apart():
+    """Its level 131137 (θ = 255, step 2^-17) is 1 + 2^-11 + 2^-25 in float64: float32 rounds it onto a
+    float16 tie, which goes to even (1.0); rounding the float64 once gives 1 + 2^-10."""
+    _, data, _ = handmade_vectors()["fp16_double_rounding"]
+    got = nnr.open(data).get_tensor("w")
+    exact = (131137 * 256 - 255) * 2.0 ** -25
+    assert exact == 1 + 2.0 ** -11 + 2.0 ** -25
+    assert got[0] == np.float16(np.float32(exact)) == 1.0 and got[1] == -1.0
+    assert np.float16(exact) == 1 + 2.0 ** -10
+
+
 def _coded_paths(data: bytes) -> set[str]:
-    """What a file exercises: codings, lossy flags, minifloat formats, fine bits, storage types."""
+    """What a file exercises: codings, lossy flags, minifloat formats, main-block table kinds,
+    fine bits, storage types."""
     from codec.bytestream import ByteReader
     from codec.levelcode import read_levels
     from codec.lossy_decode import main_block_offset
@@ -98,16 +122,21 @@ def _coded_paths(data: bytes) -> set[str]:
             count = u.numel * (2 if u.dtype in (14, 15) else 1)
             if read_levels(ByteReader(u.body[start:]), count, lanes).s > 0:
                 found.add("fine_bits")
+            r = ByteReader(u.body[start:])
+            r.varint()
+            r.u8()
+            found.add(f"table{r.u8()}")
         if u.coding == 4:
             found.add(f"minifloat:e{u.body[0]}m{u.body[1]}")
     return found
 
 
 def test_current_vectors_cover_every_path():
-    """Every coding, lossy flag combination, minifloat width, fine bits and storage type of
-    the current version is in some reference vector."""
+    """Every coding, lossy flag combination, minifloat width, table kind, fine bits and storage
+    type of the current version is in some reference vector."""
     found = set().union(*(_coded_paths(p.with_suffix(".nnr").read_bytes()) for p in CURRENT))
     wanted = {"flags0", "flags1", "flags2", "flags3", "fine_bits", "minifloat:e4m3", "minifloat:e5m2",
+              f"table{GEOMETRIC}", f"table{HISTOGRAM}",
               "minifloat:e5m10", "coding0:dtype7", "coding3:dtype1"}
     wanted |= {f"coding1:dtype{t}" for t in (1, 10, 16, 11, 14, 15)}   # lossless fp32, fp16, bf16, fp64, complex
     wanted |= {f"coding2:dtype{t}" for t in (1, 10, 16, 14)}

@@ -158,6 +158,43 @@ def _save_source(model: ModelProto, path: Path, external: bool) -> None:
         onnx.save(model, path)
 
 
+def handmade_vectors() -> dict[str, tuple[ModelProto, bytes, str]]:
+    """name -> (source model, file, why): current-version files no encoder option makes,
+    for rules a decoder could get wrong while passing every encoder-made vector."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from codec.bytestream import ByteWriter
+    from codec.levelcode import encode_levels
+    from formats.container import TensorUnit, write_container
+
+    # x = (|q|·256 − θ) · 2^(e − 16) with θ = 255, e = −9: level 131137 gives 1 + 2^-11 + 2^-25,
+    # a hair above a float16 tie. float32 rounds it onto the tie, which float16 rounds to even
+    # (1.0); one rounding from float64 would give the next float16 up (1 + 2^-10).
+    levels = np.array([131137, -131137, 131136, 1, 0, -3], dtype=np.int64)
+    body = ByteWriter()
+    body.u8(0)
+    body.u8(255)
+    body.i16(-9)
+    body.u8(1)
+    body.raw(encode_levels(levels))
+    weights = ((np.abs(levels) * 256 - 255) * np.sign(levels) * 2.0 ** -25).astype(np.float32).astype(np.float16)
+    w = numpy_helper.from_array(weights, "w")
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "double_rounding",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [levels.size])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [levels.size])], [w])
+    source = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    stripped = ModelProto()
+    stripped.CopyFrom(source)
+    stripped.graph.initializer[0].ClearField("raw_data")
+    why = ("hand-made: float16 levels whose float64 value is a hair above a float16 tie; float64 → "
+           "float32 → float16 (the rule) and float64 → float16 decode differently")
+    data = write_container({"note": why, "slots": 1}, stripped.SerializeToString(),
+                           [TensorUnit(0, "w", TensorProto.FLOAT16, (levels.size,), 2, body.getvalue())])
+    onnx.checker.check_model(source)
+    return {"fp16_double_rounding": (source, data, why)}
+
+
 def update_vectors(log: Callable[[str], None] = print) -> list[str]:
     """Write the current version's reference and robustness vectors; returns the files written.
 
@@ -193,6 +230,16 @@ def update_vectors(log: Callable[[str], None] = print) -> list[str]:
             (out / f"{name}.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
             written += [str(target), str(out / f"{name}.json")]
             log(f"wrote {target} ({len(data)} bytes)")
+        for name, (source, data, why) in handmade_vectors().items():
+            target = out / f"{name}.nnr"
+            if target.exists() and target.read_bytes() != data:
+                raise SystemExit(f"{target}: the hand-made file changed; that needs a new format version")
+            _save_source(source, out / f"{name}.onnx", False)
+            target.write_bytes(data)
+            record = {"format_version": FORMAT_VERSION, "options": {}, "external_data": False,
+                      "decode_only": why, **decoded_hashes(data)}
+            (out / f"{name}.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+            written += [str(out / f"{name}.onnx"), str(target), str(out / f"{name}.json")]
     written += write_robustness(log)
     return written
 
@@ -223,7 +270,7 @@ def _rebuilt(good: bytes, edit: Callable[[list], list]) -> bytes:
     from formats.container import write_container
 
     c = read_container(good)
-    return write_container(c.meta, c.graph, edit(list(nnr.open(good).units())))
+    return write_container(c.meta, c.graph, edit(list(nnr.open(good).units())), version=c.version)
 
 
 def _unit_edit(index: int, **changes) -> Callable[[list], list]:
@@ -272,13 +319,196 @@ def robustness_cases(good: bytes) -> dict[str, tuple[bytes, str, str]]:
                          f"the first tensor unit ({first.name}) left out, every CRC valid"),
         "unit_slot_unknown": (_rebuilt(good, _unit_edit(0, slot=len(units) + 1000)), "CorruptionError",
                               "the first tensor unit points at a slot the graph does not have, every CRC valid"),
+        "unit_slot_twice": (_rebuilt(good, _unit_edit(1, slot=units[0].slot)), "CorruptionError",
+                            "the second tensor unit codes the first one's slot again, every CRC valid"),
         "unit_coding_unknown": (_rebuilt(good, _unit_edit(0, coding=9)), "FormatError",
                                 "the first tensor unit declares coding 9, every CRC valid"),
-        "lane_end_state": (_rebuilt(good, _unit_edit(0, body=last_word_flipped)), "CorruptionError",
-                           "a bit of the first unit's last ANS word flipped, every CRC valid: a lane "
-                           "does not end in its initial state"),
+        "lane_word_flipped": (_rebuilt(good, _unit_edit(0, body=last_word_flipped)), "CorruptionError",
+                              "a bit of the first unit's last ANS word flipped, every CRC valid: its "
+                              "lane goes astray"),
         "unit_body_truncated": (_rebuilt(good, _unit_edit(0, body=body[:-2])), "CorruptionError",
                                 "the first unit's body one ANS word short, every CRC valid"),
+        **_container_cases(good),
+        **_body_cases(good),
+    }
+
+
+def _pieces(data: bytes) -> list[tuple[bytes | None, bytes]]:
+    """The units of a file as (kind, payload) pairs in file order, the index last."""
+    from formats.container import read_unit
+
+    c = read_container(data)
+    view, pos, pieces = memoryview(data), 16, []
+    while pos < len(data) - 16:
+        kind, payload, pos = read_unit(view, pos, None, c.version)
+        pieces.append((kind, bytes(payload)))
+    return pieces
+
+
+def _assembled(pieces: list[tuple[bytes | None, bytes]], version: int = FORMAT_VERSION) -> bytes:
+    """Units laid out again with valid CRCs (kind None: raw bytes, no unit), the trailer
+    pointing at the last one."""
+    from formats.container import TRAILER, TRAILER_MAGIC, _unit, header_bytes
+
+    parts = [header_bytes(version)]
+    for kind, payload in pieces[:-1]:
+        parts.append(payload if kind is None else _unit(kind, payload, version))
+    index_at = sum(map(len, parts))
+    parts.append(_unit(pieces[-1][0], pieces[-1][1], version))
+    return b"".join(parts) + TRAILER.pack(index_at, bytes(4), TRAILER_MAGIC)
+
+
+def _container_cases(good: bytes) -> dict[str, tuple[bytes, str, str]]:
+    """Damage to units and index, every CRC valid."""
+    from codec.bytestream import ByteReader, ByteWriter
+    from formats.container import GRAPH, META
+
+    pieces = _pieces(good)
+    index = ByteReader(pieces[-1][1])
+    entries = [(index.varint(), index.varint()) for _ in range(index.varint())]
+
+    def with_piece(i: int, piece: tuple[bytes | None, bytes]) -> bytes:
+        changed = list(pieces)
+        changed[i] = piece
+        return _assembled(changed)
+
+    lengths = ByteWriter()
+    lengths.varint(len(entries))
+    for i, (slot, length) in enumerate(entries):
+        lengths.varint(slot)
+        lengths.varint(length + (1 if i == 0 else -1 if i == 1 else 0))
+    graph = zlib.decompress(pieces[1][1])
+    model = ModelProto()
+    model.ParseFromString(graph)
+    external = model.graph.initializer[0]
+    name = external.name.encode()
+    external.data_location = TensorProto.EXTERNAL
+    external.external_data.add(key="location", value="weights.bin")
+    return {
+        "unit_kind_wrong": (with_piece(2, (b"TENX", pieces[2][1])), "FormatError",
+                            "the first tensor unit's kind is TENX, every CRC valid"),
+        "index_lengths_disagree": (with_piece(-1, (pieces[-1][0], lengths.getvalue())), "CorruptionError",
+                                   "the index gives the first unit one byte more and the second one "
+                                   "less (they still tile the tensor area), every CRC valid"),
+        "bytes_between_units": (_assembled(pieces[:3] + [(None, bytes(3))] + pieces[3:]), "CorruptionError",
+                                "three zero bytes between the first and second tensor units, the index "
+                                "unchanged: bytes no unit covers"),
+        "meta_not_json": (with_piece(0, (META, b"{not json")), "FormatError",
+                          "META holds '{not json', every CRC valid"),
+        "graph_not_zlib": (with_piece(1, (GRAPH, b"not zlib")), "FormatError",
+                           "GRPH holds 'not zlib', every CRC valid"),
+        "graph_not_onnx": (with_piece(1, (GRAPH, zlib.compress(b"\x0a\xff\xff\xff\xff\x0f"))), "FormatError",
+                           "GRPH is a zlib stream of six bytes that are no ONNX model, every CRC valid"),
+        "graph_name_not_utf8": (with_piece(1, (GRAPH, zlib.compress(graph.replace(name, name[:-1] + b"\xff"), 9))),
+                                "FormatError", f"the graph's initializer {external.name!r} renamed, where it is "
+                                "defined and used, with a last byte 0xFF (not UTF-8), every CRC valid"),
+        "graph_external_data": (with_piece(1, (GRAPH, zlib.compress(model.SerializeToString(), 9))),
+                                "CorruptionError",
+                                f"the graph's initializer {external.name!r} refers to external data, "
+                                "every CRC valid"),
+    }
+
+
+def _varint(value: int) -> bytes:
+    from codec.bytestream import ByteWriter
+
+    w = ByteWriter()
+    w.varint(value)
+    return w.getvalue()
+
+
+def _body_cases(good: bytes) -> dict[str, tuple[bytes, str, str]]:
+    """Damage inside the first tensor unit's main level block (a per-tensor lossy body), every
+    CRC valid: field by field, each refusal of SPEC sections 3 and 4."""
+    import nnr
+    from codec.bytestream import ByteReader
+    from codec.levelcode import read_levels
+    from codec.lossy_decode import main_block_offset
+    from codec.rans import LANE_STATE_LOW, decode_lanes
+    from codec.rans_encode import encode_lanes
+
+    unit = list(nnr.open(good).units())[0]
+    body = bytes(unit.body)
+    flags, start = main_block_offset(body)
+    assert unit.coding == 2 and flags == 0, "the source's first unit must be a per-tensor lossy body"
+    ans = read_levels(ByteReader(body[start:]), unit.numel, True).ans
+    k_bytes = len(_varint(ByteReader(body[start:]).varint()))
+    words_at = len(body) - 2 * ans.words.size
+    lanes_at = words_at - len(_varint(ans.words.size)) - len(_varint(ans.n_lanes))
+    p_at = lanes_at - 1
+    table_at = start + k_bytes + 1
+
+    def edited(new_body: bytes) -> bytes:
+        return _rebuilt(good, _unit_edit(0, body=new_body))
+
+    def put(at: int, value: int, width: int = 1) -> bytes:
+        return edited(body[:at] + value.to_bytes(width, "little") + body[at + width:])
+
+    def lanes(value: int) -> bytes:
+        return edited(body[:lanes_at] + _varint(value) + body[p_at + 1 + len(_varint(ans.n_lanes)):])
+
+    more_words = _varint(ans.words.size + 1)
+    symbols = decode_lanes(ans.words, ans.table, ans.count, ans.n_lanes)
+    cdf = np.concatenate(([0], np.cumsum(np.bincount(ans.table.symbol, minlength=ans.table.size))))
+    off_end = encode_lanes(symbols, cdf, ans.table.precision, ans.n_lanes, start=LANE_STATE_LOW + 1)
+    return {
+        "lane_end_state": (edited(body[:lanes_at] + _varint(ans.n_lanes) + _varint(off_end.size)
+                                  + off_end.astype("<u2").tobytes()), "CorruptionError",
+                           "the main block's lanes coded from state 2**16 + 1: every word is used "
+                           "but a lane ends in 2**16 + 1, not its initial state"),
+        "lossy_flags_unknown": (put(0, 4), "CorruptionError", "lossy flags 0x04 (undefined), every CRC valid"),
+        "level_k_over_limit": (edited(body[:start] + _varint(1 << 15) + body[start + k_bytes:]), "CorruptionError",
+                               "the main level block's K is 2**15, one over version 5's limit"),
+        "table_kind_unknown": (put(table_at, 7), "CorruptionError", "entropy table kind 7 (undefined)"),
+        "lane_precision_zero": (put(p_at, 0), "CorruptionError", "lane table precision P = 0"),
+        "lane_precision_17": (put(p_at, 17), "CorruptionError", "lane table precision P = 17"),
+        "lane_count_zero": (lanes(0), "CorruptionError", f"0 lanes for {unit.numel} symbols"),
+        "lane_count_over": (lanes(unit.numel + 1), "CorruptionError",
+                            f"{unit.numel + 1} lanes for {unit.numel} symbols"),
+        "lane_start_low": (put(words_at, 0, 2), "CorruptionError",
+                           "the high half of lane 0's initial state is 0: the lane starts below 2**16"),
+        "lane_words_left_over": (edited(body[:lanes_at + len(_varint(ans.n_lanes))] + more_words + body[words_at:]
+                                        + bytes(2)), "CorruptionError",
+                                 "one zero word appended to the main block's lane stream (its word count "
+                                 "raised by one): a word is left over"),
+    }
+
+
+LEGACY_SOURCES = {"v4_lossy": "v4/mlp_lossy.nnr", "v4_complex": "v4/complex_lossy.nnr",
+                  "v3_mulaw": "v3/quantizer_mulaw.nnr"}
+"""Frozen older vectors the legacy robustness cases are made from."""
+
+
+def legacy_robustness_cases() -> dict[str, tuple[bytes, str, str, str]]:
+    """name -> (damaged bytes, error, what was done, source): refusals only a version 1–4
+    file can show (its ANS stream, features newer than its version)."""
+    import nnr
+    from formats.container import write_container
+
+    def source(key: str) -> bytes:
+        return (VECTOR_ROOT / LEGACY_SOURCES[key]).read_bytes()
+
+    def relabelled(key: str, version: int) -> bytes:
+        data = source(key)
+        c = read_container(data)
+        return write_container(c.meta, c.graph, list(nnr.open(data).units()), version=version)
+
+    v4 = source("v4_lossy")
+    body = bytes(list(nnr.open(v4).units())[0].body)
+
+    def v4_body(new_body: bytes) -> bytes:
+        return _rebuilt(v4, _unit_edit(0, body=new_body))
+
+    return {
+        "v4_stream_ends_in_zero_word": (v4_body(body[:-4] + bytes(4)), "CorruptionError",
+                                        "the last 32-bit word of the first unit's ANS stream set to 0", "v4_lossy"),
+        "v4_stream_not_exhausted": (v4_body(_flip(body, len(body) - 8)), "CorruptionError",
+                                    "bit 0 of the first unit's second-to-last ANS word flipped: the "
+                                    "stream does not end in state 0 with every word used", "v4_lossy"),
+        "v3_complex_unit": (relabelled("v4_complex", 3), "CorruptionError",
+                            "a complex64 tensor unit in a file written as version 3", "v4_complex"),
+        "v2_codebook_unit": (relabelled("v3_mulaw", 2), "CorruptionError",
+                             "coding 3 (codebook) units in a file written as version 2", "v3_mulaw"),
     }
 
 
@@ -287,18 +517,22 @@ def robustness_source() -> Path:
 
 
 def write_robustness(log: Callable[[str], None] = print) -> list[str]:
-    """Write the current version's damaged files (``v<N>_<case>.nnr``) and add them to
-    robustness.json (what each must raise); those of older versions stay as they are."""
+    """Write the current version's damaged files (``v<N>_<case>.nnr``) and the legacy cases
+    made from frozen older vectors, and record them in robustness.json (what each must
+    raise); damaged files of older versions stay as they are."""
     ROBUSTNESS.mkdir(parents=True, exist_ok=True)
     source = robustness_source()
     index = ROBUSTNESS / "robustness.json"
     record = json.loads(index.read_text()) if index.exists() else {}
+    made = {f"v{FORMAT_VERSION}_{case}": (*made, source)
+            for case, made in robustness_cases(source.read_bytes()).items()}
+    made |= {name: (data, error, what, VECTOR_ROOT / LEGACY_SOURCES[key])
+             for name, (data, error, what, key) in legacy_robustness_cases().items()}
     written = []
-    for case, (data, error, what) in robustness_cases(source.read_bytes()).items():
-        name = f"v{FORMAT_VERSION}_{case}"
+    for name, (data, error, what, src) in made.items():
         path = ROBUSTNESS / f"{name}.nnr"
         path.write_bytes(data)
-        record[name] = {"error": error, "what": what, "from": str(source.relative_to(VECTOR_ROOT))}
+        record[name] = {"error": error, "what": what, "from": str(src.relative_to(VECTOR_ROOT))}
         written.append(str(path))
     index.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     log(f"wrote {len(written)} robustness vectors in {ROBUSTNESS}")

@@ -248,6 +248,8 @@ def check_header(data: memoryview) -> int:
     if len(data) < HEADER.size or bytes(data[:4]) != MAGIC:
         raise FormatError("not an .nnr file (magic bytes missing)")
     (version,) = struct.unpack_from("<H", data, 4)
+    if version == 0:
+        raise FormatError("header declares format version 0, which no .nnr file has (versions start at 1)")
     if version >= COMPACT_SINCE:
         _, _, flags, reserved, crc = HEADER_V5.unpack_from(data, 0)
         if zlib.crc32(data[:12]) != crc:
@@ -269,9 +271,28 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
+MAX_META_DEPTH = 64
+"""Deepest nesting of arrays and objects a META may have (the outer object is depth 1)."""
+
+
+def _check_json_limits(value: object, depth: int = 1) -> None:
+    """Refuse nesting deeper than MAX_META_DEPTH and integers outside int64: limits every JSON
+    parser can honour, so that a file is refused or accepted the same by every decoder."""
+    if depth > MAX_META_DEPTH:
+        raise FormatError(f"metadata unit nests deeper than {MAX_META_DEPTH} levels")
+    if isinstance(value, dict):
+        value = value.values()
+    elif not isinstance(value, list):
+        if isinstance(value, int) and not -(1 << 63) <= value < 1 << 63:
+            raise FormatError("metadata unit holds an integer outside the signed 64-bit range")
+        return
+    for item in value:
+        _check_json_limits(item, depth + 1)
+
+
 def parse_meta(payload: bytes | memoryview, version: int) -> dict:
-    """The META unit as a dict: a JSON object (no NaN/Infinity), ``typed_fields`` only from
-    version 2 on."""
+    """The META unit as a dict: a JSON object (no NaN/Infinity) within the limits of
+    :func:`_check_json_limits`, ``typed_fields`` only from version 2 on."""
     if len(payload) > MAX_META_BYTES:
         raise FormatError("metadata unit is larger than 16 MiB")
     try:
@@ -280,6 +301,7 @@ def parse_meta(payload: bytes | memoryview, version: int) -> dict:
         raise FormatError(f"metadata unit is not JSON: {str(exc)[:200]}") from exc
     if not isinstance(meta, dict):
         raise FormatError(f"metadata unit is JSON but not an object (a {type(meta).__name__})")
+    _check_json_limits(meta)
     if "typed_fields" in meta and version < TYPED_FIELDS_SINCE:
         raise FormatError(f"metadata key typed_fields is not defined in format version {version}")
     return meta
@@ -388,6 +410,8 @@ def _describe_from_graph(entries: list[IndexEntry], graph: bytes) -> None:
             raise CorruptionError(f"tensor slot {e.slot} is coded twice")
         seen.add(e.slot)
         t = slots[e.slot]
+        if isinstance(t.name, bytes):  # protobuf hands back a proto2 string that is not UTF-8 as bytes
+            raise FormatError(f"graph tensor at slot {e.slot} has a name that is not UTF-8")
         e.name, e.dtype, e.dims = t.name, int(t.tensor.data_type), tuple(int(d) for d in t.tensor.dims)
         if len(e.dims) > MAX_NDIM or int(np.prod(e.dims, dtype=np.float64)) > MAX_ELEMENTS or min(e.dims, default=0) < 0:
             raise CorruptionError(f"tensor {e.name!r} has a shape nnr does not code ({list(e.dims)})")

@@ -1,5 +1,6 @@
 """The container refuses every damaged or foreign input with the documented error."""
 
+import json
 import struct
 import zlib
 
@@ -68,6 +69,31 @@ def test_header_checksum_covers_version_and_flags(small_nnr):
         struct.pack_into("<H", bumped, 4, older)
         with pytest.raises(FormatError, match="reserved"):
             nnr.decode(bytes(bumped))
+
+
+def test_version_zero_is_not_a_version(small_nnr):
+    with pytest.raises(FormatError, match="version 0") as err:
+        nnr.decode(_with_version(small_nnr, 0)[:12] + bytes(4) + small_nnr[16:])
+    assert not isinstance(err.value, VersionError)  # no "upgrade nnr" for a version that never was
+
+
+@pytest.mark.parametrize("meta, ok", [
+    ({"a": [[[[1]]]]}, True),
+    ({"a": 2 ** 63 - 1, "b": -2 ** 63}, True),
+    ({"a": 2 ** 63}, False),
+    ({"a": -2 ** 63 - 1}, False),
+    ({"deep": json.loads("[" * 63 + "]" * 63)}, True),
+    ({"deep": json.loads("[" * 64 + "]" * 64)}, False),
+])
+def test_meta_limits_are_the_same_for_every_parser(small_nnr, meta, ok):
+    """Nesting of at most 64 levels (the object itself is one) and integers in int64."""
+    c = read_container(small_nnr)
+    data = write_container(meta, c.graph, list(nnr.open(small_nnr).units()))
+    if ok:
+        assert nnr.open(data).metadata() == meta
+    else:
+        with pytest.raises(FormatError, match="metadata unit"):
+            nnr.open(data)
 
 
 def test_not_an_nnr_file_is_refused():
