@@ -10,7 +10,7 @@ import struct
 
 import numpy as np
 
-from nnr.errors import CorruptionError, LimitError
+from .errors import CorruptionError, LimitError
 
 
 class ByteWriter:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnr.errors import CorruptionError
+from .errors import CorruptionError
 
 from .bytestream import Budget, ByteReader, ByteWriter
 from .entropy import MAX_TABLE_FREQ, TABLE_BYTES_PER_SYMBOL, ans_encode, cost_bits, histogram_freqs

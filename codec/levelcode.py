@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnr.errors import CorruptionError
+from .errors import CorruptionError
 
 from . import exactmath
 from .bytestream import ByteReader, ByteWriter, encode_varints

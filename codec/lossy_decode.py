@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnr.errors import CorruptionError
+from .errors import CorruptionError
 
 from .bytestream import Budget, ByteReader
 from .levelcode import read_levels

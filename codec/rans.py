@@ -25,7 +25,7 @@ from typing import Generator, NamedTuple, Sequence, TypeVar
 
 import numpy as np
 
-from nnr.errors import CorruptionError
+from .errors import CorruptionError
 
 STACK_PRECISION = 24
 """Bits of the v1–v4 fixed-point tables (constriction's default categorical model)."""

@@ -15,19 +15,21 @@ import sys
 import time
 from pathlib import Path
 
+from nnr import __version__
 from nnr.errors import NnrError
 from nnr.plotting import require_matplotlib
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = "nnr-conformance") -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        prog="nnr-conformance", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Check that nnr keeps its promises: reference bitstreams decode to their golden "
                     "hashes and are re-encoded byte for byte, damaged files are refused with the "
                     "documented error, and real models stay under their size ceilings and above "
                     "their fidelity floors (conformance/manifest.json) at each operating point.",
         epilog="Operating points and models are listed in conformance/manifest.json. The fast tier "
                "checks the points each model lists under \"fast\"; --full checks them all.")
+    ap.add_argument("--version", action="version", version=f"nnr {__version__}")
     ap.add_argument("--full", action="store_true", help="every corpus model at every operating point")
     ap.add_argument("--models", help="comma-separated corpus models to check (default: all of the tier)")
     ap.add_argument("--points", help="comma-separated operating points to check (default: all of the tier)")
@@ -72,16 +74,16 @@ def _listing(manifest) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = _parser()
+def main(argv: list[str] | None = None, prog: str = "nnr-conformance") -> int:
+    ap = _parser(prog)
     args = ap.parse_args(argv)
     try:
         return _main(ap, args)
     except NnrError as exc:
-        print(f"nnr-conformance: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("nnr-conformance: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
 
 
@@ -120,7 +122,7 @@ def _main(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     failed = sum(not r.passed for r in results) + sum(not c.ok for c in checks)
     print(f"{tier} tier: {len(results)} model checks, {len(checks)} vector checks, "
           f"{'all pass' if not failed else f'{failed} FAIL'} ({elapsed:.0f} s)")
-    from formats.fileio import write_bytes_atomic
+    from nnr.formats.fileio import write_bytes_atomic
 
     if args.json:
         write_bytes_atomic(args.json, report.to_json(results, checks, tier, swept).encode())

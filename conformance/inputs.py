@@ -19,7 +19,7 @@ import numpy as np
 
 from nnr.errors import InputError
 
-from .corpus import package_file
+from .corpus import CorpusMissing, package_file
 
 HERE = Path(__file__).resolve().parent
 PHOTOS = HERE / "data" / "imagenet"
@@ -183,7 +183,7 @@ SENTENCES = ("Compressed networks keep their accuracy.", "The decoder is bit exa
 def speech(sr: int = 16000) -> np.ndarray:
     """espeak-ng speech with half-second pauses between sentences, 16 kHz mono float32."""
     if shutil.which("espeak-ng") is None:
-        raise InputError("espeak-ng is needed for the VAD inputs: apt-get install espeak-ng (.ci/run does)")
+        raise CorpusMissing("espeak-ng is needed for the speech inputs: apt-get install espeak-ng (.ci/run does)")
     parts = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, text in enumerate(SENTENCES):

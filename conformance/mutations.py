@@ -23,10 +23,10 @@ from typing import Callable
 
 from onnx import AttributeProto, GraphProto, ModelProto, TensorProto
 
-from codec.bytestream import ByteReader, ByteWriter
-from formats.container import (COMPACT_SINCE, GRAPH, HEADER, INDEX, MAGIC, META, SUPPORTED_VERSIONS, TENSOR,
+from nnr.codec.bytestream import ByteReader, ByteWriter
+from nnr.formats.container import (COMPACT_SINCE, GRAPH, HEADER, INDEX, MAGIC, META, SUPPORTED_VERSIONS, TENSOR,
                                TRAILER, TRAILER_MAGIC, UNIT_HEAD, _unit)
-from formats.onnx_io import tensor_slots
+from nnr.formats.onnx_io import tensor_slots
 from nnr.errors import NnrError
 
 INTERESTING = (0, 1, 2, 7, 8, 255, 256, 1 << 16, 1 << 20, (1 << 20) + 1, 1 << 31, 1 << 32, 1 << 40,

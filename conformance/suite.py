@@ -17,7 +17,7 @@ import onnx
 from onnx import ModelProto, TensorProto
 
 import nnr
-from formats.onnx_io import strip_tensor, tensor_slots
+from nnr.formats.onnx_io import strip_tensor, tensor_slots
 
 from .corpus import Entry, Limits, Manifest, load_model
 from .tasks import TASKS

@@ -14,11 +14,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import nnr  # noqa: E402
-from codec.entropy import GEOMETRIC, HISTOGRAM  # noqa: E402
+from nnr.codec.entropy import GEOMETRIC, HISTOGRAM  # noqa: E402
 from conformance.vectors import (ROBUSTNESS, VECTOR_ROOT, cases, decoded_hashes, handmade_vectors,  # noqa: E402
                                  legacy_robustness_cases, replay, reproducible, robustness_cases,
                                  robustness_source, same_bitstream, vector_files)
-from formats.container import FORMAT_VERSION  # noqa: E402
+from nnr.formats.container import FORMAT_VERSION  # noqa: E402
 from nnr.cli import decode_main  # noqa: E402
 
 VECTORS = vector_files()
@@ -106,10 +106,10 @@ def test_double_rounding_vector_tells_the_two_roundings_apart():
 def _coded_paths(data: bytes) -> set[str]:
     """What a file exercises: codings, lossy flags, minifloat formats, main-block table kinds,
     fine bits, storage types."""
-    from codec.bytestream import ByteReader
-    from codec.levelcode import read_levels
-    from codec.lossy_decode import main_block_offset
-    from formats.container import COMPACT_SINCE
+    from nnr.codec.bytestream import ByteReader
+    from nnr.codec.levelcode import read_levels
+    from nnr.codec.lossy_decode import main_block_offset
+    from nnr.formats.container import COMPACT_SINCE
 
     f = nnr.open(data)
     lanes = f.version >= COMPACT_SINCE

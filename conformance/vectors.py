@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 from onnx import ModelProto, TensorProto
 
-from formats.container import FORMAT_VERSION, read_container
+from nnr.formats.container import FORMAT_VERSION, read_container
 
 HERE = Path(__file__).resolve().parent
 VECTOR_ROOT = HERE / "vectors"
@@ -164,9 +164,9 @@ def handmade_vectors() -> dict[str, tuple[ModelProto, bytes, str]]:
     import onnx
     from onnx import helper, numpy_helper
 
-    from codec.bytestream import ByteWriter
-    from codec.levelcode import encode_levels
-    from formats.container import TensorUnit, write_container
+    from nnr.codec.bytestream import ByteWriter
+    from nnr.codec.levelcode import encode_levels
+    from nnr.formats.container import TensorUnit, write_container
 
     # x = (|q|·256 − θ) · 2^(e − 16) with θ = 255, e = −9: level 131137 gives 1 + 2^-11 + 2^-25,
     # a hair above a float16 tie. float32 rounds it onto the tie, which float16 rounds to even
@@ -253,7 +253,7 @@ def _flip(data: bytes, offset: int, bit: int = 0) -> bytes:
 def _with_header(data: bytes, version: int | None = None, flags: int | None = None) -> bytes:
     """``data`` with its header's version or flags changed and its checksum made valid again:
     a well-formed header that says something else."""
-    from formats.container import header_bytes
+    from nnr.formats.container import header_bytes
 
     head = bytearray(header_bytes(FORMAT_VERSION)[:12])
     head[:12] = data[:12]
@@ -267,7 +267,7 @@ def _with_header(data: bytes, version: int | None = None, flags: int | None = No
 def _rebuilt(good: bytes, edit: Callable[[list], list]) -> bytes:
     """``good`` written again (every CRC valid) after ``edit`` changed its list of tensor units."""
     import nnr
-    from formats.container import write_container
+    from nnr.formats.container import write_container
 
     c = read_container(good)
     return write_container(c.meta, c.graph, edit(list(nnr.open(good).units())), version=c.version)
@@ -286,7 +286,7 @@ def robustness_cases(good: bytes) -> dict[str, tuple[bytes, str, str]]:
     """name -> (damaged bytes, error class a decoder must raise, what was done), from ``good``,
     a file of the current version."""
     import nnr
-    from formats.container import read_unit
+    from nnr.formats.container import read_unit
 
     c = read_container(good)
     first = c.index[0]
@@ -335,7 +335,7 @@ def robustness_cases(good: bytes) -> dict[str, tuple[bytes, str, str]]:
 
 def _pieces(data: bytes) -> list[tuple[bytes | None, bytes]]:
     """The units of a file as (kind, payload) pairs in file order, the index last."""
-    from formats.container import read_unit
+    from nnr.formats.container import read_unit
 
     c = read_container(data)
     view, pos, pieces = memoryview(data), 16, []
@@ -348,7 +348,7 @@ def _pieces(data: bytes) -> list[tuple[bytes | None, bytes]]:
 def _assembled(pieces: list[tuple[bytes | None, bytes]], version: int = FORMAT_VERSION) -> bytes:
     """Units laid out again with valid CRCs (kind None: raw bytes, no unit), the trailer
     pointing at the last one."""
-    from formats.container import TRAILER, TRAILER_MAGIC, _unit, header_bytes
+    from nnr.formats.container import TRAILER, TRAILER_MAGIC, _unit, header_bytes
 
     parts = [header_bytes(version)]
     for kind, payload in pieces[:-1]:
@@ -360,8 +360,8 @@ def _assembled(pieces: list[tuple[bytes | None, bytes]], version: int = FORMAT_V
 
 def _container_cases(good: bytes) -> dict[str, tuple[bytes, str, str]]:
     """Damage to units and index, every CRC valid."""
-    from codec.bytestream import ByteReader, ByteWriter
-    from formats.container import GRAPH, META
+    from nnr.codec.bytestream import ByteReader, ByteWriter
+    from nnr.formats.container import GRAPH, META
 
     pieces = _pieces(good)
     index = ByteReader(pieces[-1][1])
@@ -410,7 +410,7 @@ def _container_cases(good: bytes) -> dict[str, tuple[bytes, str, str]]:
 
 
 def _varint(value: int) -> bytes:
-    from codec.bytestream import ByteWriter
+    from nnr.codec.bytestream import ByteWriter
 
     w = ByteWriter()
     w.varint(value)
@@ -421,11 +421,11 @@ def _body_cases(good: bytes) -> dict[str, tuple[bytes, str, str]]:
     """Damage inside the first tensor unit's main level block (a per-tensor lossy body), every
     CRC valid: field by field, each refusal of SPEC sections 3 and 4."""
     import nnr
-    from codec.bytestream import ByteReader
-    from codec.levelcode import read_levels
-    from codec.lossy_decode import main_block_offset
-    from codec.rans import LANE_STATE_LOW, decode_lanes
-    from codec.rans_encode import encode_lanes
+    from nnr.codec.bytestream import ByteReader
+    from nnr.codec.levelcode import read_levels
+    from nnr.codec.lossy_decode import main_block_offset
+    from nnr.codec.rans import LANE_STATE_LOW, decode_lanes
+    from nnr.codec.rans_encode import encode_lanes
 
     unit = list(nnr.open(good).units())[0]
     body = bytes(unit.body)
@@ -483,7 +483,7 @@ def legacy_robustness_cases() -> dict[str, tuple[bytes, str, str, str]]:
     """name -> (damaged bytes, error, what was done, source): refusals only a version 1–4
     file can show (its ANS stream, features newer than its version)."""
     import nnr
-    from formats.container import write_container
+    from nnr.formats.container import write_container
 
     def source(key: str) -> bytes:
         return (VECTOR_ROOT / LEGACY_SOURCES[key]).read_bytes()

@@ -16,8 +16,8 @@ from typing import Iterator
 
 import numpy as np
 
-from codec.bytestream import ByteReader, ByteWriter
-from nnr.errors import CorruptionError, FormatError, LimitError, VersionError
+from nnr.codec.bytestream import ByteReader, ByteWriter
+from nnr.codec.errors import CorruptionError, FormatError, LimitError, VersionError
 
 MAGIC = b"\x89NNR"
 TRAILER_MAGIC = b"NNR\x89"

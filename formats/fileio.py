@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from nnr.errors import InputError, OutputError
+from nnr.codec.errors import InputError, OutputError
 
 
 def _umask() -> int:

@@ -17,7 +17,7 @@ import numpy as np
 from google.protobuf.message import DecodeError, EncodeError
 from onnx import AttributeProto, GraphProto, ModelProto, TensorProto, numpy_helper
 
-from nnr.errors import InputError
+from nnr.codec.errors import InputError
 
 from .fileio import atomic_writer, read_input
 

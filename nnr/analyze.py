@@ -16,10 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from codec.distributions import FAMILIES, Fit, fit_all, histogram, pdf
-from codec.floatcast import to_float64
-from formats.onnx_io import FLOAT_TYPES, STORAGE_DTYPES, read_model, tensor_bytes, tensor_slots
+from nnr.codec.distributions import FAMILIES, Fit, fit_all, histogram, pdf
+from nnr.codec.floatcast import to_float64
+from nnr.formats.onnx_io import FLOAT_TYPES, STORAGE_DTYPES, read_model, tensor_bytes, tensor_slots
 
+from . import __version__
+from .cli import require_encoder
 from .errors import InputError, NnrError
 from .plotting import require_matplotlib
 from .tensorcodec import FLOAT_FORMAT_OF
@@ -73,7 +75,7 @@ def quantizer_curves(tensors: Tensors) -> dict[str, list[dict]]:
     """Entropy against fidelity for each quantizer: per setting, the coded bits per weight and
     the weight SNR (size-weighted mean of each tensor's SNR in dB), over the tensors analysed.
     Steps sweep --qp; minifloats sweep their exponent/mantissa split."""
-    from codec.floatcast import snr_db
+    from nnr.codec.floatcast import snr_db
 
     from .encoder import code_float
     from .options import EncoderOptions
@@ -186,8 +188,9 @@ def plot(tensors: Tensors, result: dict, out_dir: Path, count: int, bins: int) -
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="nnr-analyze", description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str = "nnr-analyze") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    ap.add_argument("--version", action="version", version=f"nnr {__version__}")
     ap.add_argument("model", help="ONNX model (.onnx)")
     ap.add_argument("--json", type=Path, metavar="PATH", help="write every fit with its parameters as JSON")
     ap.add_argument("--plot", type=Path, metavar="DIR",
@@ -208,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         require_matplotlib(ap)
     try:
+        require_encoder()
         tensors = weight_tensors(args.model, args.min_elements)
         result = analyze(args.model, tensors, args.bins)
         print(table(result))
@@ -216,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             print()
             print(curves_table(result["quantizer_curves"]))
         if args.json:
-            from formats.fileio import write_bytes_atomic
+            from nnr.formats.fileio import write_bytes_atomic
 
             write_bytes_atomic(args.json, (json.dumps(result, indent=2) + "\n").encode())
         if args.plot:
@@ -226,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                 files.append(args.plot / "quantizer_curves.png")
             print(f"wrote {len(files)} plots to {args.plot}", file=sys.stderr)
     except NnrError as exc:
-        print(f"nnr-analyze: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:
         return 0

@@ -1,7 +1,8 @@
-"""Command-line tools: nnr-encode, nnr-decode, nnr-info. Each ``main(argv)`` returns an exit code.
+"""The ``nnr`` command: ``nnr encode | decode | info | analyze | search | conformance | demo``.
 
-User mistakes print one line ``nnr-…: error: …`` on stderr and exit non-zero; they never
-print a traceback and never leave a partial output file.
+Each command is also installed under its old name (``nnr-encode`` …). Each ``*_main(argv)``
+returns an exit code. User mistakes print one line ``nnr <command>: error: …`` on stderr
+and exit non-zero; they never print a traceback and never leave a partial output file.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import __version__
-from .errors import FormatError, NnrError, OptionError, OutputError
+from .errors import FormatError, InputError, NnrError, OptionError, OutputError
 
 
 def _progress(stream=sys.stderr) -> Callable[[int, int, str], None]:
@@ -82,6 +83,22 @@ def _refuse_overwrite(output: str, *inputs: str) -> None:
             raise OptionError(f"{output}: is the input file {src}; write the output to another path")
 
 
+def require_encoder() -> None:
+    """Encoding needs the ``encode`` extra (numba, onnxruntime); a decode-only install says so."""
+    import importlib.util
+
+    missing = [m for m in ("numba", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise InputError(f"encoding needs {' and '.join(missing)}, which this decode-only install lacks: "
+                         "pip install 'nnr[encode]'")
+
+
+def _refuse_existing(output: str, force: bool) -> None:
+    """Refuse to replace an existing output unless -f was given (as zstd and gzip do)."""
+    if not force and os.path.lexists(output) and not os.path.isdir(output):  # a folder fails to write later
+        raise OptionError(f"{output}: already exists; use -f to replace it")
+
+
 def _memory_size(text: str) -> int:
     """A --max-memory value in bytes (nnr.sizes): a bad one is a usage error."""
     from .sizes import parse_size
@@ -92,9 +109,9 @@ def _memory_size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def encode_main(argv: Sequence[str] | None = None) -> int:
+def encode_main(argv: Sequence[str] | None = None, prog: str = "nnr-encode") -> int:
     p = argparse.ArgumentParser(
-        prog="nnr-encode",
+        prog=prog,
         description="Compress an ONNX model into an .nnr bitstream. The default quality aims at "
                     "transparency and needs no data: nnr runs the model on synthetic inputs made "
                     "from its input signature and gives each tensor the precision the output "
@@ -106,6 +123,7 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
                "coded with the data-free rule, with a one-line notice.")
     p.add_argument("input", help="ONNX model (.onnx); external data files are found beside it")
     p.add_argument("-o", "--output", required=True, help="output .nnr file (written atomically)")
+    p.add_argument("-f", "--force", action="store_true", help="replace OUTPUT if it exists")
     p.add_argument("--qp", type=float, default=None,
                    help="quality parameter (default -32); larger is smaller and coarser")
     p.add_argument("--lossless", action="store_true", help="bit-exact floats (byte-plane coding)")
@@ -220,9 +238,10 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
         p.error("--budget-seconds must be positive")
 
     def run() -> int:
+        require_encoder()
         from .encoder import encode, probe_applies
         from .options import EncoderOptions
-        from formats.fileio import write_bytes_atomic
+        from nnr.formats.fileio import write_bytes_atomic
 
         kw = {k: v for k, v in (("qp", args.qp), ("step_rule", args.step_rule),
                                  ("size_exponent", args.size_exponent),
@@ -265,6 +284,7 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
             p.error("--synthetic-snr sets the probe's target; it does not combine with --data-free, --qp, "
                     "--lossless, --options, --quantizer, --error-feedback, --prune or a rate-control goal")
         _refuse_overwrite(args.output, args.input, *filter(None, (args.options, args.calibration)))
+        _refuse_existing(args.output, args.force)
         t0 = time.perf_counter()
         if searching:
             data = _rate_controlled(args, opts, prune_options)
@@ -282,17 +302,18 @@ def encode_main(argv: Sequence[str] | None = None) -> int:
             _report_speedup(args, data)
         if not args.quiet:
             src = Path(args.input).stat().st_size
+            kind = "lossless" if opts.lossless and not opts.prune else "lossy"
             print(f"{_printable(args.input)} ({_human(src)}) -> {_printable(args.output)} ({_human(len(data))}, "
-                  f"{src / max(len(data), 1):.2f}x smaller) in {time.perf_counter() - t0:.1f} s",
+                  f"{src / max(len(data), 1):.2f}x smaller, {kind}) in {time.perf_counter() - t0:.1f} s",
                   file=sys.stderr)
         return 0
 
-    return _run("nnr-encode", run)
+    return _run(prog, run)
 
 
 def _report_speedup(args: argparse.Namespace, data: bytes) -> None:
     """Time the original and the channel-removed model in onnxruntime (one batch) and print it."""
-    from formats.onnx_io import read_model
+    from nnr.formats.onnx_io import read_model
 
     from .decoder import decode
     from .removal import inference_ms, synthetic_inputs
@@ -314,7 +335,7 @@ def _report_speedup(args: argparse.Namespace, data: bytes) -> None:
 
 
 def _read_options(path: str) -> dict:
-    from formats.fileio import read_input
+    from nnr.formats.fileio import read_input
 
     from .errors import InputError
 
@@ -333,7 +354,7 @@ def _fit_inputs(args: argparse.Namespace) -> dict:
     """The calibration inputs error feedback and activation-ranked pruning fit on: the first
     half of the search part, as in the rate-control search, so --options replays a searched
     file byte for byte."""
-    from formats.onnx_io import read_model
+    from nnr.formats.onnx_io import read_model
 
     from . import ratecontrol as rc
 
@@ -344,8 +365,8 @@ def _fit_inputs(args: argparse.Namespace) -> dict:
 
 def _rate_controlled(args: argparse.Namespace, base, prune_options: dict) -> bytes:
     """Run the rate-control search for nnr-encode and print what it found."""
-    from formats.onnx_io import read_model
-    from formats.fileio import write_bytes_atomic
+    from nnr.formats.onnx_io import read_model
+    from nnr.formats.fileio import write_bytes_atomic
 
     from . import ratecontrol as rc
 
@@ -394,15 +415,16 @@ _MAX_MEMORY_HELP = ("refuse a file that decodes to more than SIZE bytes, e.g. 51
                     "1024s, KB/MB/GB 1000s); default max(64 MiB, 1024 x the file's size)")
 
 
-def decode_main(argv: Sequence[str] | None = None) -> int:
+def decode_main(argv: Sequence[str] | None = None, prog: str = "nnr-decode") -> int:
     p = argparse.ArgumentParser(
-        prog="nnr-decode",
+        prog=prog,
         description="Rebuild a runnable ONNX model from an .nnr bitstream. The result is "
                     "bit-identical on every run and platform.",
         epilog="Exit status: 0 done, 2 bad input or option, 3 damaged .nnr file or (with --check) a "
                "decoded model that fails onnx.checker, 5 output not writable.")
     p.add_argument("input", help=".nnr file")
     p.add_argument("-o", "--output", required=True, help="output .onnx file (written atomically)")
+    p.add_argument("-f", "--force", action="store_true", help="replace OUTPUT (and OUTPUT.data) if it exists")
     ext = p.add_mutually_exclusive_group()
     ext.add_argument("--external-data", dest="external", action="store_true", default=None,
                      help="write weights to OUTPUT.data beside the model (default: as the original)")
@@ -422,6 +444,7 @@ def decode_main(argv: Sequence[str] | None = None) -> int:
         _refuse_overwrite(args.output, args.input)
         if args.external is not False:
             _refuse_overwrite(args.output + ".data", args.input)
+        _refuse_existing(args.output, args.force)
         t0 = time.perf_counter()
         if args.check:
             f = nnr_open(args.input, max_memory=args.max_memory)
@@ -434,7 +457,7 @@ def decode_main(argv: Sequence[str] | None = None) -> int:
                   file=sys.stderr)
         return 0
 
-    return _run("nnr-decode", run)
+    return _run(prog, run)
 
 
 def _check_and_save(model, output: str, external: bool) -> None:
@@ -443,7 +466,7 @@ def _check_and_save(model, output: str, external: bool) -> None:
     import onnx
     from google.protobuf.message import EncodeError
 
-    from formats.onnx_io import save_model
+    from nnr.formats.onnx_io import save_model
 
     try:
         _checked(onnx.checker.check_model, model)
@@ -500,9 +523,9 @@ def _metadata_json(value: object, **kwargs) -> str:
         raise FormatError("metadata is nested too deeply to print") from None
 
 
-def info_main(argv: Sequence[str] | None = None) -> int:
+def info_main(argv: Sequence[str] | None = None, prog: str = "nnr-info") -> int:
     p = argparse.ArgumentParser(
-        prog="nnr-info",
+        prog=prog,
         description="Show how an .nnr file was made and how each tensor is coded.")
     p.add_argument("input", help=".nnr file")
     p.add_argument("--json", action="store_true",
@@ -545,4 +568,94 @@ def info_main(argv: Sequence[str] | None = None) -> int:
               f"{total_bits / max(summary['coded_weights'], 1):.2f} bits/weight in tensor bodies")
         return 0
 
-    return _run("nnr-info", run)
+    return _run(prog, run)
+
+
+COMMANDS = {
+    "encode": ("nnr.cli", "encode_main", "compress an ONNX model into an .nnr file"),
+    "decode": ("nnr.cli", "decode_main", "rebuild the ONNX model from an .nnr file"),
+    "info": ("nnr.cli", "info_main", "show how an .nnr file was made and how each tensor is coded"),
+    "analyze": ("nnr.analyze", "main", "fit distributions to a model's weights"),
+    "search": ("nnr.search", "main", "sweep encoder settings and print the size–fidelity front"),
+    "conformance": ("nnr.cli", "conformance_main", "check nnr's promises on real models (source checkout)"),
+    "demo": ("nnr.demo", "main", "encode, decode and score EfficientNet-Lite0 (source checkout)"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: nnr <command> [options]   (nnr <command> --help for its options)", "",
+             "Compress trained neural networks (ONNX) into small, versioned, bit-exact .nnr files.", "",
+             "commands:"]
+    lines += [f"  {name:<{width}}  {what}" for name, (_, _, what) in COMMANDS.items()]
+    lines += ["", "  nnr encode model.onnx -o model.nnr      # lossy by default, needs no data",
+              "  nnr decode model.nnr -o decoded.onnx"]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``nnr <command> …``: dispatch to the command's own parser."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage(), file=sys.stdout if args else sys.stderr)
+        return 0 if args else 2
+    if args[0] == "--version":
+        print(f"nnr {__version__}")
+        return 0
+    if args[0] not in COMMANDS:
+        print(f"nnr: error: unknown command {_printable(args[0])!r}; choose from {', '.join(COMMANDS)}",
+              file=sys.stderr)
+        return 2
+    return _dispatch(args[0], args[1:], f"nnr {args[0]}")
+
+
+def _dispatch(command: str, argv: Sequence[str] | None, prog: str) -> int:
+    """Import the command's module and run it; a decode-only install says in one line what an
+    encoding command needs instead of failing on the missing import."""
+    import importlib
+
+    module, name, _ = COMMANDS[command]
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("numba", "onnxruntime"):
+            raise
+        print(f"{prog}: error: needs {exc.name}, which this decode-only install lacks: pip install 'nnr[encode]'",
+              file=sys.stderr)
+        return 2
+    return fn(argv, prog=prog)
+
+
+def analyze_main(argv: Sequence[str] | None = None, prog: str = "nnr-analyze") -> int:
+    return _dispatch("analyze", argv, prog)
+
+
+def search_main(argv: Sequence[str] | None = None, prog: str = "nnr-search") -> int:
+    return _dispatch("search", argv, prog)
+
+
+def demo_main(argv: Sequence[str] | None = None, prog: str = "nnr-demo") -> int:
+    return _dispatch("demo", argv, prog)
+
+
+def conformance_main(argv: Sequence[str] | None = None, prog: str = "nnr-conformance") -> int:
+    """The conformance suite lives in a source checkout (conformance/, with its models and data),
+    not in the wheel: run it from there, or say in one line how to get it."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "conformance" / "cli.py").is_file():
+        args = list(sys.argv[1:] if argv is None else argv)
+        where = ("the conformance suite runs from a source checkout of nnr: clone the repository, then "
+                 "pip install -e '.[test]' there")
+        if "--version" in args:
+            print(f"nnr {__version__}")
+            return 0
+        if "-h" in args or "--help" in args:
+            print(f"usage: {prog} [options]\n\nCheck nnr's promises on real models and the reference files; {where}.")
+            return 0
+        print(f"{prog}: error: {where}", file=sys.stderr)
+        return 2
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from conformance.cli import main as run_suite
+
+    return run_suite(argv, prog=prog)

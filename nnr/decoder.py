@@ -13,12 +13,12 @@ from typing import Iterator
 import numpy as np
 from onnx import ModelProto, TensorProto
 
-from codec.bytestream import Budget
-from codec.lossy_decode import lossy_step
-from codec.rans import run_all
-from formats.container import CODING_LOSSY, CODING_NAMES, Container, TensorUnit, read_container, read_tensor_unit
-from formats.fileio import read_input
-from formats.onnx_io import STORAGE_DTYPES, Slot, fill_tensor, save_model, tensor_slots
+from nnr.codec.bytestream import Budget
+from nnr.codec.lossy_decode import lossy_step
+from nnr.codec.rans import run_all
+from nnr.formats.container import CODING_LOSSY, CODING_NAMES, Container, TensorUnit, read_container, read_tensor_unit
+from nnr.formats.fileio import read_input
+from nnr.formats.onnx_io import STORAGE_DTYPES, Slot, fill_tensor, save_model, tensor_slots
 
 from .errors import CorruptionError, FormatError
 from .tensorcodec import decode_unit, unit_array, unit_decoder

@@ -3,7 +3,7 @@
 Encodes the committed EfficientNet-Lite0 at the default quality, decodes it, and reports
 sizes and the decoded model's top-1 accuracy and agreement with the original on 8 crops of
 each of the 20 committed labelled ImageNet photos. Needs the repository checkout (the model
-and photos live in conformance/) and Pillow (``pip install -e ".[eval]"``).
+and photos live in conformance/), the encoder and Pillow (``pip install -e ".[encode,eval]"``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from . import __version__
+from .cli import require_encoder
 from .errors import InputError, NnrError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,26 +23,28 @@ MODEL = ROOT / "conformance" / "models" / "efficientnet_lite0.onnx"
 PHOTOS = ROOT / "conformance" / "data" / "imagenet"
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="nnr-demo", description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str = "nnr-demo") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    ap.add_argument("--version", action="version", version=f"nnr {__version__}")
     ap.add_argument("--qp", type=float, default=None, help="quality parameter (default: nnr's default)")
     ap.add_argument("--keep", type=Path, help="directory to keep the .nnr and decoded .onnx in")
     args = ap.parse_args(argv)
     try:
         return _demo(args.qp, args.keep)
     except NnrError as exc:
-        print(f"nnr-demo: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
 
 
 def _demo(qp: float | None, keep: Path | None) -> int:
     if not MODEL.exists() or not PHOTOS.is_dir():
-        raise InputError(f"embedded model not found at {MODEL}; run nnr-demo from an editable "
-                         "install of the repository (pip install -e .)")
+        raise InputError("the demo runs from a source checkout of nnr (its model and photos live in "
+                         "conformance/): clone the repository, then pip install -e '.[encode,eval]' there")
+    require_encoder()
     try:
         import PIL  # noqa: F401
     except ImportError as exc:
-        raise InputError('nnr-demo needs Pillow: pip install -e ".[eval]"') from exc
+        raise InputError('the demo needs Pillow: pip install -e ".[encode,eval]"') from exc
     from .cli import encode_main, decode_main
     from .fidelity import compare_classifiers
     from .images import crops, labelled_photos

@@ -10,16 +10,16 @@ from typing import Callable
 import numpy as np
 from onnx import ModelProto
 
-from codec import exactmath
-from codec.allocation import steps_for
-from codec.floatcast import compute_dtype, snr_db, to_float64, to_storage
-from codec.floatplanes import encode_float_planes
-from codec.lossy_encode import Feedback, LevelOverflow, encode_lossy
-from codec.quantizers import encode_deadzone, encode_minifloat, encode_mulaw
-from codec.quantizer_spec import parse as parse_quantizer
-from formats.container import (CODING_CODEBOOK, CODING_FLOAT_LOSSLESS, CODING_LOSSY, CODING_MINIFLOAT, CODING_RAW,
+from nnr.codec import exactmath
+from nnr.codec.allocation import steps_for
+from nnr.codec.floatcast import compute_dtype, snr_db, to_float64, to_storage
+from nnr.codec.floatplanes import encode_float_planes
+from nnr.codec.lossy_encode import Feedback, LevelOverflow, encode_lossy
+from nnr.codec.quantizers import encode_deadzone, encode_minifloat, encode_mulaw
+from nnr.codec.quantizer_spec import parse as parse_quantizer
+from nnr.formats.container import (CODING_CODEBOOK, CODING_FLOAT_LOSSLESS, CODING_LOSSY, CODING_MINIFLOAT, CODING_RAW,
                                TensorUnit, write_container)
-from formats.onnx_io import (COMPLEX_TYPES, COMPONENT_DTYPE, FLOAT_TYPES, STORAGE_DTYPES, fill_tensor, is_external,
+from nnr.formats.onnx_io import (COMPLEX_TYPES, COMPONENT_DTYPE, FLOAT_TYPES, STORAGE_DTYPES, fill_tensor, is_external,
                              read_model, strip_tensor, tensor_bytes, tensor_slots, uses_typed_field)
 
 from . import __version__

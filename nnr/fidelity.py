@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from onnx import ModelProto
 
-from codec.floatcast import snr_db
+from nnr.codec.floatcast import snr_db
 
 
 def session(model: ModelProto | bytes | str, quiet: bool = False):

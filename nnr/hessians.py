@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import ModelProto, TensorProto
 
-from codec.lossy_encode import Feedback
+from nnr.codec.lossy_encode import Feedback
 
 from . import fidelity
 from .biascorrect import int_attr, graph_constants

@@ -6,8 +6,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from codec.allocation import RULES as STEP_RULES
-from codec.quantizer_spec import parse as parse_quantizer
+from nnr.codec.allocation import RULES as STEP_RULES
+from nnr.codec.quantizer_spec import parse as parse_quantizer
 
 from .errors import OptionError
 
@@ -106,7 +106,7 @@ class EncoderOptions:
                               + ("lossless" if self.lossless else f"quantizer {self.quantizer!r}"))
 
     def _check_pruning(self) -> None:
-        from codec.pruning import CRITERIA
+        from nnr.codec.pruning import CRITERIA
 
         for key in ("prune_include", "prune_exclude"):
             value = getattr(self, key)

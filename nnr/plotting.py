@@ -26,7 +26,7 @@ def pyplot():
 
 def save_png(fig, path: str | Path, dpi: int = 110) -> None:
     """Write the figure as a PNG atomically (no partial file on failure) and close it."""
-    from formats.fileio import write_bytes_atomic
+    from nnr.formats.fileio import write_bytes_atomic
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)

@@ -29,9 +29,9 @@ from typing import Callable
 import numpy as np
 from onnx import ModelProto, helper
 
-from codec import exactmath
-from codec.floatcast import to_float64
-from formats.onnx_io import fill_tensor, strip_tensor, tensor_slots
+from nnr.codec import exactmath
+from nnr.codec.floatcast import to_float64
+from nnr.formats.onnx_io import fill_tensor, strip_tensor, tensor_slots
 
 from .options import EncoderOptions
 from .synthetic import SamplingError, state_outputs, synthetic_batches
@@ -95,9 +95,9 @@ class Weight:
 def float_weights(model: ModelProto, base_dir: Path | None, opts: EncoderOptions) -> list[Weight]:
     """The ≥ 2-D float tensors the encoder quantizes (biases and norms are few bits, and the
     data-free rule keeps them fine), finite and not all zero."""
-    from codec import exactmath
-    from codec.allocation import steps_for
-    from formats.onnx_io import FLOAT_TYPES, STORAGE_DTYPES, is_external, tensor_bytes
+    from nnr.codec import exactmath
+    from nnr.codec.allocation import steps_for
+    from nnr.formats.onnx_io import FLOAT_TYPES, STORAGE_DTYPES, is_external, tensor_bytes
 
     from .tensorcodec import FLOAT_FORMAT_OF
 
@@ -275,7 +275,7 @@ def _first_samples(feeds: list[dict[str, np.ndarray]], elements: int) -> list[di
 
 
 def _rounded(w: Weight, step: float) -> np.ndarray:
-    from codec.floatcast import to_storage
+    from nnr.codec.floatcast import to_storage
 
     values = to_float64(w.storage, w.fmt)
     return to_storage(np.round(values / step) * step, w.fmt).reshape(w.storage.shape)

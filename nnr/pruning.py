@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 from onnx import ModelProto, TensorProto
 
-from codec import pruning as cp
-from codec.floatcast import to_float64
-from formats.onnx_io import (COMPLEX_TYPES, FLOAT_TYPES, STORAGE_DTYPES, fill_tensor, strip_tensor, tensor_bytes,
+from nnr.codec import pruning as cp
+from nnr.codec.floatcast import to_float64
+from nnr.formats.onnx_io import (COMPLEX_TYPES, FLOAT_TYPES, STORAGE_DTYPES, fill_tensor, strip_tensor, tensor_bytes,
                              uses_typed_field)
 
 from .biascorrect import graph_constants, int_attr

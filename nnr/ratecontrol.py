@@ -22,9 +22,9 @@ from typing import Callable
 import numpy as np
 from onnx import ModelProto
 
-from codec.floatcast import to_float64
-from codec.quantizer_spec import parse as parse_quantizer
-from formats.onnx_io import FLOAT_TYPES, fill_tensor, is_external, read_model, strip_tensor, tensor_slots
+from nnr.codec.floatcast import to_float64
+from nnr.codec.quantizer_spec import parse as parse_quantizer
+from nnr.formats.onnx_io import FLOAT_TYPES, fill_tensor, is_external, read_model, strip_tensor, tensor_slots
 
 from . import biascorrect, fidelity
 from .encoder import with_inline_data, code_float, encode

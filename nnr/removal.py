@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from onnx import ModelProto, numpy_helper, shape_inference
 
-from codec import exactmath
+from nnr.codec import exactmath
 
 from .biascorrect import graph_constants, int_attr
 from .pruning import consumers_of

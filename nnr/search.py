@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from . import __version__
+from .cli import require_encoder
 from .errors import InputError, NnrError, OptionError
 from .plotting import require_matplotlib
 
@@ -40,7 +42,7 @@ def settings(quantizers: list[str], qps: list[float], prunes: tuple[str, ...] = 
              prune_global: bool = False) -> list[dict]:
     """Encoder option overrides to try: fixed-precision quantizers once, the others per qp,
     each at every pruning level ("" = none; ``prune_global`` for magnitude levels)."""
-    from codec.quantizer_spec import parse
+    from nnr.codec.quantizer_spec import parse
 
     out = []
     for prune in prunes:
@@ -104,8 +106,9 @@ def plot(points: list[dict], front: list[dict], metric: str, onnx_bytes: int, ta
     save_png(fig, target)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="nnr-search", description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str = "nnr-search") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    ap.add_argument("--version", action="version", version=f"nnr {__version__}")
     ap.add_argument("model", help="ONNX model (.onnx)")
     ap.add_argument("--calibration", required=True, metavar="NPZ",
                     help="model inputs (one array per graph input, batch on axis 0), optional 'labels'")
@@ -141,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         require_matplotlib(ap)
     try:
+        require_encoder()
         from .options import EncoderOptions
 
         for prune in prunes:  # refuse a bad level before any work
@@ -148,16 +152,16 @@ def main(argv: list[str] | None = None) -> int:
                 EncoderOptions(prune=prune, prune_global=args.prune_global and prune.startswith("magnitude"))
         return _run(args, quantizers, qps, prunes)
     except NnrError as exc:
-        print(f"nnr-search: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except ValueError as exc:  # a quantizer spec the parser refused
-        print(f"nnr-search: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
 
 
 def _run(args: argparse.Namespace, quantizers: list[str], qps: list[float], prunes: tuple[str, ...]) -> int:
-    from formats.fileio import write_bytes_atomic
-    from formats.onnx_io import read_model
+    from nnr.formats.fileio import write_bytes_atomic
+    from nnr.formats.onnx_io import read_model
 
     from .cli import _progress
     from .ratecontrol import load_calibration

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto
 
-from codec.bytestream import Budget
-from codec.floatcast import bfloat16_values, compute_dtype, to_storage
-from codec.floatplanes import float_planes_decoder
-from codec.lossy_decode import codebook_decoder, lossy_decoder, minifloat_decoder
-from codec.rans import Steps, run
-from formats.container import (CODING_CODEBOOK, CODING_FLOAT_LOSSLESS, CODING_LOSSY, CODING_MINIFLOAT, CODING_RAW,
+from nnr.codec.bytestream import Budget
+from nnr.codec.floatcast import bfloat16_values, compute_dtype, to_storage
+from nnr.codec.floatplanes import float_planes_decoder
+from nnr.codec.lossy_decode import codebook_decoder, lossy_decoder, minifloat_decoder
+from nnr.codec.rans import Steps, run
+from nnr.formats.container import (CODING_CODEBOOK, CODING_FLOAT_LOSSLESS, CODING_LOSSY, CODING_MINIFLOAT, CODING_RAW,
                                COMPACT_SINCE, COMPLEX_SINCE, FORMAT_VERSION, QUANTIZERS_SINCE, TensorUnit)
-from formats.onnx_io import COMPLEX_TYPES, COMPONENT_DTYPE, STORAGE_DTYPES
+from nnr.formats.onnx_io import COMPLEX_TYPES, COMPONENT_DTYPE, STORAGE_DTYPES
 
 from .errors import CorruptionError, FormatError
 

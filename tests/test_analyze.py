@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from codec.distributions import FAMILIES, fit_all, fit_params, pdf
+from nnr.codec.distributions import FAMILIES, fit_all, fit_params, pdf
 from nnr.analyze import main
 from tests.conftest import ROOT
 

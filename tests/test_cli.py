@@ -6,8 +6,10 @@ import os
 import onnx
 import pytest
 
+import nnr
+
 from conformance.toy_models import mlp
-from formats.container import FORMAT_VERSION
+from nnr.formats.container import FORMAT_VERSION
 from nnr.cli import decode_main, encode_main, info_main
 
 
@@ -177,12 +179,13 @@ def test_decode_check_failure_writes_nothing(tmp_path, capsys, flag):
     src = _encoded(tmp_path, onnx_path)
     out = tmp_path / "d.onnx"
     out.write_bytes(b"previous")
-    assert decode_main([str(src), "-o", str(out), "--check", flag]) == 3
+    assert decode_main([str(src), "-o", str(out), "--check", "-f", flag]) == 3
     err = _no_traceback(capsys)
     assert "fails onnx.checker" in err and "NoSuchOp" in err and err.count("\n") == 1
     assert out.read_bytes() == b"previous" and not (tmp_path / "d.onnx.data").exists()
     assert _leftovers(tmp_path) == []
-    assert decode_main([str(src), "-o", str(out), flag]) == 0  # without --check it is written
+    assert decode_main([str(src), "-o", str(out), flag]) == 2  # an existing output needs -f
+    assert decode_main([str(src), "-o", str(out), "-f", flag]) == 0  # without --check it is written
 
 
 @pytest.mark.parametrize("bad", [False, True])
@@ -222,8 +225,8 @@ def hostile_nnr(tmp_path, model_path):
     """An .nnr whose tensor names, producer and options carry terminal control sequences."""
     import onnx
 
-    from formats.container import read_container, read_tensor_unit, write_container
-    from formats.onnx_io import tensor_slots
+    from nnr.formats.container import read_container, read_tensor_unit, write_container
+    from nnr.formats.onnx_io import tensor_slots
 
     data = _encoded(tmp_path, model_path).read_bytes()
     c = read_container(data)
@@ -263,7 +266,7 @@ def test_info_json_is_ascii_and_exact(hostile_nnr, capsys):
 
 @pytest.mark.parametrize("as_json", [False, True])
 def test_info_survives_deeply_nested_metadata(tmp_path, model_path, capsys, as_json):
-    from formats.container import read_container, read_tensor_unit, write_container
+    from nnr.formats.container import read_container, read_tensor_unit, write_container
 
     data = _encoded(tmp_path, model_path).read_bytes()
     c = read_container(data)
@@ -326,7 +329,7 @@ def test_max_memory_is_passed_to_the_decoder(tmp_path, model_path, monkeypatch, 
     flag = [] if value is None else ["--max-memory", value]
     out = str(tmp_path / "o.onnx")
     assert decode_main([str(src), "-o", out, "-q", *flag]) == 0
-    assert decode_main([str(src), "-o", out, "-q", "--check", *flag]) == 0
+    assert decode_main([str(src), "-o", out, "-q", "--check", "-f", *flag]) == 0
     assert info_main([str(src), "--json", *flag]) == 0
     assert seen == [expected] * 3
 
@@ -341,3 +344,52 @@ def test_max_memory_limit_is_enforced(tmp_path, model_path, capsys):
         assert "--max-memory" in _no_traceback(capsys)
     assert not out.exists()
     assert info_main([str(src), "--max-memory", "1K"]) == 0
+
+
+def test_nnr_command_dispatches_to_each_tool(tmp_path, model_path, capsys):
+    from nnr.cli import COMMANDS, main
+
+    assert main(["--help"]) == 0
+    usage = capsys.readouterr().out
+    assert all(f"  {c} " in usage for c in COMMANDS)
+    assert main([]) == 2 and "usage: nnr <command>" in capsys.readouterr().err
+    assert main(["frobnicate"]) == 2 and "unknown command 'frobnicate'" in _no_traceback(capsys)
+    for command in COMMANDS:
+        with pytest.raises(SystemExit) as done:
+            main([command, "--version"])
+        assert done.value.code == 0 and capsys.readouterr().out.strip() == f"nnr {nnr.__version__}"
+    out = tmp_path / "m.nnr"
+    assert main(["encode", str(model_path), "-o", str(out)]) == 0
+    assert "lossy" in capsys.readouterr().err
+    assert main(["encode", str(model_path), "-o", str(out)]) == 2
+    err = _no_traceback(capsys)
+    assert "nnr encode: error:" in err and "use -f" in err
+    assert main(["encode", str(model_path), "-o", str(out), "-f", "--lossless"]) == 0
+    assert "lossless" in capsys.readouterr().err
+    assert main(["decode", str(out), "-o", str(tmp_path / "d.onnx"), "-q"]) == 0
+    assert main(["info", str(out), "--json"]) == 0 and json.loads(capsys.readouterr().out)["format_version"] >= 5
+
+
+def test_existing_output_needs_force(tmp_path, model_path, capsys):
+    out = tmp_path / "m.nnr"
+    out.write_bytes(b"keep me")
+    assert encode_main([str(model_path), "-o", str(out)]) == 2
+    err = _no_traceback(capsys)
+    assert "already exists; use -f" in err and out.read_bytes() == b"keep me"
+    assert encode_main([str(model_path), "-o", str(out), "-f", "-q"]) == 0 and out.read_bytes()[:4] == b"\x89NNR"
+    decoded = tmp_path / "d.onnx"
+    decoded.write_bytes(b"keep me too")
+    assert decode_main([str(out), "-o", str(decoded)]) == 2 and decoded.read_bytes() == b"keep me too"
+    assert decode_main([str(out), "-o", str(decoded), "-f", "-q"]) == 0
+
+
+def test_encoding_commands_name_the_extra_a_decode_only_install_lacks(monkeypatch, tmp_path, model_path, capsys):
+    import importlib.util
+
+    from nnr.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "numba" else real(name, *a))
+    assert main(["encode", str(model_path), "-o", str(tmp_path / "m.nnr")]) == 2
+    err = _no_traceback(capsys)
+    assert err.count("\n") == 1 and "pip install 'nnr[encode]'" in err and not (tmp_path / "m.nnr").exists()

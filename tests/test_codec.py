@@ -5,14 +5,14 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from codec.bytestream import ByteReader, ByteWriter
-from codec.entropy import ans_encode, geometric_freqs
-from codec.rans import stack_decode
-from codec.floatcast import bfloat16_bits
-from codec.floatplanes import decode_float_planes, encode_float_planes
-from codec.levelcode import decode_levels, encode_levels
-from codec.lossy_decode import decode_lossy
-from codec.lossy_encode import LevelOverflow, dyadic_steps, encode_lossy
+from nnr.codec.bytestream import ByteReader, ByteWriter
+from nnr.codec.entropy import ans_encode, geometric_freqs
+from nnr.codec.rans import stack_decode
+from nnr.codec.floatcast import bfloat16_bits
+from nnr.codec.floatplanes import decode_float_planes, encode_float_planes
+from nnr.codec.levelcode import decode_levels, encode_levels
+from nnr.codec.lossy_decode import decode_lossy
+from nnr.codec.lossy_encode import LevelOverflow, dyadic_steps, encode_lossy
 from nnr.errors import CorruptionError
 
 shapes = hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=7)

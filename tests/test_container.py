@@ -9,7 +9,7 @@ import pytest
 
 import nnr
 from conformance.toy_models import mlp
-from formats.container import (FORMAT_VERSION, HEADER, TensorUnit, read_container, write_container)
+from nnr.formats.container import (FORMAT_VERSION, HEADER, TensorUnit, read_container, write_container)
 from nnr.errors import CorruptionError, FormatError, VersionError
 
 

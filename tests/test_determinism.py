@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import nnr
-from codec import exactmath
+from nnr.codec import exactmath
 from conformance.vectors import cases, replay, same_bitstream
-from formats.container import FORMAT_VERSION
+from nnr.formats.container import FORMAT_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,7 @@ import onnx
 import pytest
 
 import nnr
-from formats.onnx_io import tensor_slots
+from nnr.formats.onnx_io import tensor_slots
 from nnr.fidelity import compare_classifiers
 from nnr.images import crops, labelled_photos
 from tests.conftest import PHOTOS

@@ -6,10 +6,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import nnr
-from codec.error_feedback import feedback_levels
-from codec.lossy_decode import decode_lossy
-from codec.lossy_encode import Feedback, encode_lossy
-from codec.quantize import bits_from_counts, rdo_quantize
+from nnr.codec.error_feedback import feedback_levels
+from nnr.codec.lossy_decode import decode_lossy
+from nnr.codec.lossy_encode import Feedback, encode_lossy
+from nnr.codec.quantize import bits_from_counts, rdo_quantize
 from conformance.inputs import mnist_test
 from nnr import ratecontrol as rc
 from nnr.cli import encode_main

@@ -20,7 +20,7 @@ import pytest
 
 from conformance.fuzzing import Fuzzer, Pool, Stats, Verdict, is_failure
 from conformance.mutations import Sample, assemble, mutate, parse, parse_tens
-from formats.container import COMPACT_SINCE, TENSOR, read_container, read_unit
+from nnr.formats.container import COMPACT_SINCE, TENSOR, read_container, read_unit
 from nnr.errors import FormatError
 
 COUNT = int(os.environ.get("NNR_FUZZ_COUNT", "5000"))

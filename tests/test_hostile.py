@@ -18,7 +18,7 @@ from onnx import TensorProto, helper
 
 import nnr
 from conformance.vectors import VECTOR_ROOT
-from formats.container import FORMAT_VERSION, TensorUnit, inflate_graph, read_container, write_container
+from nnr.formats.container import FORMAT_VERSION, TensorUnit, inflate_graph, read_container, write_container
 from nnr.cli import decode_main, info_main
 
 HOSTILE = Path(__file__).resolve().parents[1] / "conformance/vectors/hostile"

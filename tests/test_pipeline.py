@@ -11,7 +11,7 @@ from onnx import TensorProto, numpy_helper
 
 import nnr
 from conformance.toy_models import constants_and_subgraphs, mlp
-from formats.onnx_io import tensor_slots
+from nnr.formats.onnx_io import tensor_slots
 from nnr.errors import UnsupportedModelError
 from tests.conftest import skeleton
 
@@ -138,7 +138,7 @@ def test_decoder_imports_neither_numba_nor_encoder():
     code = ("import sys, nnr; from conformance.toy_models import mlp; "
             "m = nnr.decode(DATA); "
             "bad = [k for k in sys.modules if k.startswith('numba') or k in "
-            "('nnr.encoder', 'codec.quantize', 'codec.lossy_encode', 'codec.allocation')]; "
+            "('nnr.encoder', 'nnr.codec.quantize', 'nnr.codec.lossy_encode', 'nnr.codec.allocation')]; "
             "print(bad); sys.exit(1 if bad else 0)")
     data = nnr.encode(mlp())
     script = code.replace("DATA", repr(data))

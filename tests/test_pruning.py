@@ -6,7 +6,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import nnr
-from codec import pruning as cp
+from nnr.codec import pruning as cp
 from conformance.inputs import mnist_test
 from conformance.toy_models import mlp
 from nnr.cli import encode_main

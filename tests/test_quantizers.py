@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 import nnr
-from codec.bytestream import ByteWriter
-from codec.levelcode import encode_levels
-from codec.lossy_decode import decode_codebook, decode_lossy, decode_minifloat, lossy_step, minifloat_magnitudes
-from codec.quantizer_spec import parse
-from codec.quantizers import encode_deadzone, encode_minifloat, encode_mulaw
+from nnr.codec.bytestream import ByteWriter
+from nnr.codec.levelcode import encode_levels
+from nnr.codec.lossy_decode import decode_codebook, decode_lossy, decode_minifloat, lossy_step, minifloat_magnitudes
+from nnr.codec.quantizer_spec import parse
+from nnr.codec.quantizers import encode_deadzone, encode_minifloat, encode_mulaw
 from conformance.toy_models import mlp
 from nnr import ratecontrol as rc
 from nnr.errors import CorruptionError, OptionError

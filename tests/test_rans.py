@@ -8,8 +8,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from codec import rans
-from codec.rans_encode import choose_lanes, encode_lanes
+from nnr.codec import rans
+from nnr.codec.rans_encode import choose_lanes, encode_lanes
 from nnr.errors import CorruptionError
 
 
@@ -212,7 +212,7 @@ def test_a_lane_longer_than_two_to_the_sixteen_symbols_is_refused():
 
 
 def test_rans_decoding_imports_neither_numba_nor_constriction():
-    code = ("import sys, numpy as np; from codec import rans; "
+    code = ("import sys, numpy as np; from nnr.codec import rans; "
             "cdf = rans.lane_cdf(np.array([1, 1]), 1); rans.LaneTable(cdf, 1); "
             "rans.stack_cdf(np.array([1, 2])); "
             "bad = [k for k in sys.modules if k.split('.')[0] in ('numba', 'constriction')]; "

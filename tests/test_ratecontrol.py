@@ -173,7 +173,7 @@ def test_cli_rate_control(tmp_path, capsys):
     assert encode_main([str(MNIST), "-o", str(out), "--bits-per-weight", "3", "-q"]) == 0
     params = rc.coded_float_params(onnx.load(MNIST), EncoderOptions())
     assert abs(out.stat().st_size * 8 / params / 3 - 1) <= 0.02
-    assert encode_main([str(MNIST), "-o", str(out), "--calibration", str(npz), "--min-agreement", "0.98",
+    assert encode_main([str(MNIST), "-o", str(out), "-f", "--calibration", str(npz), "--min-agreement", "0.98",
                         "--report", str(report)]) == 0
     err = capsys.readouterr().err
     assert "calibration (90 inputs)" in err and "held-out (30 inputs)" in err and report.exists()

@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 
 import nnr  # noqa: E402
-from formats.onnx_io import FLOAT_TYPES, tensor_slots  # noqa: E402
+from nnr.formats.onnx_io import FLOAT_TYPES, tensor_slots  # noqa: E402
 from nnr.fidelity import output_snr_db, run, session, top1_agreement  # noqa: E402
 from nnr.images import crops, labelled_photos  # noqa: E402
 

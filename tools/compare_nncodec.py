@@ -215,7 +215,7 @@ def fingerprint(outputs: Any) -> str:
 
 def nncodec_slots(model: ModelProto) -> list[int]:
     """Slot numbers of the tensors NNCodec codes: float32/float16 with >= 16 elements, inline."""
-    from formats.onnx_io import is_external, tensor_slots
+    from nnr.formats.onnx_io import is_external, tensor_slots
 
     return [s.index for s in tensor_slots(model)
             if s.tensor.data_type in CODED_TYPES and not is_external(s.tensor)
@@ -223,7 +223,7 @@ def nncodec_slots(model: ModelProto) -> list[int]:
 
 
 def is_complex(model: ModelProto) -> bool:
-    from formats.onnx_io import tensor_slots
+    from nnr.formats.onnx_io import tensor_slots
 
     return any(s.tensor.data_type in COMPLEX_TYPES for s in tensor_slots(model))
 
@@ -231,7 +231,7 @@ def is_complex(model: ModelProto) -> bool:
 def stripped_bytes(model: ModelProto, slots: list[int]) -> int:
     """zlib-9 size of the model with the coded tensors' data stripped: what NNCodec's payload
     needs beside it to rebuild the ONNX file."""
-    from formats.onnx_io import strip_tensor, tensor_slots
+    from nnr.formats.onnx_io import strip_tensor, tensor_slots
 
     work = ModelProto()
     work.CopyFrom(model)
@@ -311,7 +311,7 @@ def nncodec_point(nnc: Any, model: ModelProto, slots: list[int], skeleton: int, 
                   task: Any, ref: Any) -> Point:
     """Code every selected tensor with NNCodec's tensor codec at ``qp``, fill the decoded
     values in, measure."""
-    from formats.onnx_io import fill_tensor, strip_tensor, tensor_slots
+    from nnr.formats.onnx_io import fill_tensor, strip_tensor, tensor_slots
 
     if qp != int(qp):
         raise SystemExit(f"compare_nncodec: NNCodec's qp is an integer, got {qp:g} (fix --nnc-qps)")
@@ -462,7 +462,7 @@ def _nncodec_sweep(name: str, model: ModelProto, slots: list[int], task: Any, re
 
 
 def _elements(model: ModelProto, slots: list[int]) -> int:
-    from formats.onnx_io import tensor_slots
+    from nnr.formats.onnx_io import tensor_slots
 
     all_slots = tensor_slots(model)
     return int(sum(np.prod(all_slots[i].tensor.dims, dtype=np.int64) for i in slots))

@@ -24,10 +24,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import codec.levelcode as levelcode  # noqa: E402
-import codec.lossy_decode as lossy_decode  # noqa: E402
-import codec.rans as rans  # noqa: E402
-import codec.rans_encode as rans_encode  # noqa: E402
+import nnr.codec.levelcode as levelcode  # noqa: E402
+import nnr.codec.lossy_decode as lossy_decode  # noqa: E402
+import nnr.codec.rans as rans  # noqa: E402
+import nnr.codec.rans_encode as rans_encode  # noqa: E402
 import nnr  # noqa: E402
 
 STAGES = {"lock step": (rans, "_decode_group"), "lane tables": (levelcode, "LaneTable"),

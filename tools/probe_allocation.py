@@ -52,7 +52,7 @@ def measure(name: str, manifest, weights: list[float], qps: list[float], log) ->
     import nnr
     from conformance.corpus import load_model
     from conformance.tasks import TASKS
-    from formats.onnx_io import read_model
+    from nnr.formats.onnx_io import read_model
     from nnr.options import EncoderOptions
 
     task = TASKS[manifest.models[name].task]

@@ -88,7 +88,7 @@ def neighbour_context(levels: np.ndarray) -> np.ndarray:
 def table_bytes(levels: np.ndarray, context: np.ndarray | None = None) -> float:
     """Bytes of ``levels`` coded with nnr's best static table (geometric or histogram, its own
     side information included), one table per ``context`` value when given."""
-    from codec.entropy import best_table
+    from nnr.codec.entropy import best_table
 
     if levels.size == 0:
         return 0.0
@@ -101,8 +101,8 @@ def table_bytes(levels: np.ndarray, context: np.ndarray | None = None) -> float:
 def level_block_parts(r, lanes: bool) -> tuple[int, int]:
     """Read one level block: (side-information bytes, coded-level bytes: escapes, fine bits
     and ANS words, the lanes' states included)."""
-    from codec.entropy import read_table
-    from codec.levelcode import _coarse_range
+    from nnr.codec.entropy import read_table
+    from nnr.codec.levelcode import _coarse_range
 
     start = r.remaining
     k = r.varint()
@@ -129,10 +129,10 @@ def split_file(model: str, point: str, data: bytes) -> Split:
     """Account for every byte of ``data`` (an .nnr file)."""
     from onnx import TensorProto
 
-    from codec.bytestream import ByteReader
-    from codec.levelcode import decode_levels
-    from codec.lossy_decode import main_block_offset
-    from formats.container import (CODING_LOSSY, COMPACT_SINCE, HEADER, TRAILER, read_container,
+    from nnr.codec.bytestream import ByteReader
+    from nnr.codec.levelcode import decode_levels
+    from nnr.codec.lossy_decode import main_block_offset
+    from nnr.formats.container import (CODING_LOSSY, COMPACT_SINCE, HEADER, TRAILER, read_container,
                                    read_tensor_unit, read_unit)
 
     COMPLEX_TYPES = (TensorProto.COMPLEX64, TensorProto.COMPLEX128)
