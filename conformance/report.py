@@ -80,13 +80,11 @@ def plot(results: list[Result], swept: list[Result], path: Path) -> None:
     """One panel per model: headline fidelity against bits per weight (log scale), the
     operating points labelled, the --qp sweep as the curve through them, and the output SNR
     of the lossy points on a second axis."""
-    from nnr.plotting import pyplot, save_png
-
-    plt = pyplot()
+    from nnr.plotting import save_png, subplots
     models = list(dict.fromkeys(r.model for r in results))
     cols = min(3, len(models))
     nrows = math.ceil(len(models) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.4 * cols, 3.5 * nrows), squeeze=False)
+    fig, axes = subplots(nrows, cols, figsize=(4.4 * cols, 3.5 * nrows), squeeze=False)
     for ax, name in zip(axes.flat, models, strict=False):
         mine = [r for r in results if r.model == name]
         curve = sorted([r for r in mine + [r for r in swept if r.model == name]

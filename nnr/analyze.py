@@ -100,9 +100,9 @@ def quantizer_curves(tensors: Tensors) -> dict[str, list[dict]]:
 
 def plot_curves(curves: dict[str, list[dict]], target: Path) -> None:
     """bits per weight (x) against weight SNR (y), one line per quantizer."""
-    from .plotting import pyplot, save_png
+    from .plotting import save_png, subplots
 
-    fig, ax = pyplot().subplots(figsize=(6.5, 4.2))
+    fig, ax = subplots(figsize=(6.5, 4.2))
     for name, points in curves.items():
         pts = sorted(points, key=lambda p: p["bits_per_weight"])
         ax.plot([p["bits_per_weight"] for p in pts], [p["snr_db"] for p in pts], "o-", ms=3, label=name)
@@ -154,9 +154,7 @@ def table(result: dict) -> str:
 
 def plot(tensors: Tensors, result: dict, out_dir: Path, count: int, bins: int) -> list[Path]:
     """Histogram-with-fits PNGs: all weights pooled, and the ``count`` largest tensors."""
-    from .plotting import pyplot, save_png
-
-    plt = pyplot()
+    from .plotting import save_png, subplots
     tensors = {name: v for name, _, v in tensors}
     largest = sorted(result["tensors"], key=lambda r: -r["weights"])[:count]
     jobs = [("all weights pooled", np.concatenate(list(tensors.values())), result["overall"])]
@@ -168,7 +166,7 @@ def plot(tensors: Tensors, result: dict, out_dir: Path, count: int, bins: int) -
         width = np.diff(edges)
         density = counts / (counts.sum() * width)
         t = np.linspace(edges[0], edges[-1], 600)
-        fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+        fig, axes = subplots(1, 2, figsize=(11, 3.8))
         for ax, log in zip(axes, (False, True), strict=True):
             ax.bar(edges[:-1], density, width=width, align="edge", color="0.8", label="weights")
             for f in fits:

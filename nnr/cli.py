@@ -93,8 +93,32 @@ def require_encoder() -> None:
                          "pip install 'nnr[encode]'")
 
 
+STDIO = "-"
+"""An input or output path of ``-`` is standard input or output."""
+
+
+def _source(arg: str) -> tuple[str | bytes, str]:
+    """(what to read, how to name it in messages): the path, or stdin's bytes for ``-``."""
+    if arg == STDIO:
+        return sys.stdin.buffer.read(), "<stdin>"
+    return arg, arg
+
+
+def _write(output: str, data: bytes) -> None:
+    """``data`` to the output file (atomically) or to stdout for ``-``."""
+    from nnr.formats.fileio import write_bytes_atomic
+
+    if output == STDIO:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        write_bytes_atomic(output, data)
+
+
 def _refuse_existing(output: str, force: bool) -> None:
     """Refuse to replace an existing output unless -f was given (as zstd and gzip do)."""
+    if output == STDIO:
+        return
     if not force and os.path.lexists(output) and not os.path.isdir(output):  # a folder fails to write later
         raise OptionError(f"{output}: already exists; use -f to replace it")
 
@@ -121,8 +145,8 @@ def encode_main(argv: Sequence[str] | None = None, prog: str = "nnr-encode") -> 
                "each -4 halves them. Use --lossless to keep every float bit. A model whose inputs "
                "cannot be made up (dynamic sizes with no hint, strings, ops onnxruntime lacks) is "
                "coded with the data-free rule, with a one-line notice.")
-    p.add_argument("input", help="ONNX model (.onnx); external data files are found beside it")
-    p.add_argument("-o", "--output", required=True, help="output .nnr file (written atomically)")
+    p.add_argument("input", help="ONNX model (.onnx; - reads standard input); external data files are found beside it")
+    p.add_argument("-o", "--output", required=True, help="output .nnr file (written atomically; - for standard output)")
     p.add_argument("-f", "--force", action="store_true", help="replace OUTPUT if it exists")
     p.add_argument("--qp", type=float, default=None,
                    help="quality parameter (default -32); larger is smaller and coarser")
@@ -241,8 +265,6 @@ def encode_main(argv: Sequence[str] | None = None, prog: str = "nnr-encode") -> 
         require_encoder()
         from .encoder import encode, probe_applies
         from .options import EncoderOptions
-        from nnr.formats.fileio import write_bytes_atomic
-
         kw = {k: v for k, v in (("qp", args.qp), ("step_rule", args.step_rule),
                                  ("size_exponent", args.size_exponent),
                                  ("rdo_lambda", args.rdo_lambda), ("quantizer", args.quantizer)) if v is not None}
@@ -285,6 +307,7 @@ def encode_main(argv: Sequence[str] | None = None, prog: str = "nnr-encode") -> 
                     "--lossless, --options, --quantizer, --error-feedback, --prune or a rate-control goal")
         _refuse_overwrite(args.output, args.input, *filter(None, (args.options, args.calibration)))
         _refuse_existing(args.output, args.force)
+        args.input, shown = _source(args.input)
         t0 = time.perf_counter()
         if searching:
             data = _rate_controlled(args, opts, prune_options)
@@ -297,13 +320,13 @@ def encode_main(argv: Sequence[str] | None = None, prog: str = "nnr-encode") -> 
             data = encode(args.input, opts, progress=None if args.quiet else _progress(),
                           calibration=calibration, on_pruned=report, probe=probing,
                           target_snr_db=args.synthetic_snr, on_probe=report)
-        write_bytes_atomic(args.output, data)
+        _write(args.output, data)
         if opts.prune_remove and not args.quiet:
             _report_speedup(args, data)
         if not args.quiet:
-            src = Path(args.input).stat().st_size
+            src = len(args.input) if isinstance(args.input, bytes) else Path(args.input).stat().st_size
             kind = "lossless" if opts.lossless and not opts.prune else "lossy"
-            print(f"{_printable(args.input)} ({_human(src)}) -> {_printable(args.output)} ({_human(len(data))}, "
+            print(f"{_printable(shown)} ({_human(src)}) -> {_printable(args.output)} ({_human(len(data))}, "
                   f"{src / max(len(data), 1):.2f}x smaller, {kind}) in {time.perf_counter() - t0:.1f} s",
                   file=sys.stderr)
         return 0
@@ -422,8 +445,9 @@ def decode_main(argv: Sequence[str] | None = None, prog: str = "nnr-decode") -> 
                     "bit-identical on every run and platform.",
         epilog="Exit status: 0 done, 2 bad input or option, 3 damaged .nnr file or (with --check) a "
                "decoded model that fails onnx.checker, 5 output not writable.")
-    p.add_argument("input", help=".nnr file")
-    p.add_argument("-o", "--output", required=True, help="output .onnx file (written atomically)")
+    p.add_argument("input", help=".nnr file (- reads standard input)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output .onnx file (written atomically; - for standard output, weights inline)")
     p.add_argument("-f", "--force", action="store_true", help="replace OUTPUT (and OUTPUT.data) if it exists")
     ext = p.add_mutually_exclusive_group()
     ext.add_argument("--external-data", dest="external", action="store_true", default=None,
@@ -441,19 +465,29 @@ def decode_main(argv: Sequence[str] | None = None, prog: str = "nnr-decode") -> 
     def run() -> int:
         from .decoder import decode_to_file, open as nnr_open
 
+        if args.output == STDIO and args.external:
+            raise OptionError("--external-data needs an output file to put the .data file beside; not -")
         _refuse_overwrite(args.output, args.input)
         if args.external is not False:
             _refuse_overwrite(args.output + ".data", args.input)
         _refuse_existing(args.output, args.force)
+        source, shown = _source(args.input)
         t0 = time.perf_counter()
-        if args.check:
-            f = nnr_open(args.input, max_memory=args.max_memory)
+        if args.output == STDIO:
+            model = nnr_open(source, max_memory=args.max_memory).model()
+            if args.check:
+                import onnx
+
+                _checked(onnx.checker.check_model, model)
+            _write(STDIO, model.SerializeToString())
+        elif args.check:
+            f = nnr_open(source, max_memory=args.max_memory)
             external = args.external if args.external is not None else bool(f.metadata().get("external_data", False))
             _check_and_save(f.model(), args.output, external)
         else:
-            decode_to_file(args.input, args.output, external_data=args.external, max_memory=args.max_memory)
+            decode_to_file(source, args.output, external_data=args.external, max_memory=args.max_memory)
         if not args.quiet:
-            print(f"{_printable(args.input)} -> {_printable(args.output)} in {time.perf_counter() - t0:.2f} s",
+            print(f"{_printable(shown)} -> {_printable(args.output)} in {time.perf_counter() - t0:.2f} s",
                   file=sys.stderr)
         return 0
 
@@ -527,7 +561,7 @@ def info_main(argv: Sequence[str] | None = None, prog: str = "nnr-info") -> int:
     p = argparse.ArgumentParser(
         prog=prog,
         description="Show how an .nnr file was made and how each tensor is coded.")
-    p.add_argument("input", help=".nnr file")
+    p.add_argument("input", help=".nnr file (- reads standard input)")
     p.add_argument("--json", action="store_true",
                    help="machine-readable output (ASCII; NaN and infinite values, e.g. the SNR of "
                         "lossless tensors, are null)")
@@ -538,12 +572,13 @@ def info_main(argv: Sequence[str] | None = None, prog: str = "nnr-info") -> int:
     def run() -> int:
         from .decoder import open as nnr_open
 
-        f = nnr_open(args.input, max_memory=args.max_memory)
+        source, shown = _source(args.input)
+        f = nnr_open(source, max_memory=args.max_memory)
         rows = f.info()
         summary = {
-            "file": str(args.input),
+            "file": shown,
             "format_version": f.version,
-            "file_bytes": os.path.getsize(args.input) if not isinstance(args.input, bytes) else None,
+            "file_bytes": len(source) if isinstance(source, bytes) else os.path.getsize(source),
             "metadata": f.metadata(),
             "coded_tensors": len(rows),
             "coded_weights": sum(math.prod(r["shape"]) for r in rows),
@@ -552,7 +587,7 @@ def info_main(argv: Sequence[str] | None = None, prog: str = "nnr-info") -> int:
             print(_metadata_json({**summary, "tensors": rows}, indent=2))
             return 0
         meta = summary["metadata"]
-        print(f"{_printable(args.input)}: nnr format v{f.version}, {_human(summary['file_bytes'])}, "
+        print(f"{_printable(shown)}: nnr format v{f.version}, {_human(summary['file_bytes'])}, "
               f"made by {_printable(meta.get('producer', '?'))}")
         print(f"options: {_printable(_metadata_json(meta.get('options', {}), sort_keys=True))}")
         print(f"{'name':<40} {'dtype':<8} {'shape':<18} {'mode':<8} {'step':>10} {'bits/w':>7} {'SNR dB':>7}")
@@ -659,3 +694,7 @@ def conformance_main(argv: Sequence[str] | None = None, prog: str = "nnr-conform
     from conformance.cli import main as run_suite
 
     return run_suite(argv, prog=prog)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

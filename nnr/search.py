@@ -85,9 +85,9 @@ def sweep(model_path: str | Path, cal, todo: list[dict], budget_seconds: float =
 
 def plot(points: list[dict], front: list[dict], metric: str, onnx_bytes: int, target: Path) -> None:
     """Every setting as a point coloured by quantizer, and the front as a line."""
-    from .plotting import pyplot, save_png
+    from .plotting import save_png, subplots
 
-    fig, ax = pyplot().subplots(figsize=(7, 4.5))
+    fig, ax = subplots(figsize=(7, 4.5))
     by_q: dict[str, list[dict]] = {}
     for p in points:
         label = p["options"].get("quantizer", "ecsq")

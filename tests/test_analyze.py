@@ -59,3 +59,17 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main([str(MNIST), "--min-elements", "100000000"]) == 2
     err = capsys.readouterr().err
     assert err.count("nnr-analyze: error:") == 2 and "Traceback" not in err
+
+
+def test_plotting_leaves_the_callers_matplotlib_alone(tmp_path):
+    """A notebook or GUI calling nnr keeps its backend and pyplot state: figures are plain Figures."""
+    import os
+    import subprocess
+    import sys
+    code = ("import sys, matplotlib; from nnr.analyze import main; "
+            f"assert main([{str(MNIST)!r}, '--plot', {str(tmp_path / 'plots')!r}]) == 0; "
+            "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "MPLBACKEND": "pdf"}).stdout.split()
+    assert out[-2:] == ["pdf", "False"]
+    assert any((tmp_path / "plots").glob("*.png"))

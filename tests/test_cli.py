@@ -393,3 +393,21 @@ def test_encoding_commands_name_the_extra_a_decode_only_install_lacks(monkeypatc
     assert main(["encode", str(model_path), "-o", str(tmp_path / "m.nnr")]) == 2
     err = _no_traceback(capsys)
     assert err.count("\n") == 1 and "pip install 'nnr[encode]'" in err and not (tmp_path / "m.nnr").exists()
+
+
+def test_dash_is_standard_input_and_output(tmp_path, model_path):
+    """nnr encode - -o - | nnr decode - -o - | … : a pipe of bytes, no files."""
+    import subprocess
+    import sys
+
+    run = [sys.executable, "-m", "nnr.cli"]
+    packed = subprocess.run(run + ["encode", "-", "-o", "-", "-q"], input=model_path.read_bytes(),
+                            capture_output=True, check=True).stdout
+    assert packed[:4] == b"\x89NNR"
+    info = subprocess.run(run + ["info", "-", "--json"], input=packed, capture_output=True, check=True).stdout
+    assert json.loads(info)["file"] == "<stdin>" and json.loads(info)["file_bytes"] == len(packed)
+    decoded = subprocess.run(run + ["decode", "-", "-o", "-", "--check"], input=packed, capture_output=True,
+                             check=True)
+    assert onnx.load_from_string(decoded.stdout).graph.node and b"<stdin> -> -" in decoded.stderr
+    refused = subprocess.run(run + ["decode", "-", "-o", "-", "--external-data"], input=packed, capture_output=True)
+    assert refused.returncode == 2 and b"needs an output file" in refused.stderr and not refused.stdout

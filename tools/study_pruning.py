@@ -230,11 +230,9 @@ def _render(results: list[dict], command: str, args: argparse.Namespace) -> None
 
 
 def _plot(results: list[dict], path: Path) -> None:
-    from nnr.plotting import pyplot, save_png
-
-    plt = pyplot()
+    from nnr.plotting import save_png, subplots
     models = list(dict.fromkeys(r["model"] for r in results))
-    fig, axes = plt.subplots(2, len(models), figsize=(5 * len(models), 8), squeeze=False)
+    fig, axes = subplots(2, len(models), figsize=(5 * len(models), 8), squeeze=False)
     for col, name in enumerate(models):
         families = sorted({r["family"] for r in results if r["model"] == name}, reverse=True)
         for row in range(2):

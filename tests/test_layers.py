@@ -1,0 +1,57 @@
+"""The layer rules of the design, checked on every import statement (inside functions too):
+codec/ (nnr.codec) knows nothing of ONNX or of the layers above it; formats/ (nnr.formats)
+knows nothing of quantization and imports only the codec's byte streams and errors."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _imports(path: Path) -> set[str]:
+    """Absolute module names a file imports, relative imports resolved against its package."""
+    package = {"codec": "nnr.codec", "formats": "nnr.formats"}.get(path.parent.name, "nnr")
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = ".".join(filter(None, (base, node.module)))
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names if node.module is None)
+    return found
+
+
+def _modules(folder: str) -> list[Path]:
+    return sorted((ROOT / folder).glob("*.py"))
+
+
+@pytest.mark.parametrize("path", _modules("codec"), ids=lambda p: p.name)
+def test_codec_imports_nothing_above_it_and_no_onnx(path):
+    bad = {m for m in _imports(path)
+           if (m.split(".")[0] == "nnr" and not m.startswith("nnr.codec")) or m.split(".")[0] == "onnx"}
+    assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
+FORMATS_MAY_USE = ("nnr.codec.bytestream", "nnr.codec.errors", "nnr.formats")
+
+
+@pytest.mark.parametrize("path", _modules("formats"), ids=lambda p: p.name)
+def test_formats_imports_only_byte_streams_and_errors_below_it(path):
+    bad = {m for m in _imports(path) if m.split(".")[0] == "nnr" and not m.startswith(FORMATS_MAY_USE)}
+    assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
+def test_the_error_classes_are_a_leaf():
+    assert _imports(ROOT / "codec" / "errors.py") <= {"__future__"}
+
+
+def test_no_top_level_package_but_nnr_is_installed():
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert {p.split(".")[0] for p in config["packages"]} == {"nnr"}
+    assert config["package-dir"] == {"nnr": "nnr", "nnr.codec": "codec", "nnr.formats": "formats"}
