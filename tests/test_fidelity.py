@@ -1,10 +1,12 @@
-"""The fidelity metrics shared by the conformance suite and (later) rate control."""
+"""The fidelity metrics: nnr.fidelity (what nnr reports and optimises) and conformance.metrics
+(the corpus tasks)."""
 
 import math
 
 import numpy as np
 import pytest
 
+from conformance import metrics
 from nnr import fidelity as fm
 
 
@@ -25,32 +27,32 @@ def test_ctc_greedy_decode_merges_repeats_and_drops_blanks():
     charset = ["", "a", "b", " "]
     steps = [1, 1, 0, 1, 2, 2, 3, 0, 0]  # a a _ a b b ␠ _ _  →  "aab" (repeats merged, blank splits)
     logits = np.eye(4)[steps][None]
-    assert fm.ctc_greedy_decode(logits, charset) == ["aab"]
+    assert metrics.ctc_greedy_decode(logits, charset) == ["aab"]
 
 
 @pytest.mark.parametrize("a,b,d", [("", "", 0), ("abc", "abc", 0), ("kitten", "sitting", 3),
                                    ("", "abc", 3), ("flaw", "lawn", 2)])
 def test_edit_distance(a, b, d):
-    assert fm.edit_distance(a, b) == d == fm.edit_distance(b, a)
+    assert metrics.edit_distance(a, b) == d == metrics.edit_distance(b, a)
 
 
 def test_char_accuracy_and_exact_match():
     truth = ["hello", "world"]
-    assert fm.char_accuracy(truth, truth) == 1.0
-    assert fm.char_accuracy(truth, ["hallo", "world"]) == pytest.approx(0.9)
-    assert fm.exact_match(truth, ["hello", "word"]) == 0.5
+    assert metrics.char_accuracy(truth, truth) == 1.0
+    assert metrics.char_accuracy(truth, ["hallo", "world"]) == pytest.approx(0.9)
+    assert metrics.exact_match(truth, ["hello", "word"]) == 0.5
     with pytest.raises(ValueError):
-        fm.char_accuracy(truth, ["hello"])
+        metrics.char_accuracy(truth, ["hello"])
 
 
 def test_decision_agreement_and_mask_iou():
-    assert fm.decision_agreement([0.1, 0.6, 0.9, 0.4], [0.2, 0.4, 0.8, 0.45]) == 0.75
+    assert metrics.decision_agreement([0.1, 0.6, 0.9, 0.4], [0.2, 0.4, 0.8, 0.45]) == 0.75
     a = np.zeros((4, 4))
     a[:2] = 1
     b = np.zeros((4, 4))
     b[1:3] = 1
-    assert fm.mask_iou(a, b, 0.5) == pytest.approx(4 / 12)
-    assert fm.mask_iou(np.zeros(3), np.zeros(3), 0.5) == 1.0
+    assert metrics.mask_iou(a, b, 0.5) == pytest.approx(4 / 12)
+    assert metrics.mask_iou(np.zeros(3), np.zeros(3), 0.5) == 1.0
 
 
 def test_expected_accuracy_is_the_count_without_noise_and_moves_towards_chance():

@@ -1,6 +1,7 @@
 """The layer rules of the design, checked on every import statement (inside functions too):
 codec/ (nnr.codec) knows nothing of ONNX or of the layers above it; formats/ (nnr.formats)
-knows nothing of quantization and imports only the codec's byte streams and errors."""
+knows nothing of quantization and imports only the codec's byte streams and errors; and no
+modules import each other in a cycle, not even through an import inside a function."""
 
 import ast
 from pathlib import Path
@@ -12,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _imports(path: Path) -> set[str]:
     """Absolute module names a file imports, relative imports resolved against its package."""
-    package = {"codec": "nnr.codec", "formats": "nnr.formats"}.get(path.parent.name, "nnr")
+    package = {"codec": "nnr.codec", "formats": "nnr.formats", "conformance": "conformance"}.get(path.parent.name, "nnr")
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -55,3 +56,48 @@ def test_no_top_level_package_but_nnr_is_installed():
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert {p.split(".")[0] for p in config["packages"]} == {"nnr"}
     assert config["package-dir"] == {"nnr": "nnr", "nnr.codec": "codec", "nnr.formats": "formats"}
+
+
+PACKAGES = {"nnr": "nnr", "codec": "nnr.codec", "formats": "nnr.formats", "conformance": "conformance"}
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports. ``nnr`` itself (the package's __init__, whose lazy
+    attributes are the public API and which every module may read __version__ from) is left out."""
+    files = {}
+    for folder, package in PACKAGES.items():
+        for path in sorted((ROOT / folder).glob("*.py")):
+            files[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
+    graph = {}
+    for name, path in files.items():
+        targets = set()
+        for module in _imports(path):
+            while module and module not in files:
+                module = module.rpartition(".")[0]
+            if module and module != name and module != "nnr":
+                targets.add(module)
+        graph[name] = targets
+    graph.pop("nnr")
+    return graph
+
+
+def test_no_import_cycles():
+    graph = _module_graph()
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycle = path[path.index(nxt):] + [nxt]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if nxt not in state:
+                visit(nxt)
+        path.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
