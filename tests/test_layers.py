@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = {"nnr": "nnr", "codec": "nnr.codec", "formats": "nnr.formats", "conformance": "conformance"}
+"""Source folder -> the package it installs as (conformance/ is the suite, from the checkout)."""
 
 
 def _imports(path: Path) -> set[str]:
     """Absolute module names a file imports, relative imports resolved against its package."""
-    package = {"codec": "nnr.codec", "formats": "nnr.formats", "conformance": "conformance"}.get(path.parent.name, "nnr")
+    package = PACKAGES.get(path.parent.name, "nnr")
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -57,8 +59,6 @@ def test_no_top_level_package_but_nnr_is_installed():
     assert {p.split(".")[0] for p in config["packages"]} == {"nnr"}
     assert config["package-dir"] == {"nnr": "nnr", "nnr.codec": "codec", "nnr.formats": "formats"}
 
-
-PACKAGES = {"nnr": "nnr", "codec": "nnr.codec", "formats": "nnr.formats", "conformance": "conformance"}
 
 
 def _module_graph() -> dict[str, set[str]]:
