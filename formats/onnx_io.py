@@ -180,6 +180,20 @@ def tensor_bytes(tensor: TensorProto, base_dir: Path | None) -> bytes:
     return np.ascontiguousarray(arr).astype(STORAGE_DTYPES[tensor.data_type]).tobytes()
 
 
+def with_inline_data(proto: ModelProto, base_dir) -> ModelProto:
+    """The model with external tensor data read in, so onnxruntime can run it from memory."""
+    if not any(is_external(s.tensor) for s in tensor_slots(proto)):
+        return proto
+    out = ModelProto()
+    out.CopyFrom(proto)
+    for slot in tensor_slots(out):
+        if is_external(slot.tensor):
+            data = tensor_bytes(slot.tensor, base_dir)
+            strip_tensor(slot.tensor)
+            fill_tensor(slot.tensor, data)
+    return out
+
+
 def strip_tensor(tensor: TensorProto) -> None:
     """Remove a tensor's values (wherever kept), leaving name, type, dims and doc string."""
     for fld in ("raw_data", "float_data", "int32_data", "int64_data", "double_data",

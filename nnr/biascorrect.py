@@ -12,20 +12,10 @@ Weight Equalization and Bias Correction", 2019, empirical variant.)
 from __future__ import annotations
 
 import numpy as np
-from onnx import AttributeProto, ModelProto, TensorProto, numpy_helper
+from onnx import ModelProto, TensorProto, numpy_helper
 
 from . import fidelity
-
-
-def graph_constants(model: ModelProto) -> dict[str, TensorProto]:
-    """Main-graph constant values by name: initializers and Constant nodes' ``value``."""
-    found = {t.name: t for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.output:
-            for a in node.attribute:
-                if a.name == "value" and a.type == AttributeProto.TENSOR:
-                    found[node.output[0]] = a.t
-    return found
+from .graph import graph_constants, int_attr
 
 
 def correctable_layers(model: ModelProto) -> list:
@@ -42,10 +32,6 @@ def correctable_layers(model: ModelProto) -> list:
             continue
         layers.append(node)
     return layers
-
-
-def int_attr(node, name: str, default: int) -> int:
-    return next((a.i for a in node.attribute if a.name == name), default)
 
 
 def input_means(model: ModelProto, inputs: dict[str, np.ndarray], batch: int = 8) -> dict[str, np.ndarray]:

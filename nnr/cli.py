@@ -343,9 +343,9 @@ def _report_speedup(args: argparse.Namespace, data: bytes) -> None:
 
     original, _ = read_model(args.input)
     if args.calibration:
-        from . import ratecontrol as rc
+        from .calibration import load_calibration
 
-        feed = {k: v[:1] for k, v in rc.load_calibration(args.calibration, original).inputs.items()}
+        feed = {k: v[:1] for k, v in load_calibration(args.calibration, original).inputs.items()}
     else:
         feed = synthetic_inputs(original)
     if feed is None:
@@ -379,10 +379,10 @@ def _fit_inputs(args: argparse.Namespace) -> dict:
     file byte for byte."""
     from nnr.formats.onnx_io import read_model
 
-    from . import ratecontrol as rc
+    from .calibration import load_calibration
 
     model, _ = read_model(args.input)
-    search_part, _ = rc.load_calibration(args.calibration, model).split(args.holdout)
+    search_part, _ = load_calibration(args.calibration, model).split(args.holdout)
     return search_part.halves()[0].inputs
 
 
@@ -392,20 +392,23 @@ def _rate_controlled(args: argparse.Namespace, base, prune_options: dict) -> byt
     from nnr.formats.fileio import write_bytes_atomic
 
     from . import ratecontrol as rc
+    from .calibration import load_calibration
+    from .evaluation import Constraint, describe_metrics
+    from .sizes import parse_size
 
     model, _ = read_model(args.input)
     cal = held = None
     if args.calibration:
-        cal, held = rc.load_calibration(args.calibration, model).split(args.holdout)
+        cal, held = load_calibration(args.calibration, model).split(args.holdout)
     constraint = target = None
     if args.min_agreement is not None:
-        constraint = rc.Constraint("agreement", args.min_agreement)
+        constraint = Constraint("agreement", args.min_agreement)
     elif args.max_accuracy_drop is not None:
-        constraint = rc.Constraint("accuracy_drop_pct", args.max_accuracy_drop)
+        constraint = Constraint("accuracy_drop_pct", args.max_accuracy_drop)
     elif args.min_snr is not None:
-        constraint = rc.Constraint("snr_db", args.min_snr)
+        constraint = Constraint("snr_db", args.min_snr)
     elif args.target_size is not None:
-        target = rc.parse_size(args.target_size)
+        target = parse_size(args.target_size)
     else:
         target = round(args.bits_per_weight * rc.coded_float_params(model, base) / 8)
     say = (lambda msg: None) if args.quiet else (lambda msg: print(_printable(msg, True), file=sys.stderr))
@@ -424,7 +427,7 @@ def _rate_controlled(args: argparse.Namespace, base, prune_options: dict) -> byt
     for label, m, n in (("calibration", res.metrics, len(cal) if cal else 0),
                         ("held-out", res.held_out, len(held) if held else 0)):
         if m:
-            say(f"{label} ({n} inputs): {rc.describe_metrics(m)}"
+            say(f"{label} ({n} inputs): {describe_metrics(m)}"
                 + ("" if constraint is None else f"  [{constraint}: {'met' if constraint.met(m) else 'NOT met'}]"))
     if constraint is not None and res.held_out and not constraint.met(res.held_out):
         say("warning: the held-out inputs miss the constraint; calibrate with more (or more varied) "

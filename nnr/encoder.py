@@ -19,8 +19,9 @@ from nnr.codec.quantizers import encode_deadzone, encode_minifloat, encode_mulaw
 from nnr.codec.quantizer_spec import parse as parse_quantizer
 from nnr.formats.container import (CODING_CODEBOOK, CODING_FLOAT_LOSSLESS, CODING_LOSSY, CODING_MINIFLOAT, CODING_RAW,
                                TensorUnit, write_container)
-from nnr.formats.onnx_io import (COMPLEX_TYPES, COMPONENT_DTYPE, FLOAT_TYPES, STORAGE_DTYPES, fill_tensor, is_external,
-                             read_model, strip_tensor, tensor_bytes, tensor_slots, uses_typed_field)
+from nnr.formats.onnx_io import (COMPLEX_TYPES, COMPONENT_DTYPE, FLOAT_TYPES, STORAGE_DTYPES, is_external,
+                             read_model, strip_tensor, tensor_bytes, tensor_slots, uses_typed_field,
+                             with_inline_data)
 
 from . import __version__
 from .errors import OptionError, UnsupportedModelError
@@ -80,20 +81,6 @@ def _fits(fb: Feedback | None, values: np.ndarray, steps: np.ndarray) -> bool:
     groups = fb.hessian.shape[0]
     return (fb.hessian.shape[1:] == (d, d) and rows % groups == 0
             and (steps.size == 1 or (steps.size == rows and not fb.transposed)))
-
-
-def with_inline_data(proto: ModelProto, base_dir) -> ModelProto:
-    """The model with external tensor data read in, so onnxruntime can run it from memory."""
-    if not any(is_external(s.tensor) for s in tensor_slots(proto)):
-        return proto
-    out = ModelProto()
-    out.CopyFrom(proto)
-    for slot in tensor_slots(out):
-        if is_external(slot.tensor):
-            data = tensor_bytes(slot.tensor, base_dir)
-            strip_tensor(slot.tensor)
-            fill_tensor(slot.tensor, data)
-    return out
 
 
 def _prune(proto: ModelProto, base_dir, opts: EncoderOptions,

@@ -15,7 +15,7 @@ from onnx import ModelProto, TensorProto
 from nnr.codec.lossy_encode import Feedback
 
 from . import fidelity
-from .biascorrect import int_attr, graph_constants
+from .graph import graph_constants, int_attr, ints_attr, str_attr
 
 MAX_ROWS_PER_BATCH = 8192
 """Patches (or feature rows) sampled per layer from each batch of inputs, at most..."""
@@ -25,16 +25,12 @@ MIN_ROWS_PER_BATCH = 1024
 """...but never fewer rows than this."""
 
 
-def _ints(node, name: str, default: list[int]) -> list[int]:
-    return next((list(a.ints) for a in node.attribute if a.name == name), default)
-
-
 def _conv_geometry(node, in_hw: tuple[int, int], kernel: tuple[int, int]):
     """(pads top, left, bottom, right), strides, dilations of a 2-D Conv, auto_pad resolved."""
-    strides = _ints(node, "strides", [1, 1])
-    dil = _ints(node, "dilations", [1, 1])
-    pads = _ints(node, "pads", [0, 0, 0, 0])
-    auto = next((a.s.decode() for a in node.attribute if a.name == "auto_pad"), "NOTSET")
+    strides = ints_attr(node, "strides", [1, 1])
+    dil = ints_attr(node, "dilations", [1, 1])
+    pads = ints_attr(node, "pads", [0, 0, 0, 0])
+    auto = str_attr(node, "auto_pad", "NOTSET")
     if auto in ("SAME_UPPER", "SAME_LOWER"):
         pads = [0, 0, 0, 0]
         for ax in range(2):

@@ -1,4 +1,4 @@
-"""Photos as model inputs: a few crops or a grid of views of each, resized and normalised."""
+"""Photos as model inputs: a few crops of each, resized and normalised (the demo's inputs)."""
 
 from __future__ import annotations
 
@@ -54,30 +54,3 @@ def crops(photos: list[tuple[Path, int]], size: int = 224, mean: float = 127.0, 
                 xs.append(arr.transpose(2, 0, 1))
                 ys.append(label)
     return np.stack(xs), np.array(ys)
-
-
-GRID_SCALES = (1.0, 0.8, 0.64)
-"""Side of the square views of grid_views, as a fraction of the photo's shorter side."""
-
-
-def grid_views(path: str | Path, size: int = 224, mean: float = 127.0, std: float = 128.0,
-               per_side: int = 3, scales: tuple[float, ...] = GRID_SCALES) -> np.ndarray:
-    """NCHW float32 inputs ``(pixel − mean)/std``: square views of one photo at each scale, on a
-    grid of up to ``per_side`` positions along each axis (fewer where the view spans the axis),
-    each followed by its mirror image. Many views of a photo resolve agreement more finely
-    than a few crops; no view is repeated."""
-    from PIL import Image
-
-    xs = []
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        w, h = im.size
-        for scale in scales:
-            side = round(min(w, h) * scale)
-            for left in np.unique(np.round(np.linspace(0.0, w - side, per_side))):
-                for top in np.unique(np.round(np.linspace(0.0, h - side, per_side))):
-                    view = im.crop((int(left), int(top), int(left) + side, int(top) + side))
-                    view = view.resize((size, size), Image.BILINEAR)
-                    for shown in (view, view.transpose(Image.FLIP_LEFT_RIGHT)):
-                        xs.append(((np.asarray(shown, dtype=np.float32) - mean) / std).transpose(2, 0, 1))
-    return np.stack(xs)

@@ -4,7 +4,7 @@ measured by running the model on synthetic inputs (nnr.synthetic) — no user da
 Each weight tensor (≥ 2-D) alone is rounded at a coarse probe step and the relative change of
 every float output is measured: ``s_i = Σ_outputs MSE/variance ÷ squared weight error``. With
 output distortion ≈ Σ s_i·E_i and E_i ≈ n_i·Δ_i²/12, the fewest bits for a given distortion
-give every tensor the same marginal price, ``Δ_i ∝ 1/√s_i`` (as nnr.ratecontrol does on real
+give every tensor the same marginal price, ``Δ_i ∝ 1/√s_i`` (as nnr.allocation does on real
 data). Sensitivities measured on made-up inputs are noisy, so as a hedge each tensor's step
 is the geometric mean of that optimum and the data-free rule's (OFFSET_WEIGHT). The common
 level is set so the predicted output SNR meets the target; the coded model is then checked

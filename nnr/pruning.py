@@ -33,7 +33,7 @@ from nnr.codec.floatcast import to_float64
 from nnr.formats.onnx_io import (COMPLEX_TYPES, FLOAT_TYPES, STORAGE_DTYPES, fill_tensor, strip_tensor, tensor_bytes,
                              uses_typed_field)
 
-from .biascorrect import graph_constants, int_attr
+from .graph import consumers_of, graph_constants, int_attr
 from .errors import OptionError
 from .tensorcodec import FLOAT_FORMAT_OF
 
@@ -151,15 +151,6 @@ class _Target:
     tensor: TensorProto
     node: object | None
     axis: int | None       # output-channel axis for structured pruning, None if it has none
-
-
-def consumers_of(model: ModelProto) -> dict[str, list]:
-    """The nodes reading each tensor name, in graph order."""
-    found: dict[str, list] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            found.setdefault(name, []).append(node)
-    return found
 
 
 def _reaches_output(model: ModelProto, start: str, consumers: dict[str, list]) -> bool:

@@ -26,16 +26,15 @@ from onnx import ModelProto, numpy_helper, shape_inference
 
 from nnr.codec import exactmath
 
-from .biascorrect import graph_constants, int_attr
-from .pruning import consumers_of
+from .graph import consumers_of, float_attr, graph_constants, int_attr, ints_attr, str_attr
 
 UNARY = {
     "Relu": lambda v, n, c: np.maximum(v, 0.0),
     "Sigmoid": lambda v, n, c: 1.0 / (1.0 + exactmath.exp(-v)),
     "Tanh": lambda v, n, c: _tanh(v),
     "Identity": lambda v, n, c: v,
-    "LeakyRelu": lambda v, n, c: np.where(v >= 0, v, _float_attr(n, "alpha", 0.01) * v),
-    "HardSigmoid": lambda v, n, c: np.clip(_float_attr(n, "alpha", 0.2) * v + _float_attr(n, "beta", 0.5), 0, 1),
+    "LeakyRelu": lambda v, n, c: np.where(v >= 0, v, float_attr(n, "alpha", 0.01) * v),
+    "HardSigmoid": lambda v, n, c: np.clip(float_attr(n, "alpha", 0.2) * v + float_attr(n, "beta", 0.5), 0, 1),
     "HardSwish": lambda v, n, c: v * np.clip(v / 6.0 + 0.5, 0, 1),
     "Clip": lambda v, n, c: _clip(v, n, c),
 }
@@ -80,13 +79,9 @@ class RemovalReport:
         return text
 
 
-def _float_attr(node, name: str, default: float) -> float:
-    return next((a.f for a in node.attribute if a.name == name), default)
-
-
 def _clip(v: np.ndarray, node, consts: dict) -> np.ndarray:
-    lo = _float_attr(node, "min", -np.inf)
-    hi = _float_attr(node, "max", np.inf)
+    lo = float_attr(node, "min", -np.inf)
+    hi = float_attr(node, "max", np.inf)
     if len(node.input) > 1 and node.input[1]:
         lo = float(numpy_helper.to_array(consts[node.input[1]]))
     if len(node.input) > 2 and node.input[2]:
@@ -167,18 +162,18 @@ def _constants_after(chain: _Chain, base: np.ndarray, consts: dict) -> np.ndarra
     for node in chain.ops:
         if node.op_type == "BatchNormalization":
             scale, bias, mean, var = (numpy_helper.to_array(consts[n]).astype(np.float64) for n in node.input[1:5])
-            v = (v - mean) / np.sqrt(var + _float_attr(node, "epsilon", 1e-5)) * scale + bias
+            v = (v - mean) / np.sqrt(var + float_attr(node, "epsilon", 1e-5)) * scale + bias
         elif node.op_type in UNARY:
             v = UNARY[node.op_type](v, node, consts)
-        elif node.op_type == "AveragePool" and any(next((a.ints for a in node.attribute if a.name == "pads"), [])) \
+        elif node.op_type == "AveragePool" and any(ints_attr(node, "pads", [])) \
                 and int_attr(node, "count_include_pad", 0):
             return None
     return v
 
 
 def _padded(node) -> bool:
-    auto = next((a.s.decode() for a in node.attribute if a.name == "auto_pad"), "NOTSET")
-    pads = next((list(a.ints) for a in node.attribute if a.name == "pads"), [])
+    auto = str_attr(node, "auto_pad", "NOTSET")
+    pads = ints_attr(node, "pads", [])
     return auto in ("SAME_UPPER", "SAME_LOWER") or any(pads)
 
 
@@ -293,7 +288,7 @@ def _bias_vector(node, consts: dict, n: int) -> np.ndarray | None:
         return None
     b = numpy_helper.to_array(consts[node.input[2]]).astype(np.float64)
     if node.op_type == "Gemm":
-        b = np.broadcast_to(b, (1, n)).reshape(n) * _float_attr(node, "beta", 1.0)
+        b = np.broadcast_to(b, (1, n)).reshape(n) * float_attr(node, "beta", 1.0)
     return b.reshape(n)
 
 
@@ -307,7 +302,7 @@ def _absorbs(node) -> bool:
     if node.op_type == "MatMul":
         return False
     if node.op_type == "Gemm":
-        return _float_attr(node, "beta", 1.0) != 0
+        return float_attr(node, "beta", 1.0) != 0
     return not _padded(node)
 
 
@@ -326,7 +321,7 @@ def _shrink_reader(node, consts: dict, model: ModelProto, keep: np.ndarray, carr
     if node.op_type == "Conv":
         shift = shift.reshape(w.shape[0], -1).sum(axis=1)
     elif node.op_type == "Gemm":
-        shift = shift * _float_attr(node, "alpha", 1.0) / _float_attr(node, "beta", 1.0)
+        shift = shift * float_attr(node, "alpha", 1.0) / float_attr(node, "beta", 1.0)
     if np.any(shift):
         out = shift.shape[0]
         if len(node.input) < 3 or not node.input[2]:

@@ -63,7 +63,7 @@ def sweep(model_path: str | Path, cal, todo: list[dict], budget_seconds: float =
     from .decoder import decode
     from .encoder import encode
     from .options import EncoderOptions
-    from .ratecontrol import Evaluator
+    from .evaluation import Evaluator
 
     evaluator = Evaluator(onnx.load(str(model_path)), cal)
     base = EncoderOptions()
@@ -164,7 +164,7 @@ def _run(args: argparse.Namespace, quantizers: list[str], qps: list[float], prun
     from nnr.formats.onnx_io import read_model
 
     from .cli import _progress
-    from .ratecontrol import load_calibration
+    from .calibration import load_calibration
 
     model, _ = read_model(args.model)
     cal = load_calibration(args.calibration, model)

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import nnr
 from nnr.codec import exactmath
 from conformance.vectors import cases, replay, same_bitstream
 from nnr.formats.container import FORMAT_VERSION

@@ -12,6 +12,8 @@ from nnr.codec.lossy_encode import Feedback, encode_lossy
 from nnr.codec.quantize import bits_from_counts, rdo_quantize
 from conformance.inputs import mnist_test
 from nnr import ratecontrol as rc
+from nnr.calibration import Calibration
+from nnr.evaluation import Constraint
 from nnr.cli import encode_main
 from nnr.errors import OptionError
 from nnr.fidelity import output_snr_db, run, session
@@ -169,8 +171,8 @@ def test_cli_replays_a_searched_error_feedback_file(tmp_path, digits):
 
 
 def test_search_judges_on_inputs_the_statistics_did_not_see(digits):
-    cal = rc.Calibration({"image": digits[:80]})
-    res = rc.search(MNIST, EncoderOptions(error_feedback=True), constraint=rc.Constraint("snr_db", 30), cal=cal,
+    cal = Calibration({"image": digits[:80]})
+    res = rc.search(MNIST, EncoderOptions(error_feedback=True), constraint=Constraint("snr_db", 30), cal=cal,
                     bias_correction=False, budget_seconds=5)
     fit, judge = cal.halves()
     assert len(fit) == 40 and len(judge) == 40

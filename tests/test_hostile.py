@@ -6,7 +6,6 @@ import io
 import json
 import multiprocessing
 import resource
-import struct
 import zlib
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path

@@ -3,8 +3,8 @@
 import numpy as np
 from PIL import Image
 
-from conformance.inputs import PHOTOS, UNLABELLED_PHOTOS, photo_views, unlabelled_views
-from nnr.images import GRID_SCALES, grid_views, labelled_photos
+from conformance.inputs import GRID_SCALES, PHOTOS, UNLABELLED_PHOTOS, grid_views, photo_views, unlabelled_views
+from nnr.images import labelled_photos
 
 
 def _photo(tmp_path, w=300, h=200):
@@ -40,7 +40,7 @@ def test_make_calibration_writes_views_and_refuses_bad_ranges(tmp_path):
     import onnx
     import pytest
 
-    from nnr.ratecontrol import load_calibration
+    from nnr.calibration import load_calibration
     from tests.conftest import EFFNET
     from tools import make_calibration
 

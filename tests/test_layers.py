@@ -101,3 +101,16 @@ def test_no_import_cycles():
     for node in sorted(graph):
         if node not in state:
             visit(node)
+
+
+def test_graph_queries_live_in_one_module():
+    """Attribute lookups and constant tables are nnr.graph's; no other module defines its own."""
+    import nnr.graph as g
+
+    shared = {n for n, f in vars(g).items() if callable(f) and getattr(f, "__module__", "") == g.__name__}
+    for folder in ("nnr", "conformance"):
+        for path in _modules(folder):
+            if path == ROOT / "nnr" / "graph.py":
+                continue
+            defined = {node.name for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.FunctionDef)}
+            assert not defined & shared, f"{path.name} defines {sorted(defined & shared)}, which nnr.graph provides"

@@ -9,6 +9,9 @@ from conformance.inputs import mnist_test
 from conformance.toy_models import mlp
 from nnr import biascorrect
 from nnr import ratecontrol as rc
+from nnr.calibration import Calibration, load_calibration
+from nnr.evaluation import Constraint
+from nnr.sizes import parse_size
 from nnr.cli import encode_main
 from nnr.errors import InputError, OptionError
 from nnr.fidelity import run, session
@@ -21,18 +24,18 @@ MNIST = ROOT / "conformance" / "models" / "mnist_cnn.onnx"
 @pytest.fixture(scope="module")
 def digits():
     x, y = mnist_test()
-    return rc.Calibration({"image": x[:200]}, y[:200])
+    return Calibration({"image": x[:200]}, y[:200])
 
 
 @pytest.fixture(scope="module")
 def agreement_result(digits):
     cal, held = digits.split(0.25)
-    return rc.search(MNIST, EncoderOptions(), constraint=rc.Constraint("agreement", 0.99), cal=cal, held=held)
+    return rc.search(MNIST, EncoderOptions(), constraint=Constraint("agreement", 0.99), cal=cal, held=held)
 
 
 def test_min_agreement_is_met_on_calibration_and_beats_the_default(agreement_result):
     res = agreement_result
-    assert rc.Constraint("agreement", 0.99).met(res.metrics)
+    assert Constraint("agreement", 0.99).met(res.metrics)
     assert res.metrics["agreement"] >= 0.99 and res.metrics["agreement_expected"] >= 0.99
     assert len(res.data) < len(nnr.encode(MNIST))
     assert res.held_out is not None and "agreement" in res.held_out
@@ -47,7 +50,7 @@ def test_search_is_reported_and_its_options_are_in_the_file(agreement_result):
 
 
 def test_accuracy_drop_is_judged_in_expectation_and_as_counted():
-    c = rc.Constraint("accuracy_drop_pct", 0.5)
+    c = Constraint("accuracy_drop_pct", 0.5)
     assert c.met_smooth({"accuracy_drop_pct": 2.0, "accuracy_drop_expected_pct": 0.4})
     assert not c.met({"accuracy_drop_pct": 2.0, "accuracy_drop_expected_pct": 0.4})
     assert not c.met({"accuracy_drop_pct": 0.0, "accuracy_drop_expected_pct": 0.7})
@@ -55,14 +58,14 @@ def test_accuracy_drop_is_judged_in_expectation_and_as_counted():
 
 
 def test_min_snr_and_max_accuracy_drop(digits):
-    res = rc.search(MNIST, EncoderOptions(), constraint=rc.Constraint("snr_db", 30.0), cal=digits)
+    res = rc.search(MNIST, EncoderOptions(), constraint=Constraint("snr_db", 30.0), cal=digits)
     assert res.metrics["snr_db"] >= 30.0
-    res = rc.search(MNIST, EncoderOptions(), constraint=rc.Constraint("accuracy_drop_pct", 1.0), cal=digits,
+    res = rc.search(MNIST, EncoderOptions(), constraint=Constraint("accuracy_drop_pct", 1.0), cal=digits,
                     bias_correction=False)
     assert res.metrics["accuracy_drop_pct"] <= 1.0
     with pytest.raises(OptionError, match="labels"):
-        rc.search(MNIST, EncoderOptions(), constraint=rc.Constraint("accuracy_drop_pct", 1.0),
-                  cal=rc.Calibration(digits.inputs))
+        rc.search(MNIST, EncoderOptions(), constraint=Constraint("accuracy_drop_pct", 1.0),
+                  cal=Calibration(digits.inputs))
 
 
 @pytest.mark.parametrize("target", [30_000, 60_000, 120_000])
@@ -90,7 +93,7 @@ def test_target_mode_prefers_fidelity_only_within_tolerance():
 
 
 def test_budget_returns_the_best_file_so_far(digits):
-    res = rc.search(MNIST, EncoderOptions(), constraint=rc.Constraint("agreement", 0.99), cal=digits,
+    res = rc.search(MNIST, EncoderOptions(), constraint=Constraint("agreement", 0.99), cal=digits,
                     budget_seconds=0.001)
     assert res.out_of_time and len(res.data) > 0
     nnr.decode(res.data)
@@ -100,7 +103,7 @@ def test_goal_is_exactly_one_and_constraints_need_calibration():
     with pytest.raises(OptionError):
         rc.search(MNIST, EncoderOptions())
     with pytest.raises(OptionError, match="calibration"):
-        rc.search(MNIST, EncoderOptions(), constraint=rc.Constraint("agreement", 0.9))
+        rc.search(MNIST, EncoderOptions(), constraint=Constraint("agreement", 0.9))
 
 
 def test_calibration_files_are_checked(tmp_path):
@@ -108,23 +111,23 @@ def test_calibration_files_are_checked(tmp_path):
     x, y = mnist_test()
     good = tmp_path / "good.npz"
     np.savez(good, image=x[:10], labels=y[:10])
-    cal = rc.load_calibration(good, model)
+    cal = load_calibration(good, model)
     assert len(cal) == 10 and cal.labels is not None
     cases = {"missing": dict(other=x[:10]), "extra": dict(image=x[:10], other=x[:10]),
              "labels": dict(image=x[:10], labels=y[:3]), "float_labels": dict(image=x[:10], labels=x[:10, 0, 0, 0])}
     for name, arrays in cases.items():
         np.savez(tmp_path / f"{name}.npz", **arrays)
         with pytest.raises(InputError):
-            rc.load_calibration(tmp_path / f"{name}.npz", model)
+            load_calibration(tmp_path / f"{name}.npz", model)
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(InputError, match="npz"):
-        rc.load_calibration(tmp_path / "junk.npz", model)
+        load_calibration(tmp_path / "junk.npz", model)
     with pytest.raises(InputError, match="not found"):
-        rc.load_calibration(tmp_path / "absent.npz", model)
+        load_calibration(tmp_path / "absent.npz", model)
 
 
 def test_holdout_split_is_deterministic_and_disjoint():
-    cal = rc.Calibration({"a": np.arange(20)[:, None]}, np.arange(20))
+    cal = Calibration({"a": np.arange(20)[:, None]}, np.arange(20))
     search, held = cal.split(0.25)
     assert len(held) == 5 and len(search) == 15
     assert set(held.labels) | set(search.labels) == set(range(20)) and not set(held.labels) & set(search.labels)
@@ -134,13 +137,13 @@ def test_holdout_split_is_deterministic_and_disjoint():
 @pytest.mark.parametrize("text,value", [("1.5MB", 1_500_000), ("800 KB", 800_000), ("1200", 1200),
                                         ("2MiB", 2 * 1024 ** 2)])
 def test_parse_size(text, value):
-    assert rc.parse_size(text) == value
+    assert parse_size(text) == value
 
 
 @pytest.mark.parametrize("text", ["", "MB", "-3MB", "1.5XB", "nan"])
 def test_parse_size_refuses_nonsense(text):
     with pytest.raises(OptionError):
-        rc.parse_size(text)
+        parse_size(text)
 
 
 def test_bias_correction_removes_the_mean_output_shift():

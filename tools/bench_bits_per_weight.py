@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     from conformance import inputs
     from conformance.corpus import model_path
     from nnr import ratecontrol as rc
+    from nnr.calibration import Calibration
+    from nnr.evaluation import Constraint, Evaluator
     from nnr.options import EncoderOptions
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -48,13 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, (input_name, data) in MODELS.items():
         path = model_path(name)
         x, y = getattr(inputs, data)()
-        cal = rc.Calibration({input_name: x}, y)
+        cal = Calibration({input_name: x}, y)
         t0 = time.perf_counter()
-        res = rc.search(path, EncoderOptions(), constraint=rc.Constraint("accuracy_drop_pct", args.max_drop),
+        res = rc.search(path, EncoderOptions(), constraint=Constraint("accuracy_drop_pct", args.max_drop),
                         cal=cal, budget_seconds=args.budget_seconds)
         params = rc.coded_float_params(onnx.load(path), EncoderOptions())
         default = nnr.encode(path, probe=False)
-        default_m = rc.Evaluator(onnx.load(path), cal).measure(nnr.decode(default))
+        default_m = Evaluator(onnx.load(path), cal).measure(nnr.decode(default))
         rows.append((name, params, len(y), 8 * len(default) / params, default_m, 8 * len(res.data) / params,
                      res.metrics, time.perf_counter() - t0))
         print(f"{name}: {8 * len(res.data) / params:.2f} bits/weight", file=sys.stderr)

@@ -29,19 +29,19 @@ def _calibration(name: str):
     import numpy as np
 
     from conformance import inputs
-    from nnr import ratecontrol as rc
+    from nnr.calibration import Calibration
 
     if name == "mnist_cnn":  # digits the model never trained on (training digits have wide margins)
         x, y = inputs.mnist_test()
-        return (rc.Calibration({"image": x[0::2]}, y[0::2]), rc.Calibration({"image": x[1::2]}, y[1::2]))
+        return (Calibration({"image": x[0::2]}, y[0::2]), Calibration({"image": x[1::2]}, y[1::2]))
     if name == "ppocr_cls":
         x, y = inputs.text_orientation()
-        return rc.Calibration({"x": x[:24]}, y[:24]), rc.Calibration({"x": x[24:]}, y[24:])
+        return Calibration({"x": x[:24]}, y[:24]), Calibration({"x": x[24:]}, y[24:])
     if name == "efficientnet_lite0":
         x, y = inputs.imagenet()
         photo = np.repeat(np.arange(len(x) // 8), 8)
-        return (rc.Calibration({"image": x[photo < 10]}, y[photo < 10]),
-                rc.Calibration({"image": x[photo >= 10]}, y[photo >= 10]))
+        return (Calibration({"image": x[photo < 10]}, y[photo < 10]),
+                Calibration({"image": x[photo >= 10]}, y[photo >= 10]))
     raise SystemExit(f"bench_pruning_size: no inputs for {name!r}")
 
 
@@ -57,10 +57,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from conformance.corpus import model_path
     from nnr import ratecontrol as rc
+    from nnr.evaluation import Constraint
     from nnr.options import EncoderOptions
 
     levels = [""] + [lv for lv in args.levels.split(",") if lv]
-    constraint = rc.Constraint("agreement", args.min_agreement)
+    constraint = Constraint("agreement", args.min_agreement)
     lines = [f"Smallest file with top-1 agreement ≥ {args.min_agreement} on the calibration inputs (rate control, "
              "bias correction on), per pruning level; agreement re-measured on held-out inputs. "
              f"Made by `python tools/bench_pruning_size.py --models {args.models} --levels {args.levels}`.", "",

@@ -3,7 +3,7 @@
     python tools/bench_ratecontrol.py [--min-agreement 0.99] [--dense-calibration] [--markdown docs/ratecontrol.md]
 
 The search calibrates on the first 10 committed ImageNet photos: 8 crops of each, or with
---dense-calibration about 38 grid views of each (nnr.images.grid_views). The file it returns is
+--dense-calibration about 38 grid views of each (conformance.inputs.grid_views). The file it returns is
 verified on inputs it never saw, in three sets: the 8 crops of each of the other 10 photos
 (the issue's set), the grid views of those photos (hundreds of inputs, so one flip moves
 agreement by about a quarter point instead of 1.25), and the grid views of the 8 unlabelled photos the data
@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     import nnr
     from conformance.inputs import imagenet, photo_views, unlabelled_views
     from nnr import ratecontrol as rc
+    from nnr.calibration import Calibration
+    from nnr.evaluation import Constraint, Evaluator
     from nnr.options import EncoderOptions
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -63,25 +65,25 @@ def main(argv: list[str] | None = None) -> int:
     photo = np.repeat(np.arange(len(x) // 8), 8)
     if args.dense_calibration:
         views, labels = photo_views(range(10))
-        cal = rc.Calibration({"image": views}, labels)
+        cal = Calibration({"image": views}, labels)
         cal_text = f"{len(cal)} grid views of photos 0–9"
     else:
-        cal = rc.Calibration({"image": x[photo < 10]}, y[photo < 10])
+        cal = Calibration({"image": x[photo < 10]}, y[photo < 10])
         cal_text = f"{len(cal)} crops of photos 0–9"
     views, labels = photo_views(range(10, 20))
     unlabelled = unlabelled_views()
     held_sets = {
-        "80 crops of photos 10–19": rc.Calibration({"image": x[photo >= 10]}, y[photo >= 10]),
-        f"{len(views)} views of photos 10–19": rc.Calibration({"image": views}, labels),
-        f"{len(unlabelled)} views of 8 unlabelled photos": rc.Calibration({"image": unlabelled}),
+        "80 crops of photos 10–19": Calibration({"image": x[photo >= 10]}, y[photo >= 10]),
+        f"{len(views)} views of photos 10–19": Calibration({"image": views}, labels),
+        f"{len(unlabelled)} views of 8 unlabelled photos": Calibration({"image": unlabelled}),
     }
-    evaluators = {name: rc.Evaluator(onnx.load(model), held) for name, held in held_sets.items()}
+    evaluators = {name: Evaluator(onnx.load(model), held) for name, held in held_sets.items()}
     onnx_bytes = model.stat().st_size
     default = nnr.encode(model, probe=False)
 
     t0 = time.perf_counter()
     base = EncoderOptions(quantizer=args.quantizer, error_feedback=args.error_feedback)
-    goal = rc.Constraint("agreement", args.min_agreement)
+    goal = Constraint("agreement", args.min_agreement)
     res = rc.search(model, base, constraint=goal, cal=cal,
                     budget_seconds=args.budget_seconds,
                     log=lambda m: print(m, file=sys.stderr))

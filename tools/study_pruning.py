@@ -98,10 +98,11 @@ def _variants(complex_valued: bool):
 def _bias_corrected(original, pruned, report, rank_inputs):
     """``pruned`` with each Conv/Gemm bias moved by the mean output shift its pruning caused."""
     from nnr import biascorrect
+    from nnr.graph import graph_constants
 
     fixed = biascorrect.corrected(original, pruned, biascorrect.input_means(original, rank_inputs))
-    pruned_weights = biascorrect.graph_constants(pruned)   # initializers and Constant nodes alike
-    for name, tensor in biascorrect.graph_constants(fixed).items():
+    pruned_weights = graph_constants(pruned)   # initializers and Constant nodes alike
+    for name, tensor in graph_constants(fixed).items():
         if name in {t.name for t in report.tensors if not t.note}:
             tensor.CopyFrom(pruned_weights[name])
     return fixed

@@ -1,0 +1,75 @@
+"""Calibration inputs: the arrays a user gives rate control, read from an .npz and split
+into the part the search measures on and the part held out to verify its result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from onnx import ModelProto
+
+from .errors import InputError
+from .graph import model_inputs
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Model inputs (batch axis 0, one array per graph input) and optional integer labels."""
+
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(next(iter(self.inputs.values())))
+
+    def take(self, idx: np.ndarray) -> "Calibration":
+        return Calibration({k: v[idx] for k, v in self.inputs.items()},
+                           None if self.labels is None else self.labels[idx])
+
+    def split(self, holdout: float) -> tuple["Calibration", "Calibration | None"]:
+        """(search part, held-out part): every k-th sample is held out, k ≈ 1/holdout."""
+        if holdout <= 0:
+            return self, None
+        n = len(self)
+        held = np.zeros(n, dtype=bool)
+        held[np.round(np.arange(0, n, 1 / holdout)).astype(int)[: max(1, round(n * holdout))]] = True
+        if held.all() or not held.any():
+            raise InputError(f"--holdout {holdout} leaves no calibration or no held-out samples of {n}")
+        return self.take(np.flatnonzero(~held)), self.take(np.flatnonzero(held))
+
+    def halves(self) -> tuple["Calibration", "Calibration"]:
+        """(first half, second half), contiguous: error feedback fits its layer statistics on
+        the first and the search judges on the second, since a file rounded for some inputs
+        looks better on those inputs than it is."""
+        n = len(self)
+        if n < 2:
+            raise InputError("error feedback needs at least 2 calibration samples")
+        cut = (n + 1) // 2
+        return self.take(np.arange(cut)), self.take(np.arange(cut, n))
+
+
+def load_calibration(path: str | Path, model: ModelProto) -> Calibration:
+    """Read an .npz with one array per model input (batch axis 0) and optionally ``labels``."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise InputError(f"{path}: calibration file not found") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable .npz file ({exc})") from exc
+    labels = arrays.pop("labels", None)
+    names = model_inputs(model)
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise InputError(f"{path}: no array for model input(s) {', '.join(missing)}; the .npz needs "
+                         f"one array per input ({', '.join(names)}) and optionally 'labels'")
+    extra = sorted(set(arrays) - set(names))
+    if extra:
+        raise InputError(f"{path}: arrays {', '.join(extra)} match no model input ({', '.join(names)})")
+    sizes = {len(arrays[n]) if arrays[n].ndim else 0 for n in names}
+    if len(sizes) != 1 or 0 in sizes:
+        raise InputError(f"{path}: every input array needs the same number of samples along axis 0")
+    if labels is not None and (labels.ndim != 1 or len(labels) != sizes.pop() or labels.dtype.kind not in "iu"):
+        raise InputError(f"{path}: 'labels' must be one integer per sample")
+    return Calibration({n: arrays[n] for n in names}, labels)
