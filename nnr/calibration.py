@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from onnx import ModelProto
 
-from .errors import InputError
+from .errors import InputError, OptionError
 from .graph import model_inputs
 
 
@@ -29,7 +29,9 @@ class Calibration:
 
     def split(self, holdout: float) -> tuple["Calibration", "Calibration | None"]:
         """(search part, held-out part): every k-th sample is held out, k ≈ 1/holdout."""
-        if holdout <= 0:
+        if not 0 <= holdout < 1:
+            raise OptionError(f"the held-out fraction must be in [0, 1), got {holdout!r}")
+        if holdout == 0:
             return self, None
         n = len(self)
         held = np.zeros(n, dtype=bool)

@@ -231,35 +231,19 @@ def encode_main(argv: Sequence[str] | None = None, prog: str = "nnr-encode") -> 
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     p.add_argument("--version", action="version", version=f"nnr {__version__}")
     args = p.parse_args(argv)
-    searching = any(v is not None for v in (args.min_agreement, args.max_accuracy_drop, args.min_snr,
-                                            args.target_size, args.bits_per_weight))
+    # Rules on option values and their combinations live in the API (EncoderOptions, encode,
+    # ratecontrol, Constraint, Calibration), where library users get them too; the CLI only
+    # refuses flags that the chosen mode would silently ignore.
+    searching = args.prune_levels is not None or any(
+        v is not None for v in (args.min_agreement, args.max_accuracy_drop, args.min_snr, args.target_size,
+                                args.bits_per_weight))
     if searching and (args.qp is not None or args.lossless):
         p.error("--qp and --lossless are chosen by the search; drop them or the rate-control goal")
-    pruning_given = any(v for v in (args.prune_global, args.criterion, args.prune_include, args.prune_exclude,
-                                      args.prune_steps, args.prune_remove, args.prune_remove_multiple))
-    if pruning_given and not args.prune and not args.options and not args.prune_levels:
-        p.error("--global, --criterion, --prune-include, --prune-exclude, --prune-steps and --remove need --prune")
-    if args.prune_levels and (args.prune or args.options):
-        p.error("--prune-levels searches the pruning level; drop --prune (or --options)")
-    if args.prune_levels and not any(v is not None for v in (args.min_agreement, args.max_accuracy_drop,
-                                                              args.min_snr)):
-        p.error("--prune-levels needs a fidelity goal: --min-agreement, --max-accuracy-drop or --min-snr")
-    activation = bool(args.prune) and args.prune.startswith("filters:activation")
-    if args.calibration and not searching and not args.error_feedback and not args.options and not activation:
-        p.error("--calibration needs a goal: --min-agreement, --max-accuracy-drop, --min-snr, "
-                "--target-size or --bits-per-weight (or --error-feedback)")
-    if not 0 <= args.holdout < 1:
-        p.error("--holdout must be in [0, 1)")
-    if args.min_agreement is not None and not 0 < args.min_agreement <= 1:
-        p.error("--min-agreement is a fraction in (0, 1], e.g. 0.99")
-    if args.max_accuracy_drop is not None and not 0 <= args.max_accuracy_drop <= 100:
-        p.error("--max-accuracy-drop is in percentage points, 0 to 100")
-    if args.min_snr is not None and not math.isfinite(args.min_snr):
-        p.error("--min-snr must be a finite number of dB")
-    if args.bits_per_weight is not None and not 0 < args.bits_per_weight <= 64:
-        p.error("--bits-per-weight must be in (0, 64]")
-    if args.budget_seconds <= 0:
-        p.error("--budget-seconds must be positive")
+    if searching and (args.synthetic_snr is not None or args.data_free):
+        p.error("--synthetic-snr and --data-free choose how the default sets steps; a rate-control goal "
+                "searches them instead")
+    if args.prune_levels is not None and args.options:
+        p.error("--prune-levels searches the pruning level; --options replays a setting whole")
 
     def run() -> int:
         require_encoder()
@@ -282,29 +266,19 @@ def encode_main(argv: Sequence[str] | None = None, prog: str = "nnr-encode") -> 
         if args.refuse_nonfinite:
             kw["nonfinite"] = "refuse"
         prune_options = {}
-        if args.prune_levels:
+        if args.prune_levels is not None:
             prune_options = {k: kw.pop(k) for k in ("prune_global", "prune_criterion", "prune_steps", "prune_include",
                                                     "prune_exclude") if k in kw}
-            for level in args.prune_levels.split(","):
-                EncoderOptions.build(prune=level.strip(), **prune_options)  # refuse a bad level before searching
         if args.options:
             if kw:
                 p.error("--options replays a whole setting; drop the other quality options")
             opts = EncoderOptions.from_json(_read_options(args.options))
         else:
             opts = EncoderOptions.build(**kw)
-        ranks_on_data = opts.prune.startswith("filters:activation")
-        if args.calibration and not searching and not opts.error_feedback and not ranks_on_data:
+        if args.calibration and not searching and not opts.needs_calibration:
             p.error("--calibration needs a goal: --min-agreement, --max-accuracy-drop, --min-snr, "
                     "--target-size or --bits-per-weight (or --error-feedback)")
-        if opts.error_feedback and not args.calibration:
-            p.error("--error-feedback (or replayed options with error_feedback) needs --calibration inputs")
-        if ranks_on_data and not args.calibration:
-            p.error("--prune filters:activation ranks channels by their output on real data: give --calibration")
         probing = not (args.data_free or searching or args.options or args.qp is not None) and probe_applies(opts)
-        if args.synthetic_snr is not None and not probing:
-            p.error("--synthetic-snr sets the probe's target; it does not combine with --data-free, --qp, "
-                    "--lossless, --options, --quantizer, --error-feedback, --prune or a rate-control goal")
         _refuse_overwrite(args.output, args.input, *filter(None, (args.options, args.calibration)))
         _refuse_existing(args.output, args.force)
         args.input, shown = _source(args.input)
@@ -312,9 +286,7 @@ def encode_main(argv: Sequence[str] | None = None, prog: str = "nnr-encode") -> 
         if searching:
             data = _rate_controlled(args, opts, prune_options)
         else:
-            calibration = None
-            if opts.error_feedback or ranks_on_data:
-                calibration = _fit_inputs(args)
+            calibration = _fit_inputs(args) if args.calibration and opts.needs_calibration else None
             report = (lambda r: None) if args.quiet else (lambda r: print(_printable(r.summary(), True),
                                                                              file=sys.stderr))
             data = encode(args.input, opts, progress=None if args.quiet else _progress(),
@@ -396,10 +368,6 @@ def _rate_controlled(args: argparse.Namespace, base, prune_options: dict) -> byt
     from .evaluation import Constraint, describe_metrics
     from .sizes import parse_size
 
-    model, _ = read_model(args.input)
-    cal = held = None
-    if args.calibration:
-        cal, held = load_calibration(args.calibration, model).split(args.holdout)
     constraint = target = None
     if args.min_agreement is not None:
         constraint = Constraint("agreement", args.min_agreement)
@@ -409,13 +377,17 @@ def _rate_controlled(args: argparse.Namespace, base, prune_options: dict) -> byt
         constraint = Constraint("snr_db", args.min_snr)
     elif args.target_size is not None:
         target = parse_size(args.target_size)
-    else:
-        target = round(args.bits_per_weight * rc.coded_float_params(model, base) / 8)
+    model, _ = read_model(args.input)
+    if args.bits_per_weight is not None:
+        target = rc.bits_target(model, base, args.bits_per_weight)
+    cal = held = None
+    if args.calibration:
+        cal, held = load_calibration(args.calibration, model).split(args.holdout)
     say = (lambda msg: None) if args.quiet else (lambda msg: print(_printable(msg, True), file=sys.stderr))
     t0 = time.perf_counter()
     common = dict(cal=cal, held=held, bias_correction=not args.no_bias_correction,
                   budget_seconds=args.budget_seconds, progress=None if args.quiet else _progress(), log=say)
-    if args.prune_levels:
+    if args.prune_levels is not None:
         levels = [lv.strip() for lv in args.prune_levels.split(",") if lv.strip()]
         res = rc.search_pruning(args.input, base, levels, constraint=constraint, prune_options=prune_options, **common)
     else:

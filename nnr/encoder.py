@@ -138,6 +138,10 @@ def encode(model: str | os.PathLike | bytes | ModelProto, options: EncoderOption
     if probe and not probe_applies(opts):
         raise OptionError("the probe sets steps for the default ecsq quantizer of an unpruned model; it does not "
                           "combine with lossless, error feedback, pruning or another quantizer")
+    if target_snr_db is not None and not probe:
+        raise OptionError("a target output SNR (--synthetic-snr) is the probe's aim; it does not combine with "
+                          "options that set the steps otherwise (--data-free, --qp, --lossless, --options, "
+                          "--quantizer, --error-feedback, --prune)")
     if not math.isfinite(target) or not 0 < target <= 120:
         raise OptionError(f"the probe's target output SNR must be in (0, 120] dB, got {target_snr_db!r}")
     proto, base_dir = read_model(model)

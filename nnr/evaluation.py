@@ -3,6 +3,7 @@ rate control measures and the constraints it must meet."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,6 +11,7 @@ from onnx import ModelProto
 
 from . import fidelity
 from .calibration import Calibration
+from .errors import OptionError
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,17 @@ class Constraint:
 
     metric: str    # "agreement", "accuracy_drop_pct" or "snr_db"
     bound: float
+
+    def __post_init__(self) -> None:
+        bound = self.bound
+        if not isinstance(bound, (int, float)) or isinstance(bound, bool) or not math.isfinite(bound):
+            raise OptionError(f"the bound of a fidelity goal must be a finite number, got {bound!r}")
+        if self.metric == "agreement" and not 0 < bound <= 1:
+            raise OptionError(f"top-1 agreement is a fraction in (0, 1], e.g. 0.99; got {bound:g}")
+        elif self.metric == "accuracy_drop_pct" and not 0 <= bound <= 100:
+            raise OptionError(f"an accuracy drop is in percentage points, 0 to 100; got {bound:g}")
+        elif self.metric not in ("agreement", "accuracy_drop_pct", "snr_db"):
+            raise OptionError(f"unknown fidelity metric {self.metric!r}: agreement, accuracy_drop_pct or snr_db")
 
     def met_smooth(self, m: dict[str, float]) -> bool:
         """The search's test: agreement and accuracy judged only in expectation, which, unlike

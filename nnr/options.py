@@ -127,9 +127,9 @@ class EncoderOptions:
                 raise OptionError("removing channels needs structured pruning: --prune filters:RANKING:F "
                                   f"(got {self.prune!r}, which zeroes single weights)")
         elif self.prune_global or self.prune_include or self.prune_exclude or self.prune_steps != 1 \
-                or self.prune_remove:
-            raise OptionError("pruning options (global, include, exclude, steps, remove) need a pruning spec "
-                              "(--prune)")
+                or self.prune_remove or self.prune_criterion != "modulus":
+            raise OptionError("pruning options (global, criterion, include, exclude, steps, remove) need a "
+                              "pruning spec (--prune)")
         if not isinstance(self.prune_remove_multiple, int) or isinstance(self.prune_remove_multiple, bool) \
                 or not 1 <= self.prune_remove_multiple <= 1024:
             raise OptionError(f"prune_remove_multiple must be an integer in [1, 1024], "
@@ -145,6 +145,12 @@ class EncoderOptions:
         if not isinstance(self.prune_steps, int) or isinstance(self.prune_steps, bool) \
                 or not 1 <= self.prune_steps <= 100:
             raise OptionError(f"prune_steps must be an integer in [1, 100], got {self.prune_steps!r}")
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether encoding needs real inputs: error feedback fits layer statistics on them and
+        ``filters:activation`` ranks channels by their output on them."""
+        return self.error_feedback or self.prune.startswith("filters:activation")
 
     def qp_of(self, name: str) -> float:
         """The qp a tensor is coded at: qp plus its tensor_qp offset, if any."""

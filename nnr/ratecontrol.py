@@ -92,6 +92,14 @@ def search(model_src: str | Path | ModelProto, base: EncoderOptions, *, constrai
     Returns the best file found within the budget."""
     if (constraint is None) == (target_bytes is None):
         raise OptionError("give exactly one of a fidelity constraint or a target size")
+    if target_bytes is not None and (isinstance(target_bytes, bool) or not isinstance(target_bytes, int)
+                                     or target_bytes <= 0):
+        raise OptionError(f"the target size must be a positive number of bytes, got {target_bytes!r}")
+    if not budget_seconds > 0:
+        raise OptionError(f"the time budget must be positive, got {budget_seconds!r} s")
+    if base.lossless:
+        raise OptionError("rate control chooses the precision; lossless coding has none to choose "
+                          "(drop --lossless or the rate-control goal)")
     if constraint is not None and cal is None:
         raise OptionError("a fidelity constraint needs calibration inputs (--calibration)")
     if constraint is not None and constraint.metric == "accuracy_drop_pct" and cal.labels is None:
@@ -209,6 +217,12 @@ def search_pruning(model_src: str | Path | ModelProto, base: EncoderOptions, lev
     if constraint is None:
         raise OptionError("searching pruning levels needs a fidelity goal (--min-agreement, "
                           "--max-accuracy-drop or --min-snr): a size target alone cannot say which level is better")
+    if not budget_seconds > 0:
+        raise OptionError(f"the time budget must be positive, got {budget_seconds!r} s")
+    if base.prune:
+        raise OptionError(f"the pruning levels are searched; the base options prune already ({base.prune!r})")
+    for level in levels:  # refuse a bad level before any work
+        dataclasses.replace(base, prune=level, **(prune_options or {}))
     start = time.monotonic()
     best: SearchResult | None = None
     trials: list[Trial] = []
@@ -220,7 +234,8 @@ def search_pruning(model_src: str | Path | ModelProto, base: EncoderOptions, lev
             out_of_time = True
             break
         opts = dataclasses.replace(base, prune=level, **(prune_options or {})) if level else dataclasses.replace(
-            base, prune="", prune_global=False, prune_steps=1, prune_include=(), prune_exclude=())
+            base, prune="", prune_global=False, prune_criterion="modulus", prune_steps=1, prune_include=(),
+            prune_exclude=())
         res = search(model_src, opts, constraint=constraint, budget_seconds=max(left / (len(runs) - i), 1.0),
                      log=log, **kwargs)
         tag = f"prune {level}" if level else "no pruning"
@@ -246,6 +261,14 @@ def _better(a: Trial, b: Trial, target: int | None) -> bool:
     if close[0] != close[1]:
         return close[0]
     return abs(a.size - target) < abs(b.size - target)
+
+
+def bits_target(model: ModelProto, opts: EncoderOptions, bits_per_weight: float) -> int:
+    """The file size, in bytes, of ``bits_per_weight`` bits per coded float weight."""
+    if isinstance(bits_per_weight, bool) or not isinstance(bits_per_weight, (int, float)) \
+            or not 0 < bits_per_weight <= 64:
+        raise OptionError(f"bits per weight (--bits-per-weight) must be in (0, 64], got {bits_per_weight!r}")
+    return max(1, round(bits_per_weight * coded_float_params(model, opts) / 8))
 
 
 def coded_float_params(model: ModelProto, opts: EncoderOptions) -> int:

@@ -19,7 +19,7 @@ from nnr.errors import OptionError
 from nnr.fidelity import output_snr_db, run, session
 from nnr.hessians import layer_hessians
 from nnr.options import EncoderOptions
-from tests.conftest import ROOT
+from tests.conftest import ROOT, exit_code
 
 MNIST = ROOT / "conformance" / "models" / "mnist_cnn.onnx"
 
@@ -151,9 +151,7 @@ def test_error_feedback_needs_calibration_and_ecsq():
 
 def test_cli_refuses_error_feedback_without_calibration(tmp_path, capsys):
     out = tmp_path / "m.nnr"
-    with pytest.raises(SystemExit) as e:
-        encode_main([str(MNIST), "-o", str(out), "--error-feedback"])
-    assert e.value.code == 2
+    assert exit_code(encode_main, [str(MNIST), "-o", str(out), "--error-feedback"]) == 2
     assert "--calibration" in capsys.readouterr().err and not out.exists()
 
 

@@ -152,3 +152,15 @@ def test_unknown_option_is_refused():
         nnr.encode(mlp(), quality=3)
     with pytest.raises(nnr.OptionError, match="qp"):
         nnr.encode(mlp(), qp=float("nan"))
+
+
+def test_options_say_when_they_need_real_inputs_and_encode_asks_for_them():
+    from nnr.options import EncoderOptions
+
+    assert not EncoderOptions().needs_calibration and not EncoderOptions(prune="filters:l1:0.2").needs_calibration
+    for opts in (EncoderOptions(error_feedback=True), EncoderOptions(prune="filters:activation:0.2")):
+        assert opts.needs_calibration
+        with pytest.raises(nnr.OptionError, match="calibration"):
+            nnr.encode(mlp(), opts)
+    with pytest.raises(nnr.OptionError, match="need a pruning spec"):
+        EncoderOptions(prune_criterion="phase")

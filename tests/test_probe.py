@@ -13,6 +13,7 @@ from nnr.errors import OptionError
 from nnr.options import EncoderOptions
 from nnr.probe import CHECK_TOLERANCE_DB, DEFAULT_SNR_DB, FALLBACK_QP_OFFSET, Probe
 from nnr.synthetic import SamplingError, synthetic_batches, synthetic_inputs
+from tests.conftest import exit_code
 
 
 def _value(name, elem, dims):
@@ -155,10 +156,8 @@ def test_cli_prints_the_expected_fidelity_and_data_free_skips_it(tmp_path, capsy
     assert (tmp_path / "b.nnr").read_bytes() == nnr.encode(src, probe=False)
     assert encode_main([str(src), "-o", str(tmp_path / "c.nnr"), "--synthetic-snr", "44", "-q"]) == 0
     assert (tmp_path / "c.nnr").stat().st_size > (tmp_path / "a.nnr").stat().st_size
-    with pytest.raises(SystemExit) as exited:
-        encode_main([str(src), "-o", str(tmp_path / "d.nnr"), "--qp", "-20", "--synthetic-snr", "40"])
-    assert exited.value.code == 2
-    assert "does not combine" in capsys.readouterr().err
+    assert exit_code(encode_main, [str(src), "-o", str(tmp_path / "d.nnr"), "--qp", "-20", "--synthetic-snr", "40"]) == 2
+    assert "does not combine" in capsys.readouterr().err and not (tmp_path / "d.nnr").exists()
 
 
 def test_an_onnxruntime_failure_while_probing_falls_back_too(monkeypatch):
@@ -170,3 +169,10 @@ def test_an_onnxruntime_failure_while_probing_falls_back_too(monkeypatch):
     data = nnr.encode(mlp(), on_probe=reports.append)
     assert "kernel refused" in reports[0].notice and "\n" not in reports[0].summary()
     assert data == nnr.encode(mlp(), qp=EncoderOptions().qp + FALLBACK_QP_OFFSET)
+
+
+def test_a_probe_target_without_the_probe_is_refused():
+    with pytest.raises(OptionError, match="does not combine"):
+        nnr.encode(mlp(), probe=False, target_snr_db=40)
+    with pytest.raises(OptionError, match="does not combine"):
+        nnr.encode(mlp(), qp=-20, target_snr_db=40)   # a level given: the probe stays off

@@ -106,6 +106,38 @@ def test_goal_is_exactly_one_and_constraints_need_calibration():
         rc.search(MNIST, EncoderOptions(), constraint=Constraint("agreement", 0.9))
 
 
+
+@pytest.mark.parametrize("metric,bound", [("agreement", 0.0), ("agreement", 99), ("accuracy_drop_pct", -1),
+                                          ("accuracy_drop_pct", 101), ("snr_db", float("nan")), ("snr_db", True),
+                                          ("top5", 0.9)])
+def test_goals_refuse_bounds_out_of_range(metric, bound):
+    with pytest.raises(OptionError):
+        Constraint(metric, bound)
+
+
+def test_search_rules_hold_for_library_callers_too(digits):
+    """The rules nnr encode enforces are the API's, so a library caller meets the same ones."""
+    goal = Constraint("agreement", 0.99)
+    for kwargs, message in ((dict(budget_seconds=0), "budget"), (dict(budget_seconds=float("nan")), "budget")):
+        with pytest.raises(OptionError, match=message):
+            rc.search(MNIST, EncoderOptions(), constraint=goal, cal=digits, **kwargs)
+    for target in (0, -5, 1.5, True):
+        with pytest.raises(OptionError, match="target size"):
+            rc.search(MNIST, EncoderOptions(), target_bytes=target)
+    with pytest.raises(OptionError, match="lossless"):
+        rc.search(MNIST, EncoderOptions(lossless=True), target_bytes=10_000)
+    with pytest.raises(OptionError, match="levels are searched"):
+        rc.search_pruning(MNIST, EncoderOptions(prune="magnitude:0.3"), ["magnitude:0.5"], constraint=goal, cal=digits)
+    with pytest.raises(OptionError, match=r"\[0, 1\)"):
+        rc.search_pruning(MNIST, EncoderOptions(), ["magnitude:1.5"], constraint=goal, cal=digits)
+    with pytest.raises(OptionError, match="held-out"):
+        digits.split(1.0)
+    model = onnx.load(MNIST)
+    for bad in (0, 65, float("inf")):
+        with pytest.raises(OptionError, match="bits-per-weight"):
+            rc.bits_target(model, EncoderOptions(), bad)
+    assert rc.bits_target(model, EncoderOptions(), 8.0) == rc.coded_float_params(model, EncoderOptions())
+
 def test_calibration_files_are_checked(tmp_path):
     model = onnx.load(MNIST)
     x, y = mnist_test()
