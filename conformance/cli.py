@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from nnr import __version__
+from nnr.console import common_flags, print_json
 from nnr.errors import NnrError
 from nnr.plotting import require_matplotlib
 
@@ -29,7 +29,6 @@ def _parser(prog: str = "nnr-conformance") -> argparse.ArgumentParser:
                     "their fidelity floors (conformance/manifest.json) at each operating point.",
         epilog="Operating points and models are listed in conformance/manifest.json. The fast tier "
                "checks the points each model lists under \"fast\"; --full checks them all.")
-    ap.add_argument("--version", action="version", version=f"nnr {__version__}")
     ap.add_argument("--full", action="store_true", help="every corpus model at every operating point")
     ap.add_argument("--models", help="comma-separated corpus models to check (default: all of the tier)")
     ap.add_argument("--points", help="comma-separated operating points to check (default: all of the tier)")
@@ -38,7 +37,6 @@ def _parser(prog: str = "nnr-conformance") -> argparse.ArgumentParser:
                          "files it names are relative to its folder")
     ap.add_argument("--list", action="store_true", help="list the operating points and corpus models, then exit")
     ap.add_argument("--no-vectors", action="store_true", help="skip the reference and robustness vectors")
-    ap.add_argument("--json", type=Path, metavar="PATH", help="write the report as JSON")
     ap.add_argument("--markdown", type=Path, metavar="PATH", help="write the report as a markdown table")
     ap.add_argument("--plot", type=Path, metavar="PNG",
                     help="write bits/weight vs fidelity per model as a PNG; adds a sweep of --qp "
@@ -46,7 +44,7 @@ def _parser(prog: str = "nnr-conformance") -> argparse.ArgumentParser:
     ap.add_argument("--update-vectors", action="store_true",
                     help="maintainers only: write the current format version's reference and "
                          "robustness vectors; refuses to change an existing bitstream (bump the version)")
-    ap.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    common_flags(ap, "the report: every model check and vector check, the tier, and with --plot the sweep")
     return ap
 
 
@@ -102,7 +100,13 @@ def _main(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     manifest = load_manifest(args.manifest) if args.manifest else load_manifest()
     if args.list:
-        print(_listing(manifest))
+        if args.json:
+            print_json({"points": {name: {"options": opts, "about": manifest.point_about[name]}
+                                   for name, opts in manifest.points.items()},
+                        "models": {e.name: {"about": e.about, "source": e.source, "licence": e.licence,
+                                            "fast": list(e.fast), "task": e.task} for e in manifest.models.values()}})
+        else:
+            print(_listing(manifest))
         return 0
     models = _names(ap, args.models, list(manifest.models), "model")
     points = _names(ap, args.points, list(manifest.points), "operating point")
@@ -115,17 +119,20 @@ def _main(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             log(f"[{done + 1}/{total}] {what} ({time.perf_counter() - start:.0f} s)")
 
     results, swept = run(manifest, plan(manifest, args.full, models, points), bool(args.plot), progress)
-    print(report.text_table(results))
-    if not args.no_vectors:
-        print(report.vector_summary(checks))
     elapsed = time.perf_counter() - start
     failed = sum(not r.passed for r in results) + sum(not c.ok for c in checks)
-    print(f"{tier} tier: {len(results)} model checks, {len(checks)} vector checks, "
-          f"{'all pass' if not failed else f'{failed} FAIL'} ({elapsed:.0f} s)")
+    verdict = (f"{tier} tier: {len(results)} model checks, {len(checks)} vector checks, "
+               f"{'all pass' if not failed else f'{failed} FAIL'} ({elapsed:.0f} s)")
+    if args.json:
+        print_json(report.to_doc(results, checks, tier, swept))
+        log(verdict)
+    else:
+        print(report.text_table(results))
+        if not args.no_vectors:
+            print(report.vector_summary(checks))
+        print(verdict)
     from nnr.formats.fileio import write_bytes_atomic
 
-    if args.json:
-        write_bytes_atomic(args.json, report.to_json(results, checks, tier, swept).encode())
     if args.markdown:
         write_bytes_atomic(args.markdown, report.markdown(results, checks, tier).encode())
     if args.plot:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -60,20 +59,11 @@ def markdown(results: list[Result], checks: list[VectorCheck], tier: str) -> str
     return "\n".join(out) + "\n"
 
 
-def to_json(results: list[Result], checks: list[VectorCheck], tier: str, swept: list[Result] = ()) -> str:
-    def clean(x):
-        if isinstance(x, float) and not math.isfinite(x):
-            return str(x)  # JSON has no inf/nan: "inf" means bit-exact output
-        if isinstance(x, dict):
-            return {k: clean(v) for k, v in x.items()}
-        if isinstance(x, list):
-            return [clean(v) for v in x]
-        return x
-
-    doc = {"tier": tier, "results": [clean(r.to_json()) for r in results],
-           "sweep": [clean(r.to_json()) for r in swept],
-           "vectors": [{"name": c.name, "kind": c.kind, "ok": c.ok, "detail": c.detail} for c in checks]}
-    return json.dumps(doc, indent=2) + "\n"
+def to_doc(results: list[Result], checks: list[VectorCheck], tier: str, swept: list[Result] = ()) -> dict:
+    """The report as one JSON-able document (``nnr conformance --json``; an infinite SNR, which
+    means bit-exact output, prints as null like every non-finite value)."""
+    return {"tier": tier, "results": [r.to_json() for r in results], "sweep": [r.to_json() for r in swept],
+            "vectors": [{"name": c.name, "kind": c.kind, "ok": c.ok, "detail": c.detail} for c in checks]}
 
 
 def plot(results: list[Result], swept: list[Result], path: Path) -> None:

@@ -7,12 +7,13 @@ using it, verify each unit's CRC32 before parsing it, and refuse unknown version
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import struct
 import zlib
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import numpy as np
 
@@ -171,40 +172,84 @@ def header_bytes(version: int = FORMAT_VERSION) -> bytes:
     return HEADER.pack(MAGIC, version, 0, bytes(8))
 
 
+class ContainerWriter:
+    """Writes a container unit by unit, so an encoder never holds every coded tensor at once.
+
+    The file's order is header, META, GRPH, the TENS units, INDX, trailer; META (the final
+    options) and GRPH (the graph without the coded tensors) are only known once every tensor
+    is coded. So ``add`` appends each TENS unit to ``spill`` (a binary file the caller owns,
+    e.g. a temporary file beside the output; by default memory) and ``finish`` writes the
+    whole container to ``out``, copying the spilled units in chunks. Only the index (a few
+    numbers per tensor) stays in memory.
+    """
+
+    def __init__(self, version: int = FORMAT_VERSION, spill: BinaryIO | None = None) -> None:
+        if version not in SUPPORTED_VERSIONS:
+            raise ValueError(f"format version {version} is not one this nnr writes")
+        self.version = version
+        self._spill = spill if spill is not None else io.BytesIO()
+        self._start = self._spill.tell()
+        self._entries: list[tuple[int, str, int, int]] = []   # slot, name, offset in spill, unit length
+        self.body_bytes = 0
+        """Sum of the tensor bodies added so far (what the probe compares attempts by)."""
+
+    def add(self, t: TensorUnit) -> None:
+        """Append one tensor's unit."""
+        body = t.to_bytes(self.version)
+        u = _unit(TENSOR, body, self.version)
+        self._entries.append((t.slot, t.name, self._spill.tell() - self._start, len(u)))
+        self._spill.write(u)
+        self.body_bytes += len(t.body)
+
+    def finish(self, out: BinaryIO, meta: dict, graph: bytes) -> int:
+        """Write the container to ``out``; ``graph`` is the serialised, data-stripped ModelProto.
+        Returns the bytes written."""
+        v = self.version
+        head = [header_bytes(v)]
+        meta_bytes = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        head += [_unit(META, meta_bytes, v), _unit(GRAPH, zlib.compress(graph, 9), v)]
+        first = sum(map(len, head))
+        for part in head:
+            out.write(part)
+        self._spill.seek(self._start)
+        copied = 0
+        units = sum(length for *_, length in self._entries)
+        while copied < units:
+            chunk = self._spill.read(min(COPY_CHUNK, units - copied))
+            if not chunk:
+                raise OSError("the spilled tensor units ended early")
+            out.write(chunk)
+            copied += len(chunk)
+        index = ByteWriter()
+        index.varint(len(self._entries))
+        for slot, name, off, length in self._entries:
+            index.varint(slot)
+            if v >= COMPACT_SINCE:
+                index.varint(length)
+                continue
+            index.u64(first + off)
+            index.u64(length)
+            index.blob(name.encode("utf-8"))
+        tail = _unit(INDEX, index.getvalue(), v) + TRAILER.pack(first + units, b"\0\0\0\0", TRAILER_MAGIC)
+        out.write(tail)
+        return first + units + len(tail)
+
+
+COPY_CHUNK = 1 << 24
+"""Bytes of spilled units copied at a time by ContainerWriter.finish."""
+
+
 def write_container(meta: dict, graph: bytes, tensors: Iterator[TensorUnit] | list[TensorUnit],
                     version: int = FORMAT_VERSION) -> bytes:
-    """Serialise a whole container; ``graph`` is the serialised, data-stripped ModelProto.
-    ``version`` lays the container out as that version does (the units' bodies are the
-    caller's: nnr's encoder writes the current version only)."""
-    if version not in SUPPORTED_VERSIONS:
-        raise ValueError(f"format version {version} is not one this nnr writes")
-    v = version
-    parts = [header_bytes(v)]
-    pos = HEADER.size
-    meta_bytes = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    for kind, payload in ((META, meta_bytes), (GRAPH, zlib.compress(graph, 9))):
-        u = _unit(kind, payload, v)
-        parts.append(u)
-        pos += len(u)
-    index = ByteWriter()
-    entries = []
+    """Serialise a whole container in memory; ``graph`` is the serialised, data-stripped
+    ModelProto. ``version`` lays the container out as that version does (the units' bodies
+    are the caller's: nnr's encoder writes the current version only)."""
+    writer = ContainerWriter(version)
     for t in tensors:
-        u = _unit(TENSOR, t.to_bytes(v), v)
-        entries.append((t.slot, t.name, pos, len(u)))
-        parts.append(u)
-        pos += len(u)
-    index.varint(len(entries))
-    for slot, name, off, length in entries:
-        index.varint(slot)
-        if v >= COMPACT_SINCE:
-            index.varint(length)
-            continue
-        index.u64(off)
-        index.u64(length)
-        index.blob(name.encode("utf-8"))
-    parts.append(_unit(INDEX, index.getvalue(), v))
-    parts.append(TRAILER.pack(pos, b"\0\0\0\0", TRAILER_MAGIC))
-    return b"".join(parts)
+        writer.add(t)
+    out = io.BytesIO()
+    writer.finish(out, meta, graph)
+    return out.getvalue()
 
 
 def read_unit(data: memoryview, offset: int, expected: bytes | None = None,

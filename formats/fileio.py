@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -50,13 +52,36 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
         fh.write(data)
 
 
-def read_input(src: str | os.PathLike, kind: str) -> bytes:
-    """Bytes of a user-supplied file; missing, directory or unreadable is an InputError."""
+def map_input(src: str | os.PathLike, kind: str) -> bytes | memoryview:
+    """A user-supplied file mapped read-only into memory, so only the pages a reader touches
+    are read (as safetensors does); the file must not change while mapped. A file that can't
+    be mapped (a pipe, an empty file) is read whole instead. Errors are read_input's."""
     path = Path(src)
+    _check_readable(path, kind)
+    try:
+        with open(path, "rb") as fh:
+            info = os.fstat(fh.fileno())
+            if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+                return fh.read()
+            try:
+                return memoryview(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
+            except (OSError, ValueError):  # a file system without mmap
+                return fh.read()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from exc
+
+
+def _check_readable(path: Path, kind: str) -> None:
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, expected {kind}")
+
+
+def read_input(src: str | os.PathLike, kind: str) -> bytes:
+    """Bytes of a user-supplied file; missing, directory or unreadable is an InputError."""
+    path = Path(src)
+    _check_readable(path, kind)
     try:
         return path.read_bytes()
     except OSError as exc:

@@ -9,10 +9,10 @@ shows where that holds.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -20,8 +20,7 @@ from nnr.codec.distributions import FAMILIES, Fit, fit_all, histogram, pdf
 from nnr.codec.floatcast import to_float64
 from nnr.formats.onnx_io import FLOAT_TYPES, STORAGE_DTYPES, read_model, tensor_bytes, tensor_slots
 
-from . import __version__
-from .cli import require_encoder
+from .console import common_flags, print_json, progress_bar, require_encoder
 from .errors import InputError, NnrError
 from .plotting import require_matplotlib
 from .tensorcodec import FLOAT_FORMAT_OF
@@ -71,7 +70,8 @@ CURVE_QPS = (-40, -32, -24, -16, -12, -8, -4, 0, 8)
 CURVE_MINIFLOATS = ("E4M0", "E4M1", "E4M2", "E4M3", "E4M5", "E5M2", "E5M7", "E5M10")
 
 
-def quantizer_curves(tensors: Tensors) -> dict[str, list[dict]]:
+def quantizer_curves(tensors: Tensors, progress: Callable[[int, int, str], None] | None = None
+                     ) -> dict[str, list[dict]]:
     """Entropy against fidelity for each quantizer: per setting, the coded bits per weight and
     the weight SNR (size-weighted mean of each tensor's SNR in dB), over the tensors analysed.
     Steps sweep --qp; minifloats sweep their exponent/mantissa split."""
@@ -84,7 +84,9 @@ def quantizer_curves(tensors: Tensors) -> dict[str, list[dict]]:
     settings = [(q, qp) for q in CURVE_QUANTIZERS for qp in CURVE_QPS]
     settings += [(f"minifloat:{m}", None) for m in CURVE_MINIFLOATS]
     curves: dict[str, list[dict]] = {}
-    for quantizer, qp in settings:
+    for i, (quantizer, qp) in enumerate(settings):
+        if progress is not None:
+            progress(i, len(settings), quantizer if qp is None else f"{quantizer} qp {qp}")
         opts = EncoderOptions(quantizer=quantizer, qp=-32.0 if qp is None else float(qp))
         bits = weighted_snr = 0.0
         for name, _, values in tensors:
@@ -95,6 +97,8 @@ def quantizer_curves(tensors: Tensors) -> dict[str, list[dict]]:
         label = quantizer.split(":")[0] if quantizer.startswith("minifloat") else quantizer
         curves.setdefault(label, []).append({"setting": quantizer if qp is None else f"qp {qp}",
                                              "bits_per_weight": bits / total, "snr_db": weighted_snr / total})
+    if progress is not None:
+        progress(len(settings), len(settings), "")
     return curves
 
 
@@ -188,9 +192,7 @@ def plot(tensors: Tensors, result: dict, out_dir: Path, count: int, bins: int) -
 
 def main(argv: list[str] | None = None, prog: str = "nnr-analyze") -> int:
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    ap.add_argument("--version", action="version", version=f"nnr {__version__}")
     ap.add_argument("model", help="ONNX model (.onnx)")
-    ap.add_argument("--json", type=Path, metavar="PATH", help="write every fit with its parameters as JSON")
     ap.add_argument("--plot", type=Path, metavar="DIR",
                     help='write histogram-with-fits PNGs into DIR (needs pip install -e ".[plot]")')
     ap.add_argument("--plot-tensors", type=int, default=6, metavar="N",
@@ -201,6 +203,7 @@ def main(argv: list[str] | None = None, prog: str = "nnr-analyze") -> int:
     ap.add_argument("--bins", type=int, default=200, help="histogram bins (default 200)")
     ap.add_argument("--min-elements", type=int, default=256,
                     help="skip tensors with fewer weights: too few for a histogram (default 256)")
+    common_flags(ap, "every fit with its parameters (and with --curves every quantizer's curve)")
     args = ap.parse_args(argv)
     if args.bins < 10:
         ap.error("--bins must be at least 10")
@@ -212,21 +215,22 @@ def main(argv: list[str] | None = None, prog: str = "nnr-analyze") -> int:
         require_encoder()
         tensors = weight_tensors(args.model, args.min_elements)
         result = analyze(args.model, tensors, args.bins)
-        print(table(result))
         if args.curves:
-            result["quantizer_curves"] = quantizer_curves(tensors)
-            print()
-            print(curves_table(result["quantizer_curves"]))
+            result["quantizer_curves"] = quantizer_curves(tensors, None if args.quiet else progress_bar())
         if args.json:
-            from nnr.formats.fileio import write_bytes_atomic
-
-            write_bytes_atomic(args.json, (json.dumps(result, indent=2) + "\n").encode())
+            print_json(result)
+        else:
+            print(table(result))
+            if args.curves:
+                print()
+                print(curves_table(result["quantizer_curves"]))
         if args.plot:
             files = plot(tensors, result, args.plot, args.plot_tensors, args.bins)
             if args.curves:
                 plot_curves(result["quantizer_curves"], args.plot / "quantizer_curves.png")
                 files.append(args.plot / "quantizer_curves.png")
-            print(f"wrote {len(files)} plots to {args.plot}", file=sys.stderr)
+            if not args.quiet:
+                print(f"wrote {len(files)} plots to {args.plot}", file=sys.stderr)
     except NnrError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -3,15 +3,20 @@
 Each command is also installed under its old name (``nnr-encode`` …). Each ``*_main(argv)``
 returns an exit code. User mistakes print one line ``nnr <command>: error: …`` on stderr
 and exit non-zero; they never print a traceback and never leave a partial output file.
+
+Every command takes ``--version``, ``-q`` and ``--json`` (nnr.console) and uses its streams
+the same way: stdout carries the result (a table or summary, or with ``--json`` one JSON
+document instead; or the data itself for ``-o -``), stderr carries progress, notices and
+the one-line summary, which ``-q`` silences. Errors always print.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -20,41 +25,15 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import __version__
-from .errors import FormatError, InputError, NnrError, OptionError, OutputError
-
-
-def _progress(stream=sys.stderr) -> Callable[[int, int, str], None]:
-    """A one-line progress display on a terminal; silent when stderr is not a TTY."""
-    if not stream.isatty():
-        return lambda done, total, name: None
-
-    def show(done: int, total: int, name: str) -> None:
-        width = 30
-        filled = width * done // max(total, 1)
-        stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {_printable(name)[:40]:<40}")
-        if done >= total:
-            stream.write("\r" + " " * (width + 60) + "\r")
-        stream.flush()
-
-    return show
-
-
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-_CONTROL_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
-
-
-def _printable(text: object, keep_newlines: bool = False) -> str:
-    """``text`` with C0/C1 control characters, DEL and lone surrogates shown as \\xNN or \\uNNNN,
-    so names and strings taken from a file cannot drive the terminal or break the line."""
-    pattern = _CONTROL_BUT_NEWLINE if keep_newlines else _CONTROL
-    return pattern.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", str(text))
+from .console import common_flags, metadata_json, printable, print_json, progress_bar, require_encoder
+from .errors import FormatError, NnrError, OptionError, OutputError
 
 
 def _run(prog: str, fn: Callable[[], int]) -> int:
     try:
         return fn()
     except NnrError as exc:
-        print(f"{prog}: error: {_printable(exc)}", file=sys.stderr)
+        print(f"{prog}: error: {printable(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
@@ -81,16 +60,6 @@ def _refuse_overwrite(output: str, *inputs: str) -> None:
             continue
         if same:
             raise OptionError(f"{output}: is the input file {src}; write the output to another path")
-
-
-def require_encoder() -> None:
-    """Encoding needs the ``encode`` extra (numba, onnxruntime); a decode-only install says so."""
-    import importlib.util
-
-    missing = [m for m in ("numba", "onnxruntime") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise InputError(f"encoding needs {' and '.join(missing)}, which this decode-only install lacks: "
-                         "pip install 'nnr[encode]'")
 
 
 STDIO = "-"
@@ -228,8 +197,8 @@ def encode_main(argv: Sequence[str] | None = None, prog: str = "nnr-encode") -> 
                          "come from the first half of the search inputs and the search judges on the "
                          "second half. Also replays an --options file that has it, given the same --calibration")
     rc.add_argument("--report", metavar="JSON", help="write every setting tried and the result as JSON")
-    p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
-    p.add_argument("--version", action="version", version=f"nnr {__version__}")
+    common_flags(p, "the summary (sizes, lossy or lossless, the options stored in the file, the probe's "
+                    "expected fidelity)")
     args = p.parse_args(argv)
     # Rules on option values and their combinations live in the API (EncoderOptions, encode,
     # ratecontrol, Constraint, Calibration), where library users get them too; the CLI only
@@ -244,10 +213,12 @@ def encode_main(argv: Sequence[str] | None = None, prog: str = "nnr-encode") -> 
                 "searches them instead")
     if args.prune_levels is not None and args.options:
         p.error("--prune-levels searches the pruning level; --options replays a setting whole")
+    if args.json and args.output == STDIO:
+        p.error("--json and -o - would both write to standard output; write the .nnr file to a path")
 
     def run() -> int:
         require_encoder()
-        from .encoder import encode, probe_applies
+        from .encoder import encode, encode_to_file, probe_applies
         from .options import EncoderOptions
         kw = {k: v for k, v in (("qp", args.qp), ("step_rule", args.step_rule),
                                  ("size_exponent", args.size_exponent),
@@ -283,30 +254,54 @@ def encode_main(argv: Sequence[str] | None = None, prog: str = "nnr-encode") -> 
         _refuse_existing(args.output, args.force)
         args.input, shown = _source(args.input)
         t0 = time.perf_counter()
+        probed = []
         if searching:
             data = _rate_controlled(args, opts, prune_options)
         else:
             calibration = _fit_inputs(args) if args.calibration and opts.needs_calibration else None
-            report = (lambda r: None) if args.quiet else (lambda r: print(_printable(r.summary(), True),
-                                                                             file=sys.stderr))
-            data = encode(args.input, opts, progress=None if args.quiet else _progress(),
-                          calibration=calibration, on_pruned=report, probe=probing,
-                          target_snr_db=args.synthetic_snr, on_probe=report)
-        _write(args.output, data)
+
+            def on_probe(r) -> None:
+                probed.append(r)
+                _say(args, r.summary())
+
+            kwargs = dict(progress=None if args.quiet else progress_bar(), calibration=calibration,
+                          on_pruned=lambda r: _say(args, r.summary()), probe=probing,
+                          target_snr_db=args.synthetic_snr, on_probe=on_probe)
+            if args.output == STDIO:
+                data = encode(args.input, opts, **kwargs)
+            else:  # streamed to the file: the coded tensors are never all in memory
+                encode_to_file(args.input, args.output, opts, **kwargs)
+                data = None
+        if data is not None:
+            _write(args.output, data)
+        seconds = time.perf_counter() - t0
+        written = data if data is not None else args.output
         if opts.prune_remove and not args.quiet:
-            _report_speedup(args, data)
-        if not args.quiet:
-            src = len(args.input) if isinstance(args.input, bytes) else Path(args.input).stat().st_size
-            kind = "lossless" if opts.lossless and not opts.prune else "lossy"
-            print(f"{_printable(shown)} ({_human(src)}) -> {_printable(args.output)} ({_human(len(data))}, "
-                  f"{src / max(len(data), 1):.2f}x smaller, {kind}) in {time.perf_counter() - t0:.1f} s",
-                  file=sys.stderr)
+            _report_speedup(args, written)
+        from .decoder import open as nnr_open
+
+        stored = EncoderOptions.from_json(nnr_open(written).metadata()["options"])
+        lossy = not stored.lossless or bool(stored.prune)
+        src = len(args.input) if isinstance(args.input, bytes) else Path(args.input).stat().st_size
+        size = len(data) if data is not None else os.path.getsize(args.output)
+        _say(args, f"{printable(shown)} ({_human(src)}) -> {printable(args.output)} ({_human(size)}, "
+                   f"{src / max(size, 1):.2f}x smaller, {'lossy' if lossy else 'lossless'}) in {seconds:.1f} s")
+        if args.json:
+            print_json({"input": shown, "output": args.output, "input_bytes": src, "output_bytes": size,
+                        "lossy": lossy, "seconds": round(seconds, 3), "options": stored.to_json(),
+                        "probe": dataclasses.asdict(probed[0]) if probed else None})
         return 0
 
     return _run(prog, run)
 
 
-def _report_speedup(args: argparse.Namespace, data: bytes) -> None:
+def _say(args: argparse.Namespace, message: str) -> None:
+    """A notice or summary line on stderr, unless -q."""
+    if not args.quiet:
+        print(printable(message, True), file=sys.stderr)
+
+
+def _report_speedup(args: argparse.Namespace, data: bytes | str) -> None:
     """Time the original and the channel-removed model in onnxruntime (one batch) and print it."""
     from nnr.formats.onnx_io import read_model
 
@@ -383,10 +378,10 @@ def _rate_controlled(args: argparse.Namespace, base, prune_options: dict) -> byt
     cal = held = None
     if args.calibration:
         cal, held = load_calibration(args.calibration, model).split(args.holdout)
-    say = (lambda msg: None) if args.quiet else (lambda msg: print(_printable(msg, True), file=sys.stderr))
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(printable(msg, True), file=sys.stderr))
     t0 = time.perf_counter()
     common = dict(cal=cal, held=held, bias_correction=not args.no_bias_correction,
-                  budget_seconds=args.budget_seconds, progress=None if args.quiet else _progress(), log=say)
+                  budget_seconds=args.budget_seconds, progress=None if args.quiet else progress_bar(), log=say)
     if args.prune_levels is not None:
         levels = [lv.strip() for lv in args.prune_levels.split(",") if lv.strip()]
         res = rc.search_pruning(args.input, base, levels, constraint=constraint, prune_options=prune_options, **common)
@@ -433,9 +428,10 @@ def decode_main(argv: Sequence[str] | None = None, prog: str = "nnr-decode") -> 
                    help="run onnx.checker on the decoded model before writing it; a model that fails "
                         "is not written (exit status 3)")
     p.add_argument("--max-memory", type=_memory_size, metavar="SIZE", help=_MAX_MEMORY_HELP)
-    p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
-    p.add_argument("--version", action="version", version=f"nnr {__version__}")
+    common_flags(p, "the summary (the files written and their sizes, tensors decoded, seconds)")
     args = p.parse_args(argv)
+    if args.json and args.output == STDIO:
+        p.error("--json and -o - would both write to standard output; write the model to a path")
 
     def run() -> int:
         from .decoder import decode_to_file, open as nnr_open
@@ -460,10 +456,17 @@ def decode_main(argv: Sequence[str] | None = None, prog: str = "nnr-decode") -> 
             external = args.external if args.external is not None else bool(f.metadata().get("external_data", False))
             _check_and_save(f.model(), args.output, external)
         else:
-            decode_to_file(source, args.output, external_data=args.external, max_memory=args.max_memory)
-        if not args.quiet:
-            print(f"{_printable(shown)} -> {_printable(args.output)} in {time.perf_counter() - t0:.2f} s",
-                  file=sys.stderr)
+            decode_to_file(source, args.output, external_data=args.external, max_memory=args.max_memory,
+                           progress=None if args.quiet else progress_bar())
+        seconds = time.perf_counter() - t0
+        _say(args, f"{printable(shown)} -> {printable(args.output)} in {seconds:.2f} s")
+        if args.json:
+            f = nnr_open(source, max_memory=args.max_memory)
+            external = args.external if args.external is not None else bool(f.metadata().get("external_data"))
+            written = [args.output] + ([args.output + ".data"] if external else [])
+            print_json({"input": shown, "output": args.output, "checked": args.check, "seconds": round(seconds, 3),
+                        "files": {w: os.path.getsize(w) for w in written if os.path.isfile(w)},
+                        "tensors": len(f.info())})
         return 0
 
     return _run(prog, run)
@@ -512,36 +515,14 @@ def _checked(check: Callable, model) -> None:
         raise FormatError(f"the decoded model fails onnx.checker: {' '.join(str(exc).split())}") from exc
 
 
-def _json_safe(value: object) -> object:
-    """``value`` with NaN and infinite floats as None, which strict JSON can carry (the SNR of
-    a lossless tensor is +inf; its row's mode already says lossless)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def _metadata_json(value: object, **kwargs) -> str:
-    """json.dumps for output holding file metadata, which a hostile file can nest too deeply to print."""
-    try:
-        return json.dumps(_json_safe(value), allow_nan=False, ensure_ascii=True, default=str, **kwargs)
-    except RecursionError:
-        raise FormatError("metadata is nested too deeply to print") from None
-
-
 def info_main(argv: Sequence[str] | None = None, prog: str = "nnr-info") -> int:
     p = argparse.ArgumentParser(
         prog=prog,
         description="Show how an .nnr file was made and how each tensor is coded.")
     p.add_argument("input", help=".nnr file (- reads standard input)")
-    p.add_argument("--json", action="store_true",
-                   help="machine-readable output (ASCII; NaN and infinite values, e.g. the SNR of "
-                        "lossless tensors, are null)")
     p.add_argument("--max-memory", type=_memory_size, metavar="SIZE", help=_MAX_MEMORY_HELP)
-    p.add_argument("--version", action="version", version=f"nnr {__version__}")
+    common_flags(p, "the file's version, size and metadata, and one record per coded tensor (the SNR of a "
+                    "lossless tensor is null)")
     args = p.parse_args(argv)
 
     def run() -> int:
@@ -559,19 +540,19 @@ def info_main(argv: Sequence[str] | None = None, prog: str = "nnr-info") -> int:
             "coded_weights": sum(math.prod(r["shape"]) for r in rows),
         }
         if args.json:
-            print(_metadata_json({**summary, "tensors": rows}, indent=2))
+            print_json({**summary, "tensors": rows})
             return 0
         meta = summary["metadata"]
-        print(f"{_printable(shown)}: nnr format v{f.version}, {_human(summary['file_bytes'])}, "
-              f"made by {_printable(meta.get('producer', '?'))}")
-        print(f"options: {_printable(_metadata_json(meta.get('options', {}), sort_keys=True))}")
+        print(f"{printable(shown)}: nnr format v{f.version}, {_human(summary['file_bytes'])}, "
+              f"made by {printable(meta.get('producer', '?'))}")
+        print(f"options: {printable(metadata_json(meta.get('options', {}), sort_keys=True))}")
         print(f"{'name':<40} {'dtype':<8} {'shape':<18} {'mode':<8} {'step':>10} {'bits/w':>7} {'SNR dB':>7}")
         for r in rows:
             step = f"{r['step']:.3g}" if r["step"] is not None else ("per-ch" if r["mode"] == "lossy" else "-")
             snr = r["snr_db"]
             snr_s = "-" if snr is None else ("exact" if math.isinf(snr) else f"{snr:.1f}")
             shape = "x".join(map(str, r["shape"])) or "scalar"
-            print(f"{_printable(r['name'])[:40]:<40} {_printable(r['dtype']):<8} {shape:<18} "
+            print(f"{printable(r['name'])[:40]:<40} {printable(r['dtype']):<8} {shape:<18} "
                   f"{r['mode']:<8} {step:>10} {r['bits_per_weight']:>7.2f} {snr_s:>7}")
         total_bits = 8 * sum(r["bytes"] for r in rows)
         print(f"{summary['coded_tensors']} coded tensors, {summary['coded_weights']} weights, "
@@ -613,7 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nnr {__version__}")
         return 0
     if args[0] not in COMMANDS:
-        print(f"nnr: error: unknown command {_printable(args[0])!r}; choose from {', '.join(COMMANDS)}",
+        print(f"nnr: error: unknown command {printable(args[0])!r}; choose from {', '.join(COMMANDS)}",
               file=sys.stderr)
         return 2
     return _dispatch(args[0], args[1:], f"nnr {args[0]}")

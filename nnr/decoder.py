@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 from onnx import ModelProto, TensorProto
@@ -17,7 +17,7 @@ from nnr.codec.bytestream import Budget
 from nnr.codec.lossy_decode import lossy_step
 from nnr.codec.rans import run_all
 from nnr.formats.container import CODING_LOSSY, CODING_NAMES, Container, TensorUnit, read_container, read_tensor_unit
-from nnr.formats.fileio import read_input
+from nnr.formats.fileio import map_input
 from nnr.formats.onnx_io import STORAGE_DTYPES, Slot, fill_tensor, save_model, tensor_slots
 
 from .errors import CorruptionError, FormatError
@@ -25,9 +25,11 @@ from .tensorcodec import decode_unit, unit_array, unit_decoder
 
 
 def _read_source(src: str | os.PathLike | bytes | memoryview) -> bytes | memoryview:
+    """The file's bytes: given, or a path memory-mapped, so random access reads only the
+    header, metadata, graph, index and the units asked for."""
     if isinstance(src, (bytes, bytearray, memoryview)):
         return src
-    return read_input(src, "an .nnr file")
+    return map_input(src, "an .nnr file")
 
 
 BATCH_ELEMENTS = 1 << 25
@@ -108,8 +110,9 @@ class NnrFile:
             raise FormatError(f"graph unit is not a valid ONNX model: {str(exc)[:200]}") from exc
         return model
 
-    def model(self) -> ModelProto:
-        """Decode every tensor and put it back into the graph."""
+    def model(self, progress: Callable[[int, int, str], None] | None = None) -> ModelProto:
+        """Decode every tensor and put it back into the graph; ``progress(done, total, name)``
+        is told after each batch of tensors."""
         budget = Budget(self.max_memory)
         budget.charge(2 * len(self._container.graph), "the graph")
         model = self.graph()
@@ -118,7 +121,8 @@ class NnrFile:
         typed = self._typed_fields()
         seen: set[int] = set()
         batch: list[tuple[TensorUnit, Slot]] = []
-        elements = 0
+        elements = done = 0
+        total = len(self._container.index)
         for unit in self.units():
             slot = _matching_slot(slots, unit)
             if unit.slot in seen:
@@ -128,9 +132,14 @@ class NnrFile:
             elements += unit.numel
             if elements >= BATCH_ELEMENTS:
                 self._decode_batch(batch, typed, budget)
+                done += len(batch)
+                if progress is not None:
+                    progress(done, total, unit.name)
                 batch, elements = [], 0
         self._decode_batch(batch, typed, budget)
         _refuse_missing_data(slots, seen)
+        if progress is not None:
+            progress(total, total, "")
         return model
 
     def _decode_batch(self, batch: list[tuple[TensorUnit, Slot]], typed: set[int], budget: Budget) -> None:
@@ -213,11 +222,12 @@ def decode(src: str | os.PathLike | bytes, max_memory: int | None = None) -> Mod
 
 
 def decode_to_file(src: str | os.PathLike | bytes, output: str | os.PathLike,
-                   external_data: bool | None = None, max_memory: int | None = None) -> ModelProto:
+                   external_data: bool | None = None, max_memory: int | None = None,
+                   progress: Callable[[int, int, str], None] | None = None) -> ModelProto:
     """Decode and write the ONNX file atomically; ``external_data`` defaults to what the
     original model used."""
     f = NnrFile(src, max_memory)
-    model = f.model()
+    model = f.model(progress)
     if external_data is None:
         external_data = bool(f.metadata().get("external_data", False))
     save_model(model, output, external_data=external_data)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import math
 import os
-from typing import Callable
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable
 
 import numpy as np
 from onnx import ModelProto
@@ -18,7 +22,8 @@ from nnr.codec.lossy_encode import Feedback, LevelOverflow, encode_lossy
 from nnr.codec.quantizers import encode_deadzone, encode_minifloat, encode_mulaw
 from nnr.codec.quantizer_spec import parse as parse_quantizer
 from nnr.formats.container import (CODING_CODEBOOK, CODING_FLOAT_LOSSLESS, CODING_LOSSY, CODING_MINIFLOAT, CODING_RAW,
-                               TensorUnit, write_container)
+                               ContainerWriter, TensorUnit)
+from nnr.formats.fileio import atomic_writer
 from nnr.formats.onnx_io import (COMPLEX_TYPES, COMPONENT_DTYPE, FLOAT_TYPES, STORAGE_DTYPES, is_external,
                              read_model, strip_tensor, tensor_bytes, tensor_slots, uses_typed_field,
                              with_inline_data)
@@ -116,7 +121,8 @@ def encode(model: str | os.PathLike | bytes | ModelProto, options: EncoderOption
            on_pruned: Callable[[PruneReport], None] | None = None, probe: bool | None = None,
            target_snr_db: float | None = None, on_probe: Callable[[ProbeReport], None] | None = None,
            **kwargs) -> bytes:
-    """Encode an ONNX model (path, bytes or ModelProto) to .nnr bytes.
+    """Encode an ONNX model (path, bytes or ModelProto) to .nnr bytes (encode_to_file writes
+    a file instead, without holding the coded tensors in memory).
 
     Options come as an EncoderOptions or as keywords (``qp=-20``, ``lossless=True``, ...).
     With neither a level nor a method given (no options object, none of LEVEL_KEYS), the
@@ -129,6 +135,31 @@ def encode(model: str | os.PathLike | bytes | ModelProto, options: EncoderOption
     With ``prune``, weights are zeroed first (nnr.pruning; ``filters:activation`` ranks on
     ``calibration``) and ``on_pruned`` receives the report. The input model is not modified.
     """
+    out = io.BytesIO()
+    _encode(model, out, None, options, progress, calibration=calibration, feedback=feedback, on_pruned=on_pruned,
+            probe=probe, target_snr_db=target_snr_db, on_probe=on_probe, **kwargs)
+    return out.getvalue()
+
+
+def encode_to_file(model: str | os.PathLike | bytes | ModelProto, output: str | os.PathLike,
+                   options: EncoderOptions | None = None, progress: Progress | None = None, **kwargs) -> int:
+    """Encode like ``encode`` into the file ``output``, written atomically (on any error no
+    file is left). Each tensor's coded unit goes to a temporary file beside ``output`` as it is
+    made, so memory holds the model and one tensor's work, not the coded file. Returns the
+    file's size in bytes."""
+    spill_dir = Path(output).parent if str(Path(output).parent) else Path(".")
+    with atomic_writer(output) as fh:
+        return _encode(model, fh, spill_dir, options, progress, **kwargs)
+
+
+def _encode(model: str | os.PathLike | bytes | ModelProto, out: BinaryIO, spill_dir: Path | None,
+            options: EncoderOptions | None = None, progress: Progress | None = None, *,
+            calibration: dict[str, np.ndarray] | None = None, feedback: dict[str, Feedback] | None = None,
+            on_pruned: Callable[[PruneReport], None] | None = None, probe: bool | None = None,
+            target_snr_db: float | None = None, on_probe: Callable[[ProbeReport], None] | None = None,
+            **kwargs) -> int:
+    """encode's pipeline, writing the container to ``out``; coded units spill to temporary
+    files in ``spill_dir`` (memory when None). Returns the bytes written."""
     if options is not None and kwargs:
         raise TypeError("pass either options or keyword options, not both")
     if probe is None:
@@ -165,39 +196,48 @@ def encode(model: str | os.PathLike | bytes | ModelProto, options: EncoderOption
         opts, prober, probed = _plan(proto, base_dir, had_external, opts, target, progress)
     history: list[tuple[float, float]] = probed.levels if probed is not None else []
     best = None
-    while True:
-        work = proto
-        if prober is not None:
-            work = ModelProto()
-            work.CopyFrom(proto)
-        units, typed_fields, rebuilt = _code_tensors(work, base_dir, opts, feedback, progress, prober is not None)
-        if prober is None:
-            break
-        try:
-            snr = snr_of(prober.distortion(rebuilt))
-        except Exception as exc:  # onnxruntime refuses the coded weights: code with the data-free rule
-            opts, prober, probed = _fallback(requested, target, f"onnxruntime failed checking the coded model: {exc}")
-            continue
-        history.append((opts.qp, snr))
-        met = snr >= target - CHECK_TOLERANCE_DB
-        coded = (True, -sum(len(u.body) for u in units)) if met else (False, snr)
-        if best is None or coded > best[0]:  # met beats missed; then smaller if met, else closer
-            best = (coded, snr, opts, work, units, typed_fields)
-        level = next_level(history, target)
-        if level is None or len(history) > MAX_PROBE_RETRIES or any(q == level for q, _ in history):
-            _, probed.expected_snr_db, opts, work, units, typed_fields = best
-            break
-        opts = dataclasses.replace(opts, qp=level)
-    if probed is not None and on_probe is not None:
-        on_probe(probed)
-    meta = {
-        "producer": f"nnr {__version__}",
-        "options": opts.to_json(),
-        "external_data": had_external,
-        "slots": len(tensor_slots(proto)),
-        "typed_fields": typed_fields,
-    }
-    return write_container(meta, work.SerializeToString(), units)
+    with contextlib.ExitStack() as spills:
+        while True:
+            work = proto
+            if prober is not None:
+                work = ModelProto()
+                work.CopyFrom(proto)
+            spill = spills.enter_context(tempfile.TemporaryFile(dir=spill_dir)) if spill_dir is not None else None
+            writer = ContainerWriter(spill=spill)
+            typed_fields, rebuilt = _code_tensors(work, base_dir, opts, feedback, progress, prober is not None, writer)
+            if prober is None:
+                break
+            try:
+                snr = snr_of(prober.distortion(rebuilt))
+            except Exception as exc:  # onnxruntime refuses the coded weights: code with the data-free rule
+                opts, prober, probed = _fallback(requested, target,
+                                                 f"onnxruntime failed checking the coded model: {exc}")
+                continue
+            del rebuilt
+            history.append((opts.qp, snr))
+            met = snr >= target - CHECK_TOLERANCE_DB
+            coded = (True, -writer.body_bytes) if met else (False, snr)
+            if best is None or coded > best[0]:  # met beats missed; then smaller if met, else closer
+                if best is not None and best[-1] is not None:
+                    best[-1].close()  # the spilled units of the attempt it replaces
+                best = (coded, snr, opts, work, writer, typed_fields, spill)
+            elif spill is not None:
+                spill.close()
+            level = next_level(history, target)
+            if level is None or len(history) > MAX_PROBE_RETRIES or any(q == level for q, _ in history):
+                _, probed.expected_snr_db, opts, work, writer, typed_fields, _ = best
+                break
+            opts = dataclasses.replace(opts, qp=level)
+        if probed is not None and on_probe is not None:
+            on_probe(probed)
+        meta = {
+            "producer": f"nnr {__version__}",
+            "options": opts.to_json(),
+            "external_data": had_external,
+            "slots": len(tensor_slots(proto)),
+            "typed_fields": typed_fields,
+        }
+        return writer.finish(out, meta, work.SerializeToString())
 
 
 def _plan(proto: ModelProto, base_dir, had_external: bool, opts: EncoderOptions, target: float,
@@ -218,11 +258,12 @@ def _fallback(requested: EncoderOptions, target: float, why: str) -> tuple[Encod
 
 
 def _code_tensors(proto: ModelProto, base_dir, opts: EncoderOptions, feedback: dict[str, Feedback],
-                  progress: Progress | None, keep: bool) -> tuple[list[TensorUnit], list[int], dict[int, np.ndarray]]:
-    """Code every tensor of ``proto`` (stripping each from the graph): the units, the slots that
-    used typed fields, and (with ``keep``) what the decoder will rebuild of each lossy float slot."""
+                  progress: Progress | None, keep: bool,
+                  writer: ContainerWriter) -> tuple[list[int], dict[int, np.ndarray]]:
+    """Code every tensor of ``proto`` into ``writer`` (stripping each from the graph): returns the
+    slots that used typed fields and (with ``keep``) what the decoder will rebuild of each lossy
+    float slot."""
     slots = tensor_slots(proto)
-    units: list[TensorUnit] = []
     typed_fields: list[int] = []
     rebuilt: dict[int, np.ndarray] = {}
     for i, slot in enumerate(slots):
@@ -248,11 +289,11 @@ def _code_tensors(proto: ModelProto, base_dir, opts: EncoderOptions, feedback: d
                 rebuilt[slot.index] = recon
         else:
             coding, body = CODING_RAW, storage.tobytes()
-        units.append(TensorUnit(slot.index, slot.name, t.data_type, tuple(int(d) for d in t.dims),
-                                coding, body, snr))
+        writer.add(TensorUnit(slot.index, slot.name, t.data_type, tuple(int(d) for d in t.dims),
+                              coding, body, snr))
         if uses_typed_field(t):
             typed_fields.append(slot.index)
         strip_tensor(t)
     if progress is not None:
         progress(len(slots), len(slots), "")
-    return units, typed_fields, rebuilt
+    return typed_fields, rebuilt

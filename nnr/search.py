@@ -16,8 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
-from .cli import require_encoder
+from .console import common_flags, print_json, progress_bar, require_encoder
 from .errors import InputError, NnrError, OptionError
 from .plotting import require_matplotlib
 
@@ -83,6 +82,18 @@ def sweep(model_path: str | Path, cal, todo: list[dict], budget_seconds: float =
     return points, False
 
 
+def front_table(doc: dict) -> str:
+    """The Pareto front of a search document as text: bytes, ratio to the ONNX file, the metric."""
+    metric, onnx_bytes = doc["metric"], doc["onnx_bytes"]
+    lines = [f"{len(doc['points'])} settings measured{' (budget reached)' if doc['out_of_time'] else ''}; "
+             f"Pareto front by size and {metric}:", f"{'bytes':>12} {'x ONNX':>8} {metric:>12}  options"]
+    for p in doc["front"]:
+        opts = {k: v for k, v in p["options"].items() if k in ("quantizer", "qp", "prune", "prune_global")}
+        lines.append(f"{p['bytes']:>12,} {p['bytes'] / onnx_bytes:>8.4f} {p['metrics'][metric]:>12.4f}  "
+                     f"{json.dumps(opts)}")
+    return "\n".join(lines)
+
+
 def plot(points: list[dict], front: list[dict], metric: str, onnx_bytes: int, target: Path) -> None:
     """Every setting as a point coloured by quantizer, and the front as a line."""
     from .plotting import save_png, subplots
@@ -108,7 +119,6 @@ def plot(points: list[dict], front: list[dict], metric: str, onnx_bytes: int, ta
 
 def main(argv: list[str] | None = None, prog: str = "nnr-search") -> int:
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    ap.add_argument("--version", action="version", version=f"nnr {__version__}")
     ap.add_argument("model", help="ONNX model (.onnx)")
     ap.add_argument("--calibration", required=True, metavar="NPZ",
                     help="model inputs (one array per graph input, batch on axis 0), optional 'labels'")
@@ -126,10 +136,10 @@ def main(argv: list[str] | None = None, prog: str = "nnr-search") -> int:
                          "none,magnitude:0.3,magnitude:0.5 (default none)")
     ap.add_argument("--global", dest="prune_global", action="store_true",
                     help="magnitude levels use one threshold across all layers")
-    ap.add_argument("--json", type=Path, metavar="PATH", help="write every point and the front as JSON")
     ap.add_argument("--plot", type=Path, metavar="DIR", help="write pareto.png into DIR (needs matplotlib)")
     ap.add_argument("--budget-seconds", type=float, default=600.0, help="stop after this long (default 600)")
-    ap.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    common_flags(ap, "every point measured and the Pareto front (a point's 'options' replay with "
+                     "nnr encode --options)")
     args = ap.parse_args(argv)
     try:
         qps = [float(q) for q in args.qps.split(",") if q.strip()]
@@ -160,17 +170,15 @@ def main(argv: list[str] | None = None, prog: str = "nnr-search") -> int:
 
 
 def _run(args: argparse.Namespace, quantizers: list[str], qps: list[float], prunes: tuple[str, ...]) -> int:
-    from nnr.formats.fileio import write_bytes_atomic
     from nnr.formats.onnx_io import read_model
 
-    from .cli import _progress
     from .calibration import load_calibration
 
     model, _ = read_model(args.model)
     cal = load_calibration(args.calibration, model)
     todo = settings(quantizers, qps, prunes, args.prune_global)
     points, out_of_time = sweep(args.model, cal, todo, args.budget_seconds,
-                                None if args.quiet else _progress())
+                                None if args.quiet else progress_bar())
     if not points:
         raise InputError("the budget ran out before the first setting was measured")
     metric = args.metric or ("agreement_expected" if "agreement" in points[0]["metrics"] else "snr_db")
@@ -178,16 +186,12 @@ def _run(args: argparse.Namespace, quantizers: list[str], qps: list[float], prun
         raise OptionError(f"metric {metric} cannot be measured on this model or calibration set")
     front = pareto_front(points, metric)
     onnx_bytes = Path(args.model).stat().st_size
-    print(f"{len(points)} settings measured{' (budget reached)' if out_of_time else ''}; "
-          f"Pareto front by size and {metric}:")
-    print(f"{'bytes':>12} {'x ONNX':>8} {metric:>12}  options")
-    for p in front:
-        opts = {k: v for k, v in p["options"].items() if k in ("quantizer", "qp", "prune", "prune_global")}
-        print(f"{p['bytes']:>12,} {p['bytes'] / onnx_bytes:>8.4f} {p['metrics'][metric]:>12.4f}  {json.dumps(opts)}")
+    doc = {"model": str(args.model), "metric": metric, "onnx_bytes": onnx_bytes, "out_of_time": out_of_time,
+           "points": points, "front": front}
     if args.json:
-        doc = {"model": str(args.model), "metric": metric, "onnx_bytes": onnx_bytes, "out_of_time": out_of_time,
-               "points": points, "front": front}
-        write_bytes_atomic(args.json, (json.dumps(doc, indent=2) + "\n").encode())
+        print_json(doc)
+    else:
+        print(front_table(doc))
     if args.plot:
         args.plot.mkdir(parents=True, exist_ok=True)
         plot(points, front, metric, onnx_bytes, args.plot / "pareto.png")

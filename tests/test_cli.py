@@ -11,6 +11,7 @@ import nnr
 from conformance.toy_models import mlp
 from nnr.formats.container import FORMAT_VERSION
 from nnr.cli import decode_main, encode_main, info_main
+from tests.conftest import exit_code
 
 
 @pytest.fixture()
@@ -291,7 +292,7 @@ def test_error_line_escapes_control_characters(tmp_path, capsys):
     ("a\nb", "a\\x0ab"), ("\ud800", "\\ud800"),
 ])
 def test_printable(text, escaped):
-    from nnr.cli import _printable
+    from nnr.console import printable as _printable
 
     assert _printable(text) == escaped
 
@@ -299,7 +300,6 @@ def test_printable(text, escaped):
 @pytest.mark.parametrize("main", [decode_main, info_main])
 @pytest.mark.parametrize("value", ["lots", "0", "-1MB", "4GiBx", "1.5XB"])
 def test_max_memory_bad_value_is_a_usage_error(tmp_path, capsys, main, value):
-    from tests.conftest import exit_code
 
     argv = [str(tmp_path / "m.nnr"), f"--max-memory={value}"] + (["-o", str(tmp_path / "o.onnx")]
                                                                  if main is decode_main else [])
@@ -411,3 +411,43 @@ def test_dash_is_standard_input_and_output(tmp_path, model_path):
     assert onnx.load_from_string(decoded.stdout).graph.node and b"<stdin> -> -" in decoded.stderr
     refused = subprocess.run(run + ["decode", "-", "-o", "-", "--external-data"], input=packed, capture_output=True)
     assert refused.returncode == 2 and b"needs an output file" in refused.stderr and not refused.stdout
+
+
+@pytest.mark.parametrize("command", ["encode", "decode", "info", "analyze", "search", "conformance", "demo"])
+def test_every_command_has_the_same_common_flags(command, capsys):
+    from nnr.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    usage = " ".join(capsys.readouterr().out.split())
+    assert "--json print" in usage and "-q, --quiet print no progress" in usage and "--version" in usage
+
+
+def test_json_is_the_result_on_stdout_and_quiet_silences_stderr(tmp_path, model_path, capsys):
+    """--json: one JSON document on stdout; -q: nothing on stderr; both the same for every command."""
+    from nnr.cli import main
+
+    out, decoded = tmp_path / "m.nnr", tmp_path / "d.onnx"
+    assert main(["encode", str(model_path), "-o", str(out), "--json"]) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert doc["output_bytes"] == out.stat().st_size and doc["input_bytes"] == model_path.stat().st_size
+    assert doc["lossy"] is True and doc["options"]["qp"] == nnr.open(out).metadata()["options"]["qp"]
+    assert doc["probe"]["tensors"] > 0 and doc["probe"]["expected_snr_db"] > 20
+    assert "probe:" in captured.err and "lossy" in captured.err          # stderr keeps the notices
+    assert main(["encode", str(model_path), "-o", str(out), "-f", "--lossless", "--json", "-q"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and json.loads(captured.out)["lossy"] is False
+    assert json.loads(captured.out)["probe"] is None
+    assert main(["decode", str(out), "-o", str(decoded), "--json", "-q"]) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert captured.err == "" and doc["files"] == {str(decoded): decoded.stat().st_size} and doc["tensors"] == 3
+    assert main(["info", str(out), "--json", "-q"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and json.loads(captured.out)["coded_tensors"] == 3
+    for command in (["encode", str(model_path)], ["decode", str(out)]):
+        assert exit_code(main, [*command, "-o", "-", "--json"]) == 2
+        captured = capsys.readouterr()
+        assert "both write to standard output" in captured.err and captured.out == ""

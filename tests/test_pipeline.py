@@ -164,3 +164,34 @@ def test_options_say_when_they_need_real_inputs_and_encode_asks_for_them():
             nnr.encode(mlp(), opts)
     with pytest.raises(nnr.OptionError, match="need a pruning spec"):
         EncoderOptions(prune_criterion="phase")
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"probe": False}, {"lossless": True}])
+def test_encode_to_file_writes_what_encode_returns_and_leaves_nothing_else(tmp_path, kwargs):
+    """The streaming writer (units spilled beside the output, probe attempts included) makes the
+    same bytes as the in-memory one, and leaves no temporary file behind."""
+    out = tmp_path / "m.nnr"
+    size = nnr.encode_to_file(mlp(), out, **kwargs)
+    assert out.read_bytes() == nnr.encode(mlp(), **kwargs) and size == out.stat().st_size
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.nnr"]
+
+
+def test_encode_to_file_leaves_no_file_on_error(tmp_path, monkeypatch):
+    import nnr.encoder as encoder
+
+    def broken(*args, **kwargs):
+        raise nnr.UnsupportedModelError("no")
+
+    monkeypatch.setattr(encoder, "code_float", broken)
+    with pytest.raises(nnr.UnsupportedModelError):
+        nnr.encode_to_file(mlp(), tmp_path / "m.nnr", probe=False)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(nnr.OutputError, match="does not exist"):
+        nnr.encode_to_file(mlp(), tmp_path / "absent" / "m.nnr")
+
+
+def test_decoding_reports_progress_up_to_every_tensor():
+    calls = []
+    f = nnr.open(nnr.encode(mlp(), probe=False))
+    f.model(lambda done, total, name: calls.append((done, total)))
+    assert calls[-1] == (len(f.keys()), len(f.keys())) and all(d <= t for d, t in calls)

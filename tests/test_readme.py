@@ -2,6 +2,7 @@
 block (on the repo's MNIST CNN in place of model.onnx), and the demo of its first line. Its
 install lines are run by .ci/check_install against the built wheel; `bash .ci/run` is CI."""
 
+import json
 import os
 import re
 import shlex
@@ -66,10 +67,15 @@ def test_readme_install_lines_are_the_ones_ci_checks():
 
 
 def test_demo_runs(capsys):
-    """The README's first line: nnr demo on the committed EfficientNet-Lite0 and photos."""
+    """The README's first line: nnr demo on the committed EfficientNet-Lite0 and photos (with
+    --json, whose numbers are what the plain command renders as text)."""
     pytest.importorskip("PIL")
-    assert main(["demo"]) == 0
-    out = capsys.readouterr().out
-    assert ".nnr size" in out and "top-1 agreement" in out
-    agreement = float(re.search(r"top-1 agreement\s+([\d.]+)%", out).group(1))
-    assert agreement >= 99.0
+    from nnr.demo import render
+
+    assert main(["demo", "--json"]) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert "lossy" in captured.err and "scoring both models" in captured.err   # progress and summaries on stderr
+    assert doc["nnr_bytes"] < doc["original_bytes"] and doc["agreement"] >= 0.99
+    text = render(doc)
+    assert ".nnr size" in text and f"top-1 agreement  {doc['agreement']:.1%}" in text

@@ -145,7 +145,7 @@ def test_synthetic_inputs_and_timing():
 @pytest.mark.parametrize("argv,message", [
     (["--prune", "filters:l1:0.3", "--remove", "--remove-multiple", "0"], "[1, 1024]"),
     (["--prune", "filters:l1:0.3", "--remove-multiple", "4"], "--remove only"),
-    (["--remove"], "need --prune"),
+    (["--remove"], "need a pruning spec (--prune)"),
     (["--prune", "magnitude:0.3", "--remove"], "structured"),
 ])
 def test_cli_refuses_removal_nonsense(tmp_path, capsys, argv, message):

@@ -7,7 +7,7 @@ import pytest
 
 from conformance.inputs import mnist_test
 from nnr.cli import encode_main
-from nnr.search import main, pareto_front, settings
+from nnr.search import front_table, main, pareto_front, settings
 from tests.conftest import ROOT, exit_code
 
 MNIST = ROOT / "conformance" / "models" / "mnist_cnn.onnx"
@@ -39,10 +39,9 @@ def test_pruning_levels_cross_every_setting():
 
 
 def test_search_over_pruning_levels_replays(tmp_path, calibration, capsys):
-    out = tmp_path / "search.json"
     assert main([str(MNIST), "--calibration", str(calibration), "--quantizers", "ecsq", "--qps=-20",
-                 "--prunes", "none,magnitude:0.5", "--global", "--json", str(out), "-q"]) == 0
-    doc = json.loads(out.read_text())
+                 "--prunes", "none,magnitude:0.5", "--global", "--json", "-q"]) == 0
+    doc = json.loads(capsys.readouterr().out)
     pruned = [p for p in doc["points"] if p["options"].get("prune")]
     assert len(doc["points"]) == 2 and len(pruned) == 1
     assert pruned[0]["bytes"] < [p for p in doc["points"] if p is not pruned[0]][0]["bytes"]
@@ -62,13 +61,15 @@ def calibration(tmp_path):
 
 
 def test_search_writes_front_and_plot_and_a_point_replays(tmp_path, calibration, capsys):
-    out = tmp_path / "search.json"
     argv = [str(MNIST), "--calibration", str(calibration), "--quantizers", "ecsq,deadzone:0.7,e4m3",
-            "--qps=-28,-16", "--json", str(out), "--plot", str(tmp_path), "-q", "--metric", "snr_db"]
+            "--qps=-28,-16", "--json", "--plot", str(tmp_path), "-q", "--metric", "snr_db"]
     assert main(argv) == 0
-    assert "Pareto front" in capsys.readouterr().out
-    doc = json.loads(out.read_text())
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert captured.err == ""
     assert len(doc["points"]) == 5 and doc["front"]
+    table = front_table(doc)                     # what the command prints without --json
+    assert "Pareto front by size and snr_db" in table and len(table.splitlines()) == 2 + len(doc["front"])
     assert doc["front"] == pareto_front(doc["points"], "snr_db")
     assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     point = tmp_path / "point.json"
