@@ -148,6 +148,8 @@ class Probe:
         """A session in which the initializers ``names`` can be fed (the rest stay constant,
         so onnxruntime still pre-packs them): feeding every weight would slow each run 2×."""
         if names not in self._sessions:
+            for old in [k for k in self._sessions if k]:  # groups come one after another: each session
+                del self._sessions[old]                    # holds a copy of every weight, so keep one
             model = self.fed
             if names:
                 model = ModelProto()

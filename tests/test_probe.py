@@ -14,6 +14,7 @@ from nnr.options import EncoderOptions
 from nnr.probe import CHECK_TOLERANCE_DB, DEFAULT_SNR_DB, FALLBACK_QP_OFFSET, Probe
 from nnr.synthetic import SamplingError, synthetic_batches, synthetic_inputs
 from tests.conftest import exit_code
+from nnr.formats.onnx_io import tensor_slots
 
 
 def _value(name, elem, dims):
@@ -176,3 +177,16 @@ def test_a_probe_target_without_the_probe_is_refused():
         nnr.encode(mlp(), probe=False, target_snr_db=40)
     with pytest.raises(OptionError, match="does not combine"):
         nnr.encode(mlp(), qp=-20, target_snr_db=40)   # a level given: the probe stays off
+
+
+def test_the_probe_keeps_one_group_session_besides_the_reference():
+    """Each onnxruntime session holds a copy of every weight: the probe visits its groups one
+    after another, so it keeps only the current group's session beside the unfed one."""
+    model = mlp()
+    probe = Probe(model, synthetic_batches(model))
+    weights = {s.index: np.frombuffer(s.tensor.raw_data, np.float32).reshape(tuple(s.tensor.dims))
+               for s in tensor_slots(model) if len(s.tensor.dims) == 2}
+    assert len(weights) >= 2
+    for slot, w in weights.items():
+        assert probe.distortion({slot: w}, small=True, group=[slot]) == 0.0   # unchanged weights: no distortion
+        assert len(probe._sessions) == 2 and frozenset() in probe._sessions
