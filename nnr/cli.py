@@ -218,34 +218,9 @@ def encode_main(argv: Sequence[str] | None = None, prog: str = "nnr-encode") -> 
 
     def run() -> int:
         require_encoder()
-        from .encoder import encode, encode_to_file, probe_applies
-        from .options import EncoderOptions
-        kw = {k: v for k, v in (("qp", args.qp), ("step_rule", args.step_rule),
-                                 ("size_exponent", args.size_exponent),
-                                 ("rdo_lambda", args.rdo_lambda), ("quantizer", args.quantizer)) if v is not None}
-        if args.lossless:
-            kw["lossless"] = True
-        if args.error_feedback:
-            kw["error_feedback"] = True
-        for key, value in (("prune", args.prune), ("prune_global", args.prune_global or None),
-                           ("prune_remove", args.prune_remove or None),
-                           ("prune_remove_multiple", args.prune_remove_multiple),
-                           ("prune_criterion", args.criterion), ("prune_steps", args.prune_steps),
-                           ("prune_include", args.prune_include), ("prune_exclude", args.prune_exclude)):
-            if value is not None:
-                kw[key] = value
-        if args.refuse_nonfinite:
-            kw["nonfinite"] = "refuse"
-        prune_options = {}
-        if args.prune_levels is not None:
-            prune_options = {k: kw.pop(k) for k in ("prune_global", "prune_criterion", "prune_steps", "prune_include",
-                                                    "prune_exclude") if k in kw}
-        if args.options:
-            if kw:
-                p.error("--options replays a whole setting; drop the other quality options")
-            opts = EncoderOptions.from_json(_read_options(args.options))
-        else:
-            opts = EncoderOptions.build(**kw)
+        from .encoder import probe_applies
+
+        opts, prune_options = _encoder_options(p, args)
         if args.calibration and not searching and not opts.needs_calibration:
             p.error("--calibration needs a goal: --min-agreement, --max-accuracy-drop, --min-snr, "
                     "--target-size or --bits-per-weight (or --error-feedback)")
@@ -258,41 +233,77 @@ def encode_main(argv: Sequence[str] | None = None, prog: str = "nnr-encode") -> 
         if searching:
             data = _rate_controlled(args, opts, prune_options)
         else:
-            calibration = _fit_inputs(args) if args.calibration and opts.needs_calibration else None
-
-            def on_probe(r) -> None:
-                probed.append(r)
-                _say(args, r.summary())
-
-            kwargs = dict(progress=None if args.quiet else progress_bar(), calibration=calibration,
-                          on_pruned=lambda r: _say(args, r.summary()), probe=probing,
-                          target_snr_db=args.synthetic_snr, on_probe=on_probe)
-            if args.output == STDIO:
-                data = encode(args.input, opts, **kwargs)
-            else:  # streamed to the file: the coded tensors are never all in memory
-                encode_to_file(args.input, args.output, opts, **kwargs)
-                data = None
+            data = _encode(args, opts, probing, probed)
         if data is not None:
             _write(args.output, data)
-        seconds = time.perf_counter() - t0
-        written = data if data is not None else args.output
-        if opts.prune_remove and not args.quiet:
-            _report_speedup(args, written)
-        from .decoder import open as nnr_open
-
-        stored = EncoderOptions.from_json(nnr_open(written).metadata()["options"])
-        lossy = not stored.lossless or bool(stored.prune)
-        src = len(args.input) if isinstance(args.input, bytes) else Path(args.input).stat().st_size
-        size = len(data) if data is not None else os.path.getsize(args.output)
-        _say(args, f"{printable(shown)} ({_human(src)}) -> {printable(args.output)} ({_human(size)}, "
-                   f"{src / max(size, 1):.2f}x smaller, {'lossy' if lossy else 'lossless'}) in {seconds:.1f} s")
-        if args.json:
-            print_json({"input": shown, "output": args.output, "input_bytes": src, "output_bytes": size,
-                        "lossy": lossy, "seconds": round(seconds, 3), "options": stored.to_json(),
-                        "probe": dataclasses.asdict(probed[0]) if probed else None})
+        _encoded(args, shown, data, time.perf_counter() - t0, probed[0] if probed else None)
         return 0
 
     return _run(prog, run)
+
+
+def _encoder_options(p: argparse.ArgumentParser, args: argparse.Namespace):
+    """(EncoderOptions, the pruning options that go with every --prune-levels level) from the
+    flags, or from the --options file it replays."""
+    from .options import EncoderOptions
+
+    kw = {k: v for k, v in (("qp", args.qp), ("step_rule", args.step_rule), ("size_exponent", args.size_exponent),
+                             ("rdo_lambda", args.rdo_lambda), ("quantizer", args.quantizer),
+                             ("prune", args.prune), ("prune_global", args.prune_global or None),
+                             ("prune_remove", args.prune_remove or None),
+                             ("prune_remove_multiple", args.prune_remove_multiple),
+                             ("prune_criterion", args.criterion), ("prune_steps", args.prune_steps),
+                             ("prune_include", args.prune_include), ("prune_exclude", args.prune_exclude),
+                             ("lossless", args.lossless or None), ("error_feedback", args.error_feedback or None),
+                             ("nonfinite", "refuse" if args.refuse_nonfinite else None)) if v is not None}
+    prune_options = {}
+    if args.prune_levels is not None:
+        prune_options = {k: kw.pop(k) for k in ("prune_global", "prune_criterion", "prune_steps", "prune_include",
+                                                "prune_exclude") if k in kw}
+    if args.options:
+        if kw:
+            p.error("--options replays a whole setting; drop the other quality options")
+        return EncoderOptions.from_json(_read_options(args.options)), prune_options
+    return EncoderOptions.build(**kw), prune_options
+
+
+def _encode(args: argparse.Namespace, opts, probing: bool, probed: list) -> bytes | None:
+    """Encode without a rate-control goal: the bytes for -o -, else None (streamed to the file,
+    so the coded tensors are never all in memory). The probe's report is appended to ``probed``."""
+    from .encoder import encode, encode_to_file
+
+    def on_probe(r) -> None:
+        probed.append(r)
+        _say(args, r.summary())
+
+    calibration = _fit_inputs(args) if args.calibration and opts.needs_calibration else None
+    kwargs = dict(progress=None if args.quiet else progress_bar(), calibration=calibration,
+                  on_pruned=lambda r: _say(args, r.summary()), probe=probing, target_snr_db=args.synthetic_snr,
+                  on_probe=on_probe)
+    if args.output == STDIO:
+        return encode(args.input, opts, **kwargs)
+    encode_to_file(args.input, args.output, opts, **kwargs)
+    return None
+
+
+def _encoded(args: argparse.Namespace, shown: str, data: bytes | None, seconds: float, probed) -> None:
+    """After encoding: the channel-removal speed-up, the summary line, and the --json document."""
+    from .decoder import open as nnr_open
+    from .options import EncoderOptions
+
+    written = data if data is not None else args.output
+    stored = EncoderOptions.from_json(nnr_open(written).metadata()["options"])
+    if stored.prune_remove and not args.quiet:
+        _report_speedup(args, written)
+    lossy = not stored.lossless or bool(stored.prune)
+    src = len(args.input) if isinstance(args.input, bytes) else Path(args.input).stat().st_size
+    size = len(data) if data is not None else os.path.getsize(args.output)
+    _say(args, f"{printable(shown)} ({_human(src)}) -> {printable(args.output)} ({_human(size)}, "
+               f"{src / max(size, 1):.2f}x smaller, {'lossy' if lossy else 'lossless'}) in {seconds:.1f} s")
+    if args.json:
+        print_json({"input": shown, "output": args.output, "input_bytes": src, "output_bytes": size, "lossy": lossy,
+                    "seconds": round(seconds, 3), "options": stored.to_json(),
+                    "probe": dataclasses.asdict(probed) if probed is not None else None})
 
 
 def _say(args: argparse.Namespace, message: str) -> None:
