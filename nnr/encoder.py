@@ -245,7 +245,7 @@ def _plan(proto: ModelProto, base_dir, had_external: bool, opts: EncoderOptions,
     """The probe's options; when the model can't be probed, the data-free rule's one step
     finer than asked (nothing was measured, so the default stays on the safe side)."""
     try:
-        return plan(with_inline_data(proto, base_dir) if had_external else proto, opts, target, progress)
+        return plan(proto, opts, target, progress, base_dir=base_dir)
     except ProbeUnavailable as exc:
         return _fallback(opts, target, str(exc))
 

@@ -19,13 +19,17 @@ from onnx import ModelProto
 from nnr.codec.floatcast import snr_db
 
 
-def session(model: ModelProto | bytes | str, quiet: bool = False):
+def session(model: ModelProto | bytes | str, quiet: bool = False, shared: dict | None = None):
     """A CPU onnxruntime session for a ModelProto, serialised model or path; ``quiet``: not even
-    onnxruntime's own error lines (the caller reports the failure)."""
+    onnxruntime's own error lines (the caller reports the failure). ``shared`` maps the names of
+    initializers the model declares as external data to onnxruntime OrtValues holding their
+    values, which the session uses in place (they must outlive it) instead of copying."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 4 if quiet else 3
+    if shared:
+        opts.add_external_initializers(list(shared), list(shared.values()))
     if isinstance(model, ModelProto):
         model = model.SerializeToString()
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])

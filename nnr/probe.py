@@ -31,7 +31,7 @@ from onnx import ModelProto, helper
 
 from nnr.codec import exactmath
 from nnr.codec.floatcast import to_float64
-from nnr.formats.onnx_io import fill_tensor, strip_tensor, tensor_slots
+from nnr.formats.onnx_io import STORAGE_DTYPES, fill_tensor, is_external, strip_tensor, tensor_bytes, tensor_slots
 
 from .options import EncoderOptions
 from .synthetic import SamplingError, state_outputs, synthetic_batches
@@ -92,12 +92,14 @@ class Weight:
     unit_step: float     # geometric-mean step of the data-free rule at qp 0
 
 
-def float_weights(model: ModelProto, base_dir: Path | None, opts: EncoderOptions) -> list[Weight]:
+def float_weights(model: ModelProto, base_dir: Path | None, opts: EncoderOptions,
+                  arrays: dict[str, np.ndarray] | None = None) -> list[Weight]:
     """The ≥ 2-D float tensors the encoder quantizes (biases and norms are few bits, and the
-    data-free rule keeps them fine), finite and not all zero."""
+    data-free rule keeps them fine), finite and not all zero. A main-graph initializer found
+    in ``arrays`` (the probe's) is used from there rather than read again."""
     from nnr.codec import exactmath
     from nnr.codec.allocation import steps_for
-    from nnr.formats.onnx_io import FLOAT_TYPES, STORAGE_DTYPES, is_external, tensor_bytes
+    from nnr.formats.onnx_io import FLOAT_TYPES
 
     from .tensorcodec import FLOAT_FORMAT_OF
 
@@ -107,7 +109,9 @@ def float_weights(model: ModelProto, base_dir: Path | None, opts: EncoderOptions
         numel = int(np.prod(t.dims, dtype=np.int64)) if t.dims else 1
         if t.data_type not in FLOAT_TYPES or len(t.dims) <= 1 or (numel < opts.min_elements and not is_external(t)):
             continue
-        storage = np.frombuffer(tensor_bytes(t, base_dir), dtype=STORAGE_DTYPES[t.data_type])
+        shared = (arrays or {}).get(t.name) if slot.path.startswith("graph/initializer[") else None
+        storage = (shared.reshape(-1) if shared is not None
+                   else np.frombuffer(tensor_bytes(t, base_dir), dtype=STORAGE_DTYPES[t.data_type]))
         fmt = FLOAT_FORMAT_OF[t.data_type]
         values = to_float64(storage, fmt).reshape(tuple(t.dims))
         if not np.all(np.isfinite(values)) or not np.any(values):
@@ -118,38 +122,129 @@ def float_weights(model: ModelProto, base_dir: Path | None, opts: EncoderOptions
     return found
 
 
+SHARED_BYTES = 1 << 16      # initializers this large are held once and shared by the probe's sessions
+SHAREABLE = {1, 10, 11}      # float32, float16, float64: numpy and onnxruntime share their layout
+SHARED_LOCATION = "nnr-probe-shared"   # a name no file has: sessions get these values from memory
+
+
+def _copy_fields(dst, src, skip: str) -> None:
+    """Copy every set field of the message ``src`` into ``dst`` but the one named ``skip``."""
+    for fd, value in src.ListFields():
+        if fd.name == skip:
+            continue
+        repeated = fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == fd.LABEL_REPEATED  # protobuf 7 / 4–6
+        if repeated:
+            getattr(dst, fd.name).extend(value)
+        elif fd.type == fd.TYPE_MESSAGE:
+            getattr(dst, fd.name).CopyFrom(value)
+        else:
+            setattr(dst, fd.name, value)
+
+
+def _shared(t) -> bool:
+    return any(e.key == "location" and e.value == SHARED_LOCATION for e in t.external_data)
+
+
+def _refer(dst, src) -> None:
+    """Make ``dst`` the name, type and shape of ``src`` with its values in the shared arrays
+    (``dst`` may be ``src``)."""
+    from onnx import TensorProto
+
+    name, dtype, dims, doc = src.name, src.data_type, list(src.dims), src.doc_string
+    nbytes = int(np.prod(dims, dtype=np.int64)) * np.dtype(STORAGE_DTYPES[dtype]).itemsize
+    dst.Clear()
+    dst.name, dst.data_type, dst.doc_string = name, dtype, doc
+    dst.dims.extend(dims)
+    dst.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", SHARED_LOCATION), ("offset", "0"), ("length", str(nbytes))):
+        entry = dst.external_data.add()
+        entry.key, entry.value = key, value
+
+
 class Probe:
     """The model on fixed synthetic inputs: measures how much replaced weights move its outputs."""
 
-    def __init__(self, model: ModelProto, feeds: list[dict[str, np.ndarray]]):
+    def __init__(self, model: ModelProto, feeds: list[dict[str, np.ndarray]], base_dir: Path | None = None):
+        """``model`` may keep its weights in external data (found in ``base_dir``): the probe
+        reads each large weight once into ``arrays``, which every session uses in place."""
         from . import fidelity
 
         self._fidelity = fidelity
         self.feeds = {False: feeds, True: _first_samples(feeds, PROBE_ELEMENTS)}
-        self.base = ModelProto()
-        self.base.CopyFrom(model)
+        self.arrays: dict[str, np.ndarray] = {}   # weights held once, shared by every session
+        self._values: dict[str, object] = {}      # the OrtValues over them
+        self.base = self._skeleton(model, base_dir)
         _measure_before_squashing(self.base.graph)
         self.fed = ModelProto()
         self.fed.CopyFrom(self.base)
         self.feedable = _feedable(self.fed)  # slot → initializer name, Constant values made initializers
+        self._share(self.fed)
         self._sessions: dict[frozenset, object] = {}
-        self.session = self._session(frozenset())
         states = state_outputs(model)
         if states:
-            feeds = _warmed(fidelity.session(model, quiet=True), feeds, states)
+            feeds = _warmed(self._open(self._skeleton(model, base_dir)), feeds, states)
         self.feeds = {False: feeds, True: _first_samples(feeds, PROBE_ELEMENTS)}
-        self.float_outputs = [i for i, o in enumerate(self.session.get_outputs())
+        session = self._open(self.fed)   # the reference run; dropped after, as it pre-packs every weight
+        self.outputs = [o.name for o in session.get_outputs()]
+        self.float_outputs = [i for i, o in enumerate(session.get_outputs())
                               if "float" in o.type or o.type == "tensor(undefined)"]
-        self.reference = {small: self._outputs(self.session, {}, small) for small in (False, True)}
+        self.reference = {small: self._outputs(session, {}, small) for small in (False, True)}
         if not any(float(np.var(r)) > 0 for r in self.reference[True] if np.all(np.isfinite(r))):
             raise ProbeUnavailable("the model's float outputs are all zero or not finite on synthetic inputs")
+
+    def _skeleton(self, model: ModelProto, base_dir: Path | None) -> ModelProto:
+        """A copy of ``model`` whose large main-graph float initializers refer to ``arrays``
+        (read once, from the model or its external data) instead of holding their values; the
+        weights are never copied into the skeleton. Other external tensors are read in."""
+        sk = ModelProto()
+        _copy_fields(sk, model, skip="graph")
+        _copy_fields(sk.graph, model.graph, skip="initializer")
+        for t in model.graph.initializer:
+            if t.data_type in SHAREABLE and (is_external(t) or t.ByteSize() >= SHARED_BYTES):
+                if t.name not in self.arrays:
+                    self._keep(t.name, np.frombuffer(tensor_bytes(t, base_dir), STORAGE_DTYPES[t.data_type])
+                               .reshape(tuple(t.dims)))
+                _refer(sk.graph.initializer.add(), t)
+            else:
+                sk.graph.initializer.add().CopyFrom(t)
+        for slot in tensor_slots(sk):
+            if is_external(slot.tensor) and not _shared(slot.tensor):
+                data = tensor_bytes(slot.tensor, base_dir)
+                strip_tensor(slot.tensor)
+                fill_tensor(slot.tensor, data)
+        return sk
+
+    def release(self) -> None:
+        """Drop the cached sessions (each holds its own pre-packed weights); the next
+        measurement opens what it needs."""
+        self._sessions.clear()
+
+    def _keep(self, name: str, array: np.ndarray) -> None:
+        import onnxruntime as ort
+
+        self.arrays[name] = array
+        self._values[name] = ort.OrtValue.ortvalue_from_numpy(array)
+
+    def _share(self, skeleton: ModelProto) -> None:
+        """Share the large initializers ``_feedable`` made of Constant nodes' values too."""
+        for t in skeleton.graph.initializer:
+            if not _shared(t) and t.data_type in SHAREABLE and t.ByteSize() >= SHARED_BYTES:
+                if t.name not in self.arrays:
+                    self._keep(t.name, np.frombuffer(tensor_bytes(t, None), STORAGE_DTYPES[t.data_type])
+                               .reshape(tuple(t.dims)))
+                _refer(t, t)
+
+    def _open(self, model: ModelProto):
+        """A session over a skeleton, its shared initializers resolved from ``arrays``."""
+        shared = {t.name: self._values[t.name] for t in model.graph.initializer
+                  if t.data_location == t.EXTERNAL and t.name in self._values}
+        return self._fidelity.session(model, quiet=True, shared=shared)
 
     def _session(self, names: frozenset):
         """A session in which the initializers ``names`` can be fed (the rest stay constant,
         so onnxruntime still pre-packs them): feeding every weight would slow each run 2×."""
         if names not in self._sessions:
-            for old in [k for k in self._sessions if k]:  # groups come one after another: each session
-                del self._sessions[old]                    # holds a copy of every weight, so keep one
+            self.release()  # groups come one after another, and each session pre-packs its own weights
             model = self.fed
             if names:
                 model = ModelProto()
@@ -157,7 +252,7 @@ class Probe:
                 listed = {i.name for i in model.graph.input}
                 model.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
                                          for t in model.graph.initializer if t.name in names and t.name not in listed)
-            self._sessions[names] = self._fidelity.session(model, quiet=True)
+            self._sessions[names] = self._open(model)
         return self._sessions[names]
 
     def _outputs(self, session, extra: dict[str, np.ndarray], small: bool) -> list[np.ndarray]:
@@ -181,7 +276,7 @@ class Probe:
             for i, a in replaced.items():
                 strip_tensor(slots[i].tensor)
                 fill_tensor(slots[i].tensor, np.ascontiguousarray(a).tobytes())
-            session = self._fidelity.session(work, quiet=True)
+            session = self._open(work)
         outs = self._outputs(session, direct, small)
         total = 0.0
         for ref, out in zip(self.reference[small], outs, strict=True):
@@ -289,9 +384,9 @@ def _grid(q: float) -> float:
 
 def plan(model: ModelProto, opts: EncoderOptions, target_snr_db: float = DEFAULT_SNR_DB,
          progress: Progress | None = None, offset_weight: float = OFFSET_WEIGHT,
-         max_offset: float = MAX_OFFSET) -> tuple[EncoderOptions, Probe, ProbeReport]:
+         max_offset: float = MAX_OFFSET, base_dir: Path | None = None) -> tuple[EncoderOptions, Probe, ProbeReport]:
     """Options whose per-tensor steps follow measured output sensitivity, at the level the
-    target output SNR on synthetic inputs predicts. ``model`` must hold its weights inline.
+    target output SNR on synthetic inputs predicts. External data is read from ``base_dir``.
     Each tensor's qp offset from that level is the 1/√s optimum's times ``offset_weight``,
     within ±``max_offset`` (tools/probe_allocation.py measures other weights).
     Raises ProbeUnavailable when the model cannot be run on synthetic inputs."""
@@ -304,13 +399,13 @@ def plan(model: ModelProto, opts: EncoderOptions, target_snr_db: float = DEFAULT
     report.inputs = {k: (len(feeds),) + tuple(v.shape) if len(feeds) > 1 else tuple(v.shape)
                      for k, v in feeds[0].items()}
     try:
-        probe = Probe(model, feeds)
+        probe = Probe(model, feeds, base_dir)
     except ProbeUnavailable:
         raise
     except Exception as exc:  # onnxruntime refuses the model or the made-up inputs
         raise ProbeUnavailable(f"onnxruntime cannot run the model on synthetic inputs: "
                                f"{_first_line(exc)}") from None
-    weights = float_weights(model, None, opts)
+    weights = float_weights(model, base_dir, opts, probe.arrays)
     sens: dict[str, float] = {}
     for i, w in enumerate(weights):
         group = [v.slot for v in weights[i - i % PROBE_GROUP:i - i % PROBE_GROUP + PROBE_GROUP]]
@@ -325,6 +420,7 @@ def plan(model: ModelProto, opts: EncoderOptions, target_snr_db: float = DEFAULT
                 raise ProbeUnavailable(f"onnxruntime failed probing {w.name}: {_first_line(exc)}") from None
             if d > 0 and math.isfinite(d):
                 sens[w.name] = d / error
+    probe.release()
     if progress:
         progress(len(weights), len(weights), "probe done")
     report.tensors = len(sens)

@@ -120,7 +120,7 @@ def test_measured_snr_matches_an_independent_run():
 def test_outputs_are_measured_before_a_final_squashing_op():
     model = text_encoder()
     probe = Probe(model, synthetic_batches(model))
-    assert [o.name for o in probe.session.get_outputs()] == ["z"]
+    assert probe.outputs == ["z"]
 
 
 @pytest.mark.parametrize("model", [_one_input_model(TensorProto.FLOAT, [1, "width"]),
@@ -179,9 +179,13 @@ def test_a_probe_target_without_the_probe_is_refused():
         nnr.encode(mlp(), qp=-20, target_snr_db=40)   # a level given: the probe stays off
 
 
-def test_the_probe_keeps_one_group_session_besides_the_reference():
-    """Each onnxruntime session holds a copy of every weight: the probe visits its groups one
-    after another, so it keeps only the current group's session beside the unfed one."""
+def test_the_probe_keeps_one_session_and_shares_the_weights(monkeypatch):
+    """Each onnxruntime session pre-packs its own weights: the probe visits its groups one after
+    another, so it keeps only the current group's session, and every session reads the weights
+    from the probe's one copy instead of its own."""
+    import nnr.probe
+
+    monkeypatch.setattr(nnr.probe, "SHARED_BYTES", 1)   # the toy model's weights are small
     model = mlp()
     probe = Probe(model, synthetic_batches(model))
     weights = {s.index: np.frombuffer(s.tensor.raw_data, np.float32).reshape(tuple(s.tensor.dims))
@@ -189,4 +193,8 @@ def test_the_probe_keeps_one_group_session_besides_the_reference():
     assert len(weights) >= 2
     for slot, w in weights.items():
         assert probe.distortion({slot: w}, small=True, group=[slot]) == 0.0   # unchanged weights: no distortion
-        assert len(probe._sessions) == 2 and frozenset() in probe._sessions
+        assert len(probe._sessions) == 1
+    assert probe.arrays and not any(t.HasField("raw_data") for t in probe.fed.graph.initializer
+                                    if t.name in probe.arrays)
+    probe.release()
+    assert not probe._sessions
