@@ -250,26 +250,58 @@ def save_model(model: ModelProto, path: str | os.PathLike, external_data: bool =
         with atomic_writer(path) as fh:
             fh.write(data)
         return
-    location = path.name + ".data"
-    with atomic_writer(path.parent / location) as dfh:
-        offset = 0
+    with ExternalData(path, size_threshold) as ext:
+        ext.externalize(model)
+        ext.save(model)
+
+
+class ExternalData:
+    """Writes a model with its weights in ``<file name>.data`` beside it, tensor by tensor, so a
+    decoder can stream each tensor there as it is decoded instead of holding the whole model.
+    Both files are written atomically; the model last, so a failure leaves neither."""
+
+    def __init__(self, path: str | os.PathLike, size_threshold: int = 1024) -> None:
+        self.path = Path(path)
+        self.location = self.path.name + ".data"
+        self.size_threshold = size_threshold
+        self._writer = atomic_writer(self.path.parent / self.location)
+        self._offset = 0
+
+    def __enter__(self) -> "ExternalData":
+        self._fh = self._writer.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> bool | None:
+        return self._writer.__exit__(*exc)
+
+    def place(self, tensor: TensorProto, data: bytes, typed: bool = False) -> None:
+        """Put one tensor's values in: to the data file when large (64-byte aligned), else, or
+        when they go back into a typed field, into the tensor itself."""
+        if typed or len(data) < self.size_threshold:
+            fill_tensor(tensor, data, typed=typed)
+            return
+        pad = (-self._offset) % 64
+        self._fh.write(b"\0" * pad)
+        self._offset += pad
+        self._fh.write(data)
+        strip_tensor(tensor)
+        tensor.data_location = TensorProto.EXTERNAL
+        for k, v in (("location", self.location), ("offset", str(self._offset)), ("length", str(len(data)))):
+            e = tensor.external_data.add()
+            e.key, e.value = k, v
+        self._offset += len(data)
+
+    def externalize(self, model: ModelProto) -> None:
+        """Move every large ``raw_data`` the model still holds inline to the data file."""
         for slot in tensor_slots(model):
             t = slot.tensor
-            if t.HasField("raw_data") and len(t.raw_data) >= size_threshold:
-                pad = (-offset) % 64
-                dfh.write(b"\0" * pad)
-                offset += pad
-                raw = t.raw_data
-                dfh.write(raw)
-                t.ClearField("raw_data")
-                t.data_location = TensorProto.EXTERNAL
-                del t.external_data[:]
-                for k, v in (("location", location), ("offset", str(offset)), ("length", str(len(raw)))):
-                    e = t.external_data.add()
-                    e.key, e.value = k, v
-                offset += len(raw)
+            if t.HasField("raw_data") and len(t.raw_data) >= self.size_threshold:
+                self.place(t, t.raw_data)
+
+    def save(self, model: ModelProto) -> None:
+        """Write the model file (its large tensors already placed)."""
         data = _serialize(model, "model graph is too large for ONNX (> 2 GB) even with its weights in external data")
-        with atomic_writer(path) as fh:  # inside: if the model cannot be written, no data file is left
+        with atomic_writer(self.path) as fh:  # inside the data file's writer: a failure leaves neither
             fh.write(data)
 
 

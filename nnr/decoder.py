@@ -18,7 +18,7 @@ from nnr.codec.lossy_decode import lossy_step
 from nnr.codec.rans import run_all
 from nnr.formats.container import CODING_LOSSY, CODING_NAMES, Container, TensorUnit, read_container, read_tensor_unit
 from nnr.formats.fileio import map_input
-from nnr.formats.onnx_io import STORAGE_DTYPES, Slot, fill_tensor, save_model, tensor_slots
+from nnr.formats.onnx_io import STORAGE_DTYPES, ExternalData, Slot, fill_tensor, save_model, tensor_slots
 
 from .errors import CorruptionError, FormatError
 from .tensorcodec import decode_unit, unit_array, unit_decoder
@@ -110,9 +110,12 @@ class NnrFile:
             raise FormatError(f"graph unit is not a valid ONNX model: {str(exc)[:200]}") from exc
         return model
 
-    def model(self, progress: Callable[[int, int, str], None] | None = None) -> ModelProto:
+    def model(self, progress: Callable[[int, int, str], None] | None = None,
+              place: Callable[[TensorProto, bytes, bool], None] | None = None) -> ModelProto:
         """Decode every tensor and put it back into the graph; ``progress(done, total, name)``
-        is told after each batch of tensors."""
+        is told after each batch of tensors. ``place(tensor, data, typed)``, when given, puts
+        each decoded tensor's bytes in place of fill_tensor (e.g. into an external-data file),
+        so only one batch of decoded tensors is in memory at a time."""
         budget = Budget(self.max_memory)
         budget.charge(2 * len(self._container.graph), "the graph")
         model = self.graph()
@@ -131,24 +134,26 @@ class NnrFile:
             batch.append((unit, slot))
             elements += unit.numel
             if elements >= BATCH_ELEMENTS:
-                self._decode_batch(batch, typed, budget)
+                self._decode_batch(batch, typed, budget, place)
                 done += len(batch)
                 if progress is not None:
                     progress(done, total, unit.name)
                 batch, elements = [], 0
-        self._decode_batch(batch, typed, budget)
+        self._decode_batch(batch, typed, budget, place)
         _refuse_missing_data(slots, seen)
         if progress is not None:
             progress(total, total, "")
         return model
 
-    def _decode_batch(self, batch: list[tuple[TensorUnit, Slot]], typed: set[int], budget: Budget) -> None:
+    def _decode_batch(self, batch: list[tuple[TensorUnit, Slot]], typed: set[int], budget: Budget,
+                      place: Callable[[TensorProto, bytes, bool], None] | None = None) -> None:
         """Decode units together (their entropy-coded blocks in one lock step) into their slots."""
         datas = run_all([unit_decoder(unit, self.version, budget) for unit, _ in batch])
-        for (unit, slot), data in zip(batch, datas):
+        for i, ((unit, slot), data) in enumerate(zip(batch, datas)):
             if unit.slot in typed:
                 budget.charge(2 * len(data), f"tensor {unit.name!r} in its typed field")
-            fill_tensor(slot.tensor, data, typed=unit.slot in typed)
+            (place or _fill)(slot.tensor, data, unit.slot in typed)
+            datas[i] = None  # placed: let it go before the next one is placed
 
     def _typed_fields(self) -> set[int]:
         """Slots whose values go back into their type's repeated field (format version 2 on)."""
@@ -172,6 +177,10 @@ class NnrFile:
                 "snr_db": None if math.isnan(unit.snr_db) else unit.snr_db,
             })
         return rows
+
+
+def _fill(tensor: TensorProto, data: bytes, typed: bool) -> None:
+    fill_tensor(tensor, data, typed=typed)
 
 
 def _matching_slot(slots: list[Slot], unit: TensorUnit) -> Slot:
@@ -227,10 +236,16 @@ def decode_to_file(src: str | os.PathLike | bytes, output: str | os.PathLike,
     """Decode and write the ONNX file atomically; ``external_data`` defaults to what the
     original model used."""
     f = NnrFile(src, max_memory)
-    model = f.model(progress)
     if external_data is None:
         external_data = bool(f.metadata().get("external_data", False))
-    save_model(model, output, external_data=external_data)
+    if not external_data:
+        model = f.model(progress)
+        save_model(model, output)
+        return model
+    with ExternalData(output) as ext:  # each tensor streams to the data file as it is decoded
+        model = f.model(progress, place=ext.place)
+        ext.externalize(model)          # tensors the encoder left in the graph
+        ext.save(model)
     return model
 
 

@@ -195,3 +195,42 @@ def test_decoding_reports_progress_up_to_every_tensor():
     f = nnr.open(nnr.encode(mlp(), probe=False))
     f.model(lambda done, total, name: calls.append((done, total)))
     assert calls[-1] == (len(f.keys()), len(f.keys())) and all(d <= t for d, t in calls)
+
+
+def test_decoding_to_external_data_streams_each_tensor_and_matches_the_model(tmp_path, monkeypatch):
+    """decode_to_file with external data places each tensor in the .data file as it is decoded
+    (never a whole model's weights in memory) and rebuilds the same model as nnr.decode."""
+    from onnx import numpy_helper
+
+    from nnr.formats.onnx_io import ExternalData
+
+    data = nnr.encode(mlp(), lossless=True)
+    placed = []
+    original_place = ExternalData.place
+
+    def spy(self, tensor, values, typed=False):
+        placed.append((tensor.name, len(values)))
+        return original_place(self, tensor, values, typed)
+
+    monkeypatch.setattr(ExternalData, "place", spy)
+    out = tmp_path / "m.onnx"
+    nnr.decode_to_file(data, out, external_data=True)
+    assert len(placed) == len(nnr.open(data).keys())
+    loaded = onnx.load(str(out))                     # reads m.onnx.data
+    expected = nnr.decode(data)
+    assert {t.name: numpy_helper.to_array(t).tobytes() for t in loaded.graph.initializer} == \
+        {t.name: numpy_helper.to_array(t).tobytes() for t in expected.graph.initializer}
+    assert any(t.data_location == onnx.TensorProto.EXTERNAL
+               for t in onnx.load(str(out), load_external_data=False).graph.initializer)
+
+
+def test_a_failed_external_data_decode_leaves_no_file(tmp_path, monkeypatch):
+    from nnr.formats.onnx_io import ExternalData
+
+    def broken(self, model):
+        raise nnr.OutputError("disk full")
+
+    monkeypatch.setattr(ExternalData, "save", broken)
+    with pytest.raises(nnr.OutputError):
+        nnr.decode_to_file(nnr.encode(mlp(), lossless=True), tmp_path / "m.onnx", external_data=True)
+    assert list(tmp_path.iterdir()) == []
