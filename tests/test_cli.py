@@ -451,3 +451,33 @@ def test_json_is_the_result_on_stdout_and_quiet_silences_stderr(tmp_path, model_
         assert exit_code(main, [*command, "-o", "-", "--json"]) == 2
         captured = capsys.readouterr()
         assert "both write to standard output" in captured.err and captured.out == ""
+
+
+@pytest.mark.parametrize("command", ["encode", "decode"])
+def test_a_full_disk_is_a_clear_error_and_leaves_nothing(tmp_path, model_path, capsys, monkeypatch, command):
+    """ENOSPC in the middle of writing (faked): one line naming the output, exit 5, and no
+    partial output, temporary spill or .data file left behind."""
+    import errno
+
+    from nnr.formats import container, onnx_io
+
+    packed = tmp_path / "in.nnr"
+    assert encode_main([str(model_path), "-o", str(packed), "-q", "--lossless"]) == 0
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if command == "encode":
+        monkeypatch.setattr(container.ContainerWriter, "add", full)
+        argv = ["encode", str(model_path), "-o", str(out_dir / "m.nnr"), "--data-free"]
+    else:
+        monkeypatch.setattr(onnx_io.ExternalData, "place", full)
+        argv = ["decode", str(packed), "-o", str(out_dir / "m.onnx"), "--external-data"]
+    from nnr.cli import main
+
+    assert main(argv) == 5
+    err = _no_traceback(capsys)
+    assert "No space left on device" in err and str(out_dir / "m.") in err and err.count("\n") == 1
+    assert list(out_dir.iterdir()) == []
