@@ -139,6 +139,9 @@ def encode_main(argv: Sequence[str] | None = None, prog: str = "nnr-encode") -> 
                         "(formulas in formats/SPEC.md)")
     p.add_argument("--rdo-lambda", type=float, default=None,
                    help="rate-distortion Lagrangian in step^2 per bit (default 0.1; 0 = rounding)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="code tensors on N threads (default: every core this process may use); the file is "
+                        "the same whatever N")
     p.add_argument("--refuse-nonfinite", action="store_true",
                    help="fail on NaN/Inf weights instead of coding those tensors losslessly")
     pr = p.add_argument_group(
@@ -279,7 +282,7 @@ def _encode(args: argparse.Namespace, opts, probing: bool, probed: list) -> byte
     calibration = _fit_inputs(args) if args.calibration and opts.needs_calibration else None
     kwargs = dict(progress=None if args.quiet else progress_bar(), calibration=calibration,
                   on_pruned=lambda r: _say(args, r.summary()), probe=probing, target_snr_db=args.synthetic_snr,
-                  on_probe=on_probe)
+                  on_probe=on_probe, threads=args.threads)
     if args.output == STDIO:
         return encode(args.input, opts, **kwargs)
     encode_to_file(args.input, args.output, opts, **kwargs)

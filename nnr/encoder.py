@@ -115,12 +115,20 @@ def probe_applies(opts: EncoderOptions) -> bool:
     return not (opts.lossless or opts.error_feedback or opts.prune or parse_quantizer(opts.quantizer).kind != "ecsq")
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity), the default thread count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no sched_getaffinity (macOS, Windows)
+        return max(1, os.cpu_count() or 1)
+
+
 def encode(model: str | os.PathLike | bytes | ModelProto, options: EncoderOptions | None = None,
            progress: Progress | None = None, *, calibration: dict[str, np.ndarray] | None = None,
            feedback: dict[str, Feedback] | None = None,
            on_pruned: Callable[[PruneReport], None] | None = None, probe: bool | None = None,
            target_snr_db: float | None = None, on_probe: Callable[[ProbeReport], None] | None = None,
-           **kwargs) -> bytes:
+           threads: int | None = None, **kwargs) -> bytes:
     """Encode an ONNX model (path, bytes or ModelProto) to .nnr bytes (encode_to_file writes
     a file instead, without holding the coded tensors in memory).
 
@@ -134,10 +142,12 @@ def encode(model: str | os.PathLike | bytes | ModelProto, options: EncoderOption
     array, batch along axis 0) or ready-made as ``feedback`` (nnr.hessians.layer_hessians).
     With ``prune``, weights are zeroed first (nnr.pruning; ``filters:activation`` ranks on
     ``calibration``) and ``on_pruned`` receives the report. The input model is not modified.
+    Tensors are coded on ``threads`` threads (default: every core this process may use); the
+    bytes are the same whatever the count.
     """
     out = io.BytesIO()
     _encode(model, out, None, options, progress, calibration=calibration, feedback=feedback, on_pruned=on_pruned,
-            probe=probe, target_snr_db=target_snr_db, on_probe=on_probe, **kwargs)
+            probe=probe, target_snr_db=target_snr_db, on_probe=on_probe, threads=threads, **kwargs)
     return out.getvalue()
 
 
@@ -157,11 +167,14 @@ def _encode(model: str | os.PathLike | bytes | ModelProto, out: BinaryIO, spill_
             calibration: dict[str, np.ndarray] | None = None, feedback: dict[str, Feedback] | None = None,
             on_pruned: Callable[[PruneReport], None] | None = None, probe: bool | None = None,
             target_snr_db: float | None = None, on_probe: Callable[[ProbeReport], None] | None = None,
-            **kwargs) -> int:
+            threads: int | None = None, **kwargs) -> int:
     """encode's pipeline, writing the container to ``out``; coded units spill to temporary
     files in ``spill_dir`` (memory when None). Returns the bytes written."""
     if options is not None and kwargs:
         raise TypeError("pass either options or keyword options, not both")
+    threads = available_cores() if threads is None else threads
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024:
+        raise OptionError(f"threads must be an integer in [1, 1024], got {threads!r}")
     if probe is None:
         probe = options is None and not (LEVEL_KEYS & kwargs.keys())
     opts = options if options is not None else EncoderOptions.build(**kwargs)
@@ -204,7 +217,8 @@ def _encode(model: str | os.PathLike | bytes | ModelProto, out: BinaryIO, spill_
                 work.CopyFrom(proto)
             spill = spills.enter_context(tempfile.TemporaryFile(dir=spill_dir)) if spill_dir is not None else None
             writer = ContainerWriter(spill=spill)
-            typed_fields, rebuilt = _code_tensors(work, base_dir, opts, feedback, progress, prober is not None, writer)
+            typed_fields, rebuilt = _code_tensors(work, base_dir, opts, feedback, progress, prober is not None, writer,
+                                                  threads)
             if prober is None:
                 break
             try:
@@ -258,42 +272,75 @@ def _fallback(requested: EncoderOptions, target: float, why: str) -> tuple[Encod
 
 
 def _code_tensors(proto: ModelProto, base_dir, opts: EncoderOptions, feedback: dict[str, Feedback],
-                  progress: Progress | None, keep: bool,
-                  writer: ContainerWriter) -> tuple[list[int], dict[int, np.ndarray]]:
+                  progress: Progress | None, keep: bool, writer: ContainerWriter,
+                  threads: int = 1) -> tuple[list[int], dict[int, np.ndarray]]:
     """Code every tensor of ``proto`` into ``writer`` (stripping each from the graph): returns the
     slots that used typed fields and (with ``keep``) what the decoder will rebuild of each lossy
-    float slot."""
+    float slot. Tensors are read here, in slot order, and coded on ``threads`` threads (the
+    numba kernels release the GIL); units are written in slot order, so the file is the same
+    whatever the thread count."""
     slots = tensor_slots(proto)
     typed_fields: list[int] = []
     rebuilt: dict[int, np.ndarray] = {}
-    for i, slot in enumerate(slots):
-        t = slot.tensor
+
+    def jobs():
+        for i, slot in enumerate(slots):
+            t = slot.tensor
+            if t.data_type not in STORAGE_DTYPES:
+                continue
+            numel = int(np.prod(t.dims, dtype=np.int64)) if t.dims else 1
+            is_float = t.data_type in FLOAT_TYPES or t.data_type in COMPLEX_TYPES
+            if not is_external(t) and (not is_float or numel < opts.min_elements):
+                continue
+            storage = np.frombuffer(tensor_bytes(t, base_dir), dtype=STORAGE_DTYPES[t.data_type])
+            yield i, slot, t.data_type, tuple(int(d) for d in t.dims), storage
+
+    def code(job):
+        i, slot, dtype, dims, storage = job
+        return i, slot, dtype, dims, _code_storage(slot.name, dtype, dims, storage, opts, feedback.get(slot.name))
+
+    for i, slot, dtype, dims, (coding, body, snr, recon) in _in_order(code, jobs(), threads):
         if progress is not None:
             progress(i, len(slots), slot.name)
-        if t.data_type not in STORAGE_DTYPES:
-            continue
-        numel = int(np.prod(t.dims, dtype=np.int64)) if t.dims else 1
-        is_float = t.data_type in FLOAT_TYPES or t.data_type in COMPLEX_TYPES
-        if not is_external(t) and (not is_float or numel < opts.min_elements):
-            continue
-        storage = np.frombuffer(tensor_bytes(t, base_dir), dtype=STORAGE_DTYPES[t.data_type])
-        snr = float("nan")
-        if t.data_type in COMPLEX_TYPES:  # coded as the float tensor of its parts, shape dims + [2]
-            part = COMPONENT_DTYPE[t.data_type]
-            parts = storage.view(STORAGE_DTYPES[part]).reshape(tuple(t.dims) + (2,))
-            coding, body, snr, _ = code_float(slot.name, parts, FLOAT_FORMAT_OF[part], opts)
-        elif is_float:
-            coding, body, snr, recon = code_float(slot.name, storage.reshape(tuple(t.dims)),
-                                                  FLOAT_FORMAT_OF[t.data_type], opts, feedback.get(slot.name))
-            if keep and coding != CODING_FLOAT_LOSSLESS:
-                rebuilt[slot.index] = recon
-        else:
-            coding, body = CODING_RAW, storage.tobytes()
-        writer.add(TensorUnit(slot.index, slot.name, t.data_type, tuple(int(d) for d in t.dims),
-                              coding, body, snr))
-        if uses_typed_field(t):
+        if keep and recon is not None:
+            rebuilt[slot.index] = recon
+        writer.add(TensorUnit(slot.index, slot.name, dtype, dims, coding, body, snr))
+        if uses_typed_field(slot.tensor):
             typed_fields.append(slot.index)
-        strip_tensor(t)
+        strip_tensor(slot.tensor)
     if progress is not None:
         progress(len(slots), len(slots), "")
     return typed_fields, rebuilt
+
+
+def _code_storage(name: str, dtype: int, dims: tuple[int, ...], storage: np.ndarray, opts: EncoderOptions,
+                  feedback: Feedback | None) -> tuple[int, bytes, float, np.ndarray | None]:
+    """One tensor's (coding, body, SNR, what the decoder rebuilds of a lossy float tensor or None)."""
+    if dtype in COMPLEX_TYPES:  # coded as the float tensor of its parts, shape dims + [2]
+        part = COMPONENT_DTYPE[dtype]
+        coding, body, snr, _ = code_float(name, storage.view(STORAGE_DTYPES[part]).reshape(dims + (2,)),
+                                          FLOAT_FORMAT_OF[part], opts)
+        return coding, body, snr, None
+    if dtype in FLOAT_TYPES:
+        coding, body, snr, recon = code_float(name, storage.reshape(dims), FLOAT_FORMAT_OF[dtype], opts, feedback)
+        return coding, body, snr, (None if coding == CODING_FLOAT_LOSSLESS else recon)
+    return CODING_RAW, storage.tobytes(), float("nan"), None
+
+
+def _in_order(fn: Callable, items, threads: int):
+    """``map(fn, items)`` on ``threads`` threads, results in the items' order, at most two per
+    thread in flight (so a huge model's tensors are not all read ahead)."""
+    if threads <= 1:
+        yield from map(fn, items)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="nnr-encode") as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 2 * threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()

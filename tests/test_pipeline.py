@@ -234,3 +234,15 @@ def test_a_failed_external_data_decode_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(nnr.OutputError):
         nnr.decode_to_file(nnr.encode(mlp(), lossless=True), tmp_path / "m.onnx", external_data=True)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kwargs", [{"probe": False}, {"lossless": True}, {}])
+def test_the_file_is_the_same_whatever_the_thread_count(kwargs):
+    from conformance.toy_models import complex_linear, constants_and_subgraphs
+
+    for model in (mlp(), constants_and_subgraphs(), complex_linear()):
+        files = {threads: nnr.encode(model, threads=threads, **kwargs) for threads in (1, 2, 5)}
+        assert files[1] == files[2] == files[5]
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(nnr.OptionError, match="threads"):
+            nnr.encode(mlp(), threads=bad)

@@ -1,6 +1,7 @@
 """Benchmark nnr against the alternatives a user would pick, all measured in one run.
 
     python tools/bench.py [--repeat 3] [--baseline REF] [--json out.json] [--markdown out.md]
+    python tools/bench.py --scaling 300MB [--threads 1,2] [--no-corpus] ...
 
 Per corpus model: size, bits per float weight, fidelity on real inputs (top-1 agreement
 and output SNR against the original), encode and decode throughput in MB/s of float32
@@ -9,6 +10,9 @@ onnxruntime's dynamic int8 quantization. Throughput is the median of --repeat ru
 a warm-up (numba compiles once and caches). ``--baseline REF`` also measures nnr's
 encode and decode at a git commit or tag (e.g. the previous release) in the same run, from a
 temporary git worktree with this checkout's installed packages, and prints the ratios.
+``--scaling SIZE`` also encodes a generated transformer-shaped model of SIZE (external data;
+tools/bench_memory.make_model) at each ``--threads`` count, checks the files are identical,
+and reports MB/s of weights and the speed-up over one thread, measured in the same run.
 """
 
 from __future__ import annotations
@@ -206,27 +210,72 @@ def encode_time_ratios(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def bench_threads(size: str, counts: list[int], repeat: int) -> list[dict]:
+    """Encode throughput of a generated model at each thread count (the default and the
+    data-free rule), with the files checked identical across counts."""
+    from nnr.sizes import parse_size
+    from tools.bench_memory import make_model
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        model = make_model(Path(tmp), parse_size(size))
+        weights = (Path(tmp) / "model.onnx.data").stat().st_size
+        for method, options in (("nnr --data-free", {"probe": False}), ("nnr default", {})):
+            files = {}
+            for n in counts:
+                out = Path(tmp) / f"m{n}.nnr"
+                seconds, _ = timed(lambda: nnr.encode_to_file(model, out, threads=n, **options), repeat)
+                files[n] = out.read_bytes()
+                rows.append({"method": method, "threads": n, "weight_bytes": weights, "seconds": seconds,
+                             "encode_MBps": weights / 1e6 / seconds})
+            if len(set(files.values())) != 1:
+                raise SystemExit(f"bench: {method} made different files at thread counts {counts}")
+    return rows
+
+
+def threads_table(rows: list[dict], size: str) -> str:
+    lines = [f"Encoding a generated {size} transformer-shaped model (weights in external data), same run; the "
+             "files are identical at every thread count:", "",
+             "| method | threads | encode s | MB/s of weights | speed-up over 1 thread |", "|---|--:|--:|--:|--:|"]
+    for r in rows:
+        one = next(x for x in rows if x["method"] == r["method"] and x["threads"] == 1)
+        lines.append(f"| {r['method']} | {r['threads']} | {r['seconds']:.1f} | {r['encode_MBps']:.1f} | "
+                     f"{one['seconds'] / r['seconds']:.2f}× |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--markdown", type=Path)
     ap.add_argument("--baseline", metavar="REF", help="also measure nnr at this git commit or tag (e.g. v0.4.0)")
+    ap.add_argument("--scaling", metavar="SIZE", help="also time encoding a generated model of SIZE (e.g. 300MB) "
+                                                      "at each --threads count")
+    ap.add_argument("--threads", default="1,2", help="thread counts for --scaling (default 1,2)")
+    ap.add_argument("--no-corpus", action="store_true", help="skip the corpus models (with --scaling)")
     args = ap.parse_args()
     rows = []
-    for item in corpus():
+    for item in [] if args.no_corpus else corpus():
         rows.extend(bench_model(item, args.repeat))
         if args.baseline:
             rows.extend(bench_baseline(item, args.baseline, args.repeat))
-    table = markdown(rows) + "\n\n" + encode_time_ratios(rows)
+    table = ""
+    if rows:
+        table = markdown(rows) + "\n\n" + encode_time_ratios(rows)
     if args.baseline:
         table += "\n" + baseline_ratios(rows, args.baseline)
+    if args.scaling:
+        scaling = bench_threads(args.scaling, [int(n) for n in args.threads.split(",")], args.repeat)
+        rows.extend(scaling)
+        table += ("\n\n" if table else "") + threads_table(scaling, args.scaling)
     print(table)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2, default=str) + "\n")
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        command = "python tools/bench.py" + (f" --baseline {args.baseline}" if args.baseline else "")
+        command = "python " + " ".join(["tools/bench.py"] + [a for a in sys.argv[1:] if a not in ("--markdown",
+                                                                                                str(args.markdown))])
         args.markdown.write_text(f"Made by `{command} --markdown {args.markdown}`.\n\n{table}\n")
 
 
