@@ -206,7 +206,7 @@ def _encode(model: str | os.PathLike | bytes | ModelProto, out: BinaryIO, spill_
     feedback = feedback or {}
     prober, probed, requested = None, None, opts
     if probe:
-        opts, prober, probed = _plan(proto, base_dir, had_external, opts, target, progress)
+        opts, prober, probed = _plan(proto, base_dir, had_external, opts, target, progress, threads)
     history: list[tuple[float, float]] = probed.levels if probed is not None else []
     best = None
     with contextlib.ExitStack() as spills:
@@ -255,11 +255,11 @@ def _encode(model: str | os.PathLike | bytes | ModelProto, out: BinaryIO, spill_
 
 
 def _plan(proto: ModelProto, base_dir, had_external: bool, opts: EncoderOptions, target: float,
-          progress: Progress | None) -> tuple[EncoderOptions, Probe | None, ProbeReport]:
+          progress: Progress | None, threads: int) -> tuple[EncoderOptions, Probe | None, ProbeReport]:
     """The probe's options; when the model can't be probed, the data-free rule's one step
     finer than asked (nothing was measured, so the default stays on the safe side)."""
     try:
-        return plan(proto, opts, target, progress, base_dir=base_dir)
+        return plan(proto, opts, target, progress, base_dir=base_dir, threads=threads)
     except ProbeUnavailable as exc:
         return _fallback(opts, target, str(exc))
 

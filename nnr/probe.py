@@ -164,11 +164,14 @@ def _refer(dst, src) -> None:
 class Probe:
     """The model on fixed synthetic inputs: measures how much replaced weights move its outputs."""
 
-    def __init__(self, model: ModelProto, feeds: list[dict[str, np.ndarray]], base_dir: Path | None = None):
+    def __init__(self, model: ModelProto, feeds: list[dict[str, np.ndarray]], base_dir: Path | None = None,
+                 threads: int | None = None):
         """``model`` may keep its weights in external data (found in ``base_dir``): the probe
-        reads each large weight once into ``arrays``, which every session uses in place."""
+        reads each large weight once into ``arrays``, which every session uses in place.
+        ``threads``: onnxruntime's threads per session (default: its own choice)."""
         from . import fidelity
 
+        self.threads = threads
         self._fidelity = fidelity
         self.feeds = {False: feeds, True: _first_samples(feeds, PROBE_ELEMENTS)}
         self.arrays: dict[str, np.ndarray] = {}   # weights held once, shared by every session
@@ -238,7 +241,7 @@ class Probe:
         """A session over a skeleton, its shared initializers resolved from ``arrays``."""
         shared = {t.name: self._values[t.name] for t in model.graph.initializer
                   if t.data_location == t.EXTERNAL and t.name in self._values}
-        return self._fidelity.session(model, quiet=True, shared=shared)
+        return self._fidelity.session(model, quiet=True, shared=shared, threads=self.threads)
 
     def _session(self, names: frozenset):
         """A session in which the initializers ``names`` can be fed (the rest stay constant,
@@ -384,7 +387,8 @@ def _grid(q: float) -> float:
 
 def plan(model: ModelProto, opts: EncoderOptions, target_snr_db: float = DEFAULT_SNR_DB,
          progress: Progress | None = None, offset_weight: float = OFFSET_WEIGHT,
-         max_offset: float = MAX_OFFSET, base_dir: Path | None = None) -> tuple[EncoderOptions, Probe, ProbeReport]:
+         max_offset: float = MAX_OFFSET, base_dir: Path | None = None,
+         threads: int | None = None) -> tuple[EncoderOptions, Probe, ProbeReport]:
     """Options whose per-tensor steps follow measured output sensitivity, at the level the
     target output SNR on synthetic inputs predicts. External data is read from ``base_dir``.
     Each tensor's qp offset from that level is the 1/√s optimum's times ``offset_weight``,
@@ -399,7 +403,7 @@ def plan(model: ModelProto, opts: EncoderOptions, target_snr_db: float = DEFAULT
     report.inputs = {k: (len(feeds),) + tuple(v.shape) if len(feeds) > 1 else tuple(v.shape)
                      for k, v in feeds[0].items()}
     try:
-        probe = Probe(model, feeds, base_dir)
+        probe = Probe(model, feeds, base_dir, threads)
     except ProbeUnavailable:
         raise
     except Exception as exc:  # onnxruntime refuses the model or the made-up inputs
