@@ -255,6 +255,15 @@ def save_model(model: ModelProto, path: str | os.PathLike, external_data: bool =
         ext.save(model)
 
 
+def refer_external(tensor: TensorProto, location: str, offset: int, length: int) -> None:
+    """Mark ``tensor`` (its values already stripped) as kept in ``location`` at ``offset``."""
+    tensor.data_location = TensorProto.EXTERNAL
+    del tensor.external_data[:]
+    for k, v in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        e = tensor.external_data.add()
+        e.key, e.value = k, v
+
+
 class ExternalData:
     """Writes a model with its weights in ``<file name>.data`` beside it, tensor by tensor, so a
     decoder can stream each tensor there as it is decoded instead of holding the whole model.
@@ -285,10 +294,7 @@ class ExternalData:
         self._offset += pad
         self._fh.write(data)
         strip_tensor(tensor)
-        tensor.data_location = TensorProto.EXTERNAL
-        for k, v in (("location", self.location), ("offset", str(self._offset)), ("length", str(len(data)))):
-            e = tensor.external_data.add()
-            e.key, e.value = k, v
+        refer_external(tensor, self.location, self._offset, len(data))
         self._offset += len(data)
 
     def externalize(self, model: ModelProto) -> None:

@@ -392,7 +392,9 @@ def _rate_controlled(args: argparse.Namespace, base, prune_options: dict) -> byt
     cal = held = None
     if args.calibration:
         cal, held = load_calibration(args.calibration, model).split(args.holdout)
-    say = (lambda msg: None) if args.quiet else (lambda msg: print(printable(msg, True), file=sys.stderr))
+    def say(msg: str) -> None:
+        _say(args, msg)
+
     t0 = time.perf_counter()
     common = dict(cal=cal, held=held, bias_correction=not args.no_bias_correction,
                   budget_seconds=args.budget_seconds, progress=None if args.quiet else progress_bar(), log=say)

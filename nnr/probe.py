@@ -31,7 +31,8 @@ from onnx import ModelProto, helper
 
 from nnr.codec import exactmath
 from nnr.codec.floatcast import to_float64
-from nnr.formats.onnx_io import STORAGE_DTYPES, fill_tensor, is_external, strip_tensor, tensor_bytes, tensor_slots
+from nnr.formats.onnx_io import (STORAGE_DTYPES, fill_tensor, is_external, refer_external, strip_tensor, tensor_bytes,
+                                 tensor_slots)
 
 from .options import EncoderOptions
 from .synthetic import SamplingError, state_outputs, synthetic_batches
@@ -148,17 +149,12 @@ def _shared(t) -> bool:
 def _refer(dst, src) -> None:
     """Make ``dst`` the name, type and shape of ``src`` with its values in the shared arrays
     (``dst`` may be ``src``)."""
-    from onnx import TensorProto
-
     name, dtype, dims, doc = src.name, src.data_type, list(src.dims), src.doc_string
     nbytes = int(np.prod(dims, dtype=np.int64)) * np.dtype(STORAGE_DTYPES[dtype]).itemsize
     dst.Clear()
     dst.name, dst.data_type, dst.doc_string = name, dtype, doc
     dst.dims.extend(dims)
-    dst.data_location = TensorProto.EXTERNAL
-    for key, value in (("location", SHARED_LOCATION), ("offset", "0"), ("length", str(nbytes))):
-        entry = dst.external_data.add()
-        entry.key, entry.value = key, value
+    refer_external(dst, SHARED_LOCATION, 0, nbytes)
 
 
 class Probe:
@@ -204,9 +200,7 @@ class Probe:
         _copy_fields(sk.graph, model.graph, skip="initializer")
         for t in model.graph.initializer:
             if t.data_type in SHAREABLE and (is_external(t) or t.ByteSize() >= SHARED_BYTES):
-                if t.name not in self.arrays:
-                    self._keep(t.name, np.frombuffer(tensor_bytes(t, base_dir), STORAGE_DTYPES[t.data_type])
-                               .reshape(tuple(t.dims)))
+                self._keep(t, base_dir)
                 _refer(sk.graph.initializer.add(), t)
             else:
                 sk.graph.initializer.add().CopyFrom(t)
@@ -222,19 +216,20 @@ class Probe:
         measurement opens what it needs."""
         self._sessions.clear()
 
-    def _keep(self, name: str, array: np.ndarray) -> None:
+    def _keep(self, t, base_dir: Path | None) -> None:
+        """Read ``t``'s values into ``arrays`` (once per name), with the OrtValue sessions use."""
         import onnxruntime as ort
 
-        self.arrays[name] = array
-        self._values[name] = ort.OrtValue.ortvalue_from_numpy(array)
+        if t.name not in self.arrays:
+            array = np.frombuffer(tensor_bytes(t, base_dir), STORAGE_DTYPES[t.data_type]).reshape(tuple(t.dims))
+            self.arrays[t.name] = array
+            self._values[t.name] = ort.OrtValue.ortvalue_from_numpy(array)
 
     def _share(self, skeleton: ModelProto) -> None:
         """Share the large initializers ``_feedable`` made of Constant nodes' values too."""
         for t in skeleton.graph.initializer:
             if not _shared(t) and t.data_type in SHAREABLE and t.ByteSize() >= SHARED_BYTES:
-                if t.name not in self.arrays:
-                    self._keep(t.name, np.frombuffer(tensor_bytes(t, None), STORAGE_DTYPES[t.data_type])
-                               .reshape(tuple(t.dims)))
+                self._keep(t, None)
                 _refer(t, t)
 
     def _open(self, model: ModelProto):

@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 
+from nnr.formats.onnx_io import refer_external  # noqa: E402
 from nnr.sizes import parse_size  # noqa: E402
 
 
@@ -47,11 +48,8 @@ def make_model(folder: Path, weight_bytes: int, d: int = 1024, seed: int = 0) ->
             for j, (rows, cols) in enumerate([(d, d)] * 4 + [(d, 4 * d), (4 * d, d)]):
                 w = rng.laplace(0.0, 0.02, (rows, cols)).astype(np.float32)
                 data.write(w.tobytes())
-                t = TensorProto(name=f"block{b}.w{j}", data_type=TensorProto.FLOAT, dims=[rows, cols],
-                                data_location=TensorProto.EXTERNAL)
-                for key, value in (("location", data_path.name), ("offset", str(offset)), ("length", str(w.nbytes))):
-                    entry = t.external_data.add()
-                    entry.key, entry.value = key, value
+                t = TensorProto(name=f"block{b}.w{j}", data_type=TensorProto.FLOAT, dims=[rows, cols])
+                refer_external(t, data_path.name, offset, w.nbytes)
                 offset += w.nbytes
                 inits.append(t)
                 nodes.append(helper.make_node("MatMul", [name, t.name], [f"h{b}_{j}"]))
