@@ -299,7 +299,7 @@ def _encoded(args: argparse.Namespace, shown: str, data: bytes | None, seconds: 
     if stored.prune_remove and not args.quiet:
         _report_speedup(args, written)
     lossy = not stored.lossless or bool(stored.prune)
-    src = len(args.input) if isinstance(args.input, bytes) else Path(args.input).stat().st_size
+    src = len(args.input) if isinstance(args.input, bytes) else _model_bytes(args.input)
     size = len(data) if data is not None else os.path.getsize(args.output)
     _say(args, f"{printable(shown)} ({_human(src)}) -> {printable(args.output)} ({_human(size)}, "
                f"{src / max(size, 1):.2f}x smaller, {'lossy' if lossy else 'lossless'}) in {seconds:.1f} s")
@@ -307,6 +307,20 @@ def _encoded(args: argparse.Namespace, shown: str, data: bytes | None, seconds: 
         print_json({"input": shown, "output": args.output, "input_bytes": src, "output_bytes": size, "lossy": lossy,
                     "seconds": round(seconds, 3), "options": stored.to_json(),
                     "probe": dataclasses.asdict(probed) if probed is not None else None})
+
+
+def _model_bytes(path: str) -> int:
+    """An ONNX model's size on disk: the file and the external-data files its tensors name."""
+    from nnr.formats.onnx_io import is_external, read_model, tensor_slots
+
+    model, base_dir = read_model(path)
+    files = {Path(path).resolve()}
+    for slot in tensor_slots(model):
+        if is_external(slot.tensor):
+            location = {e.key: e.value for e in slot.tensor.external_data}.get("location")
+            if location:
+                files.add((base_dir / location).resolve())
+    return sum(f.stat().st_size for f in files if f.is_file())
 
 
 def _say(args: argparse.Namespace, message: str) -> None:

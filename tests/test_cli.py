@@ -481,3 +481,14 @@ def test_a_full_disk_is_a_clear_error_and_leaves_nothing(tmp_path, model_path, c
     err = _no_traceback(capsys)
     assert "No space left on device" in err and str(out_dir / "m.") in err and err.count("\n") == 1
     assert list(out_dir.iterdir()) == []
+
+
+def test_the_summary_counts_external_data_in_the_input_size(tmp_path, capsys):
+    from nnr.cli import main
+
+    src = tmp_path / "ext.onnx"
+    onnx.save(mlp(), src, save_as_external_data=True, all_tensors_to_one_file=True, location="ext.bin",
+              size_threshold=0)
+    assert main(["encode", str(src), "-o", str(tmp_path / "m.nnr"), "--json", "-q"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["input_bytes"] == src.stat().st_size + (tmp_path / "ext.bin").stat().st_size
