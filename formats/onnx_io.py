@@ -115,6 +115,17 @@ def is_external(tensor: TensorProto) -> bool:
     return tensor.data_location == TensorProto.EXTERNAL
 
 
+def model_bytes_on_disk(path: str | os.PathLike) -> int:
+    """An ONNX model's size on disk: the file and the external-data files its tensors name."""
+    model, base_dir = read_model(path)
+    files = {Path(path).resolve()}
+    for slot in tensor_slots(model):
+        location = {e.key: e.value for e in slot.tensor.external_data}.get("location") if is_external(slot.tensor) else None
+        if location:
+            files.add((base_dir / location).resolve())
+    return sum(f.stat().st_size for f in files if f.is_file())
+
+
 def _external_file(tensor: TensorProto, location: str, base_dir: Path) -> Path:
     """The file an external-data ``location`` names, refused unless it lies inside the model's
     folder, so a model cannot pull other files (keys, /etc/...) into the .nnr it is coded to."""

@@ -1,4 +1,4 @@
-"""The ``nnr`` command: ``nnr encode | decode | info | analyze | search | conformance | demo``.
+"""The ``nnr`` command: ``nnr encode | decode | info | batch | analyze | search | conformance | demo``.
 
 Each command is also installed under its old name (``nnr-encode`` …). Each ``*_main(argv)``
 returns an exit code. User mistakes print one line ``nnr <command>: error: …`` on stderr
@@ -291,6 +291,8 @@ def _encode(args: argparse.Namespace, opts, probing: bool, probed: list) -> byte
 
 def _encoded(args: argparse.Namespace, shown: str, data: bytes | None, seconds: float, probed) -> None:
     """After encoding: the channel-removal speed-up, the summary line, and the --json document."""
+    from nnr.formats.onnx_io import model_bytes_on_disk
+
     from .decoder import open as nnr_open
     from .options import EncoderOptions
 
@@ -299,7 +301,7 @@ def _encoded(args: argparse.Namespace, shown: str, data: bytes | None, seconds: 
     if stored.prune_remove and not args.quiet:
         _report_speedup(args, written)
     lossy = not stored.lossless or bool(stored.prune)
-    src = len(args.input) if isinstance(args.input, bytes) else _model_bytes(args.input)
+    src = len(args.input) if isinstance(args.input, bytes) else model_bytes_on_disk(args.input)
     size = len(data) if data is not None else os.path.getsize(args.output)
     _say(args, f"{printable(shown)} ({_human(src)}) -> {printable(args.output)} ({_human(size)}, "
                f"{src / max(size, 1):.2f}x smaller, {'lossy' if lossy else 'lossless'}) in {seconds:.1f} s")
@@ -307,20 +309,6 @@ def _encoded(args: argparse.Namespace, shown: str, data: bytes | None, seconds: 
         print_json({"input": shown, "output": args.output, "input_bytes": src, "output_bytes": size, "lossy": lossy,
                     "seconds": round(seconds, 3), "options": stored.to_json(),
                     "probe": dataclasses.asdict(probed) if probed is not None else None})
-
-
-def _model_bytes(path: str) -> int:
-    """An ONNX model's size on disk: the file and the external-data files its tensors name."""
-    from nnr.formats.onnx_io import is_external, read_model, tensor_slots
-
-    model, base_dir = read_model(path)
-    files = {Path(path).resolve()}
-    for slot in tensor_slots(model):
-        if is_external(slot.tensor):
-            location = {e.key: e.value for e in slot.tensor.external_data}.get("location")
-            if location:
-                files.add((base_dir / location).resolve())
-    return sum(f.stat().st_size for f in files if f.is_file())
 
 
 def _say(args: argparse.Namespace, message: str) -> None:
@@ -592,10 +580,89 @@ def info_main(argv: Sequence[str] | None = None, prog: str = "nnr-info") -> int:
     return _run(prog, run)
 
 
+def batch_main(argv: Sequence[str] | None = None, prog: str = "nnr batch") -> int:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Encode (or decode) every model a manifest lists, one task per model, on local "
+                    "processes or on an existing Dask cluster. Each output is written atomically and a "
+                    "rerun skips the outputs that exist; a model that fails is reported and the others go on.",
+        epilog="MANIFEST lists one model path per line (# starts a comment; relative paths are relative "
+               "to the manifest). Outputs are OUT_DIR/<name>.nnr (with --decode, OUT_DIR/<name>.onnx). "
+               "With --scheduler every worker must see the same paths. Exit status: 0 every model done "
+               "or skipped, 1 some failed, 2 bad manifest or option.")
+    p.add_argument("manifest", help="text file listing the models (or .nnr files with --decode)")
+    p.add_argument("--out-dir", required=True, help="folder for the outputs (made if missing)")
+    p.add_argument("--decode", action="store_true", help="decode .nnr files to ONNX instead of encoding")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="local processes (default: one per core, at most one per model)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on the Dask cluster whose scheduler is at ADDRESS (e.g. tcp://host:8786); "
+                        "needs pip install 'nnr[batch]'")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="threads per model (default: the cores divided among the local workers; 1 on Dask)")
+    p.add_argument("-f", "--force", action="store_true", help="redo models whose output exists")
+    q = p.add_argument_group("encoding (as nnr encode; default: the probe, no data needed)")
+    mode = q.add_mutually_exclusive_group()
+    mode.add_argument("--data-free", action="store_true", help="the data-free step rule, without the probe")
+    mode.add_argument("--lossless", action="store_true", help="bit-exact floats")
+    mode.add_argument("--qp", type=float, default=None, help="the data-free rule at this quality offset")
+    mode.add_argument("--options", metavar="JSON", help="replay the settings stored by nnr info --json")
+    common_flags(p, "one report per model (input, output, status, error, sizes, seconds, worker) and the totals")
+    args = p.parse_args(argv)
+    if args.decode and (args.data_free or args.lossless or args.qp is not None or args.options):
+        p.error("--decode takes no encoding option")
+    if args.workers is not None and args.scheduler:
+        p.error("--workers sizes the local pool; a Dask cluster sizes itself")
+
+    def run() -> int:
+        from . import batch
+
+        if not args.decode:
+            require_encoder()
+        fields = {"force": args.force, "threads": args.threads}
+        if not args.decode:
+            from .options import EncoderOptions
+
+            if args.options:
+                fields["options"] = EncoderOptions.from_json(_read_options(args.options)).to_json()
+            elif args.lossless or args.qp is not None:
+                level = {"lossless": True} if args.lossless else {"qp": args.qp}
+                fields["options"] = EncoderOptions.build(**level).to_json()
+            fields["probe"] = False if args.data_free else None
+        tasks = batch.plan(batch.read_manifest(args.manifest), args.out_dir, args.decode, **fields)
+        try:
+            os.makedirs(args.out_dir, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{args.out_dir}: cannot make the output folder ({exc.strerror or exc})") from exc
+        where = f"the Dask cluster at {args.scheduler}" if args.scheduler else "local processes"
+        _say(args, f"{len(tasks)} models on {where}")
+
+        def shown(done: int, total: int, r: dict) -> None:
+            if r["status"] == batch.FAILED:
+                what = r["error"]
+            elif r["status"] == batch.SKIPPED:
+                what = "skipped (output exists)"
+            else:
+                what = f"{_human(r['output_bytes'] or 0)} in {r['seconds']:.1f} s"
+            _say(args, f"[{done}/{total}] {r['status']:<7} {Path(r['input']).name}: {what}")
+
+        t0 = time.perf_counter()
+        reports = batch.run(tasks, workers=args.workers, scheduler=args.scheduler, on_report=shown)
+        totals = batch.summary(reports)
+        _say(args, f"{totals['ok']} done, {totals['skipped']} skipped, {totals['failed']} failed "
+                   f"in {time.perf_counter() - t0:.1f} s")
+        if args.json:
+            print_json({"models": reports, "totals": totals, "seconds": round(time.perf_counter() - t0, 3)})
+        return 1 if totals["failed"] else 0
+
+    return _run(prog, run)
+
+
 COMMANDS = {
     "encode": ("nnr.cli", "encode_main", "compress an ONNX model into an .nnr file"),
     "decode": ("nnr.cli", "decode_main", "rebuild the ONNX model from an .nnr file"),
     "info": ("nnr.cli", "info_main", "show how an .nnr file was made and how each tensor is coded"),
+    "batch": ("nnr.cli", "batch_main", "encode or decode many models on local processes or a Dask cluster"),
     "analyze": ("nnr.analyze", "main", "fit distributions to a model's weights"),
     "search": ("nnr.search", "main", "sweep encoder settings and print the size–fidelity front"),
     "conformance": ("nnr.cli", "conformance_main", "check nnr's promises on real models (source checkout)"),
