@@ -147,9 +147,11 @@ def encode_levels(levels: np.ndarray, k: int | None = None, fine_bits: int | Non
     return w.getvalue()
 
 
-def encode_lane_stream(symbols: np.ndarray, freqs: np.ndarray, counts: np.ndarray) -> bytes:
-    """u8 P, varint L, varint n_words, n_words u16: ``symbols`` under table ``freqs`` in lanes."""
-    from .rans_encode import choose_lanes, choose_precision, encode_lanes
+def encode_lane_stream(symbols: np.ndarray, freqs: np.ndarray, counts: np.ndarray,
+                       lane_symbols: int | None = None) -> bytes:
+    """u8 P, varint L, varint n_words, n_words u16: ``symbols`` under table ``freqs`` in lanes
+    (of about ``lane_symbols`` each; default codec.rans_encode.LANE_SYMBOLS)."""
+    from .rans_encode import LANE_SYMBOLS, choose_lanes, choose_precision, encode_lanes
 
     w = ByteWriter()
     if symbols.size == 0:  # no symbols: no table is built, no lanes, no words
@@ -158,7 +160,7 @@ def encode_lane_stream(symbols: np.ndarray, freqs: np.ndarray, counts: np.ndarra
         w.varint(0)
         return w.getvalue()
     precision, bits = choose_precision(freqs, counts, PRECISION_TOLERANCE)
-    n_lanes = choose_lanes(int(symbols.size), bits)
+    n_lanes = choose_lanes(int(symbols.size), bits, lane_symbols or LANE_SYMBOLS)
     words = encode_lanes(symbols, lane_cdf(freqs, precision), precision, n_lanes)
     w.u8(precision)
     w.varint(n_lanes)

@@ -72,11 +72,12 @@ def encode_lanes(symbols: np.ndarray, cdf: np.ndarray, precision: int, n_lanes: 
     return _encode(s, cdf, int(precision), int(n_lanes), np.uint64(start))
 
 
-def choose_lanes(count: int, est_bits: float) -> int:
-    """Lanes for a block of ``count`` symbols whose words take about ``est_bits``."""
+def choose_lanes(count: int, est_bits: float, lane_symbols: int = LANE_SYMBOLS) -> int:
+    """Lanes for a block of ``count`` symbols whose words take about ``est_bits``, each lane
+    about ``lane_symbols`` long."""
     if count == 0:
         return 0
-    by_symbols = -(-count // LANE_SYMBOLS)
+    by_symbols = -(-count // lane_symbols)
     by_bytes = int(est_bits / (8 * MIN_LANE_BYTES))
     return int(max(1, -(-count // MAX_LANE_SYMBOLS), min(by_symbols, by_bytes)))
 

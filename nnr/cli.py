@@ -119,7 +119,7 @@ def encode_main(argv: Sequence[str] | None = None, prog: str = "nnr-encode") -> 
     p.add_argument("-f", "--force", action="store_true", help="replace OUTPUT if it exists")
     p.add_argument("--qp", type=float, default=None,
                    help="quality parameter (default -32); larger is smaller and coarser")
-    p.add_argument("--lossless", action="store_true", help="bit-exact floats (byte-plane coding)")
+    p.add_argument("--lossless", action="store_true", help="bit-exact floats (each word's exponent and leading mantissa bits entropy-coded)")
     p.add_argument("--synthetic-snr", type=float, default=None, metavar="DB",
                    help="output SNR the default aims at on synthetic inputs (default 36; real inputs "
                         "usually fare better); larger is finer and bigger")

@@ -17,7 +17,7 @@ from onnx import ModelProto
 from nnr.codec import exactmath
 from nnr.codec.allocation import steps_for
 from nnr.codec.floatcast import compute_dtype, snr_db, to_float64, to_storage
-from nnr.codec.floatplanes import encode_float_planes
+from nnr.codec.floatplanes import encode_float_fields
 from nnr.codec.lossy_encode import Feedback, LevelOverflow, encode_lossy
 from nnr.codec.quantizers import encode_deadzone, encode_minifloat, encode_mulaw
 from nnr.codec.quantizer_spec import parse as parse_quantizer
@@ -52,7 +52,7 @@ def code_float(name: str, storage: np.ndarray, fmt: str, opts: EncoderOptions,
         raise UnsupportedModelError(f"tensor {name!r} holds NaN or Inf values; encode with "
                                     "nonfinite='lossless' to keep them exactly")
     if opts.lossless or not finite or not np.any(values):
-        return CODING_FLOAT_LOSSLESS, encode_float_planes(storage, storage.dtype.itemsize), float("inf"), storage
+        return CODING_FLOAT_LOSSLESS, encode_float_fields(storage, storage.dtype.itemsize), float("inf"), storage
     quantizer = parse_quantizer(opts.quantizer)
     steps = steps_for(values, opts.qp_of(name), opts.step_rule, opts.vector_qp, opts.size_exponent)
     out_dtype = compute_dtype(fmt)
@@ -72,7 +72,7 @@ def code_float(name: str, storage: np.ndarray, fmt: str, opts: EncoderOptions,
             coding = CODING_MINIFLOAT
             body, recon = encode_minifloat(values, quantizer.exponent_bits, quantizer.mantissa_bits, out_dtype)
     except LevelOverflow:  # outliers too far out for this step: keep the tensor exact
-        return CODING_FLOAT_LOSSLESS, encode_float_planes(storage, storage.dtype.itemsize), float("inf"), storage
+        return CODING_FLOAT_LOSSLESS, encode_float_fields(storage, storage.dtype.itemsize), float("inf"), storage
     rebuilt = to_storage(recon, fmt)
     return coding, body, snr_db(values, to_float64(rebuilt, fmt)), rebuilt
 

@@ -7,11 +7,12 @@ from onnx import TensorProto
 
 from nnr.codec.bytestream import Budget
 from nnr.codec.floatcast import bfloat16_values, compute_dtype, to_storage
-from nnr.codec.floatplanes import float_planes_decoder
+from nnr.codec.floatplanes import float_fields_decoder, float_planes_decoder
 from nnr.codec.lossy_decode import codebook_decoder, lossy_decoder, minifloat_decoder
 from nnr.codec.rans import Steps, run
 from nnr.formats.container import (CODING_CODEBOOK, CODING_FLOAT_LOSSLESS, CODING_LOSSY, CODING_MINIFLOAT, CODING_RAW,
-                               COMPACT_SINCE, COMPLEX_SINCE, FORMAT_VERSION, QUANTIZERS_SINCE, TensorUnit)
+                               COMPACT_SINCE, COMPLEX_SINCE, FLOAT_FIELDS_SINCE, FORMAT_VERSION, QUANTIZERS_SINCE,
+                               TensorUnit)
 from nnr.formats.onnx_io import COMPLEX_TYPES, COMPONENT_DTYPE, STORAGE_DTYPES
 
 from .errors import CorruptionError, FormatError
@@ -84,6 +85,8 @@ def unit_decoder(unit: TensorUnit, version: int = FORMAT_VERSION, budget: Budget
         width = np.dtype(STORAGE_DTYPES[float_type]).itemsize
         if unit.body[:1] != bytes([width]):
             raise CorruptionError(f"tensor {unit.name!r}: lossless body width disagrees with its type")
+        if version >= FLOAT_FIELDS_SINCE:
+            return (yield from float_fields_decoder(unit.body, count, budget))
         return (yield from float_planes_decoder(unit.body, count, budget, lanes))
     if unit.coding == CODING_LOSSY or unit.coding in LOSSY_DECODERS:
         fmt = FLOAT_FORMAT_OF[float_type]

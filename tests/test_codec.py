@@ -9,7 +9,7 @@ from nnr.codec.bytestream import ByteReader, ByteWriter
 from nnr.codec.entropy import ans_encode, geometric_freqs
 from nnr.codec.rans import stack_decode
 from nnr.codec.floatcast import bfloat16_bits
-from nnr.codec.floatplanes import decode_float_planes, encode_float_planes
+from nnr.codec.floatplanes import decode_float_fields, decode_float_planes, encode_float_fields, encode_float_planes
 from nnr.codec.levelcode import decode_levels, encode_levels
 from nnr.codec.lossy_decode import decode_lossy
 from nnr.codec.lossy_encode import LevelOverflow, dyadic_steps, encode_lossy
@@ -45,10 +45,58 @@ def test_float_planes_are_lossless_for_any_bits(width, data):
     assert decode_float_planes(body, len(data) // width) == data
 
 
-def test_float_planes_keep_nan_payloads_and_infinities():
+@pytest.mark.parametrize("width", [2, 4, 8])
+@given(data=st.binary(min_size=0, max_size=4000))
+@settings(max_examples=30, deadline=None)
+def test_float_fields_are_lossless_for_any_bits(width, data):
+    data = data[: len(data) - len(data) % width]
+    assert decode_float_fields(encode_float_fields(data, width), len(data) // width) == data
+
+
+@pytest.mark.parametrize("encode, decode", [(encode_float_planes, decode_float_planes),
+                                            (encode_float_fields, decode_float_fields)])
+def test_float_planes_keep_nan_payloads_and_infinities(encode, decode):
     x = np.array([np.nan, -np.inf, np.inf, -0.0, 0.0, 1e-45, 3.4e38], dtype=np.float32)
     x = np.concatenate([x, np.frombuffer(np.uint32(0x7FC00123).tobytes(), np.float32)])
-    assert decode_float_planes(encode_float_planes(x.tobytes(), 4), x.size) == x.tobytes()
+    assert decode(encode(x.tobytes(), 4), x.size) == x.tobytes()
+
+
+def _laplace_bf16(n: int, seed: int = 0) -> np.ndarray:
+    return bfloat16_bits(np.random.default_rng(seed).laplace(0, 0.02, n).astype(np.float32))
+
+
+def test_float_fields_code_exponent_with_leading_mantissa_bits_smaller_than_byte_planes():
+    words = _laplace_bf16(200_000)
+    body = encode_float_fields(words, 2)
+    assert body[1] == 2 and body[2] > 8            # a top plane wider than the exponent byte
+    assert len(body) < 0.995 * len(encode_float_planes(words, 2))
+    assert decode_float_fields(body, words.size) == words.tobytes()
+
+
+def _fields(width: int, planes: list[bytes]) -> bytes:
+    return bytes([width, len(planes)]) + b"".join(planes)
+
+
+@pytest.mark.parametrize("body, what", [
+    (_fields(2, [bytes([8, 0]) + bytes(3)]), "leave 8"),                           # planes short of 16 bits
+    (_fields(2, [bytes([13, 0])]), "13 bits"),                                     # wider than 12
+    (_fields(2, [bytes([0, 0])]), "0 bits"),
+    (_fields(2, [bytes([8, 0]) + bytes(3), bytes([8, 2])]), "mode 2"),
+    (_fields(2, [bytes([8, 0]) + bytes(3), bytes([12, 1])]), "12 bits where 8"),   # past 16 bits
+    (_fields(2, [bytes([8, 0]) + bytes(3), bytes([4, 0, 8, 0, 0, 0]), bytes([4, 0]) + bytes(4)]), "unused bits"),
+    (_fields(2, [bytes([8, 1, 0])]), "0 runs"),                                    # no symbol listed
+    (_fields(2, [bytes([8, 1, 1, 0, 0])]), "run 0"),                               # a run of length 0
+    (_fields(2, [bytes([8, 1, 2, 0, 1, 5, 0, 1, 5])]), "run 1"),                   # gap 0 after a run
+    (_fields(2, [bytes([8, 1, 1, 255, 1, 2, 1])]), "run 0"),                       # run past 256
+    (_fields(2, [bytes([8, 1, 1, 0, 1, 0])]), "frequency"),                        # frequency 0
+    (bytes([2, 0]), "0 planes"),
+    (bytes([2, 17]), "17 planes"),
+    (_fields(2, [bytes([8, 0]) + bytes(3), bytes([8, 0]) + bytes(3)]) + b"x", "trailing"),
+])
+def test_malformed_float_fields_are_refused(body, what):
+    with pytest.raises(CorruptionError) as err:
+        decode_float_fields(body, 3)
+    assert what in str(err.value)
 
 
 @given(hnp.arrays(np.float64, shapes, elements=st.floats(-1e6, 1e6, allow_nan=False, width=32)),
