@@ -25,3 +25,20 @@ def test_the_tool_measures_encode_and_decode(tmp_path):
     [row] = json.loads(out.read_text())["rows"]
     assert row["encode_peak_rss"] > row["weight_bytes"] / 10 and row["decode_peak_rss"] > 0
     assert 20 < row["worst_tensor_snr_db"] < 80 and row["nnr_bytes"] < row["weight_bytes"]
+
+
+def test_300mb_of_external_data_streams_through_encode_and_decode(tmp_path):
+    """The path of the 2.5 GB benchmark at CI size: each command in its own process, every tensor
+    checked. Streaming means the peak does not follow the weights: from 100 MB to 300 MB it grows
+    by well under the 200 MB added (a step holding the whole model would add all of it)."""
+    out = tmp_path / "m.json"
+    assert bench_memory.main(["--sizes", "100MB,300MB", "--dir", str(tmp_path), "--json", str(out)]) == 0
+    small, large = json.loads(out.read_text())["rows"]
+    assert large["weight_bytes"] > 290e6
+    for row in (small, large):
+        assert 20 < row["worst_tensor_snr_db"] < 80 and row["nnr_bytes"] < row["weight_bytes"] / 3
+    added = large["weight_bytes"] - small["weight_bytes"]
+    assert large["encode_peak_rss"] - small["encode_peak_rss"] < 0.75 * added
+    assert large["decode_peak_rss"] - small["decode_peak_rss"] < 0.75 * added
+    for data in tmp_path.rglob("*.data"):   # 800 MB of generated weights and decoded copies
+        data.unlink()
