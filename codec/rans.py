@@ -21,7 +21,7 @@ initial state raises CorruptionError.
 from __future__ import annotations
 
 from bisect import bisect_right
-from typing import Generator, NamedTuple, Sequence, TypeVar
+from typing import Callable, Generator, Iterable, NamedTuple, Sequence, TypeVar
 
 import numpy as np
 
@@ -340,9 +340,17 @@ def run(steps: "Steps[T]") -> T:
     return run_all([steps])[0]
 
 
-def run_all(decoders: "Sequence[Steps[T]]") -> list[T]:
+MapFn = Callable[[Callable, Iterable], Iterable]
+"""``map``-like: results in the items' order, the first failure raised when reached (the
+builtin ``map``, or ``ThreadPoolExecutor.map``)."""
+
+
+def run_all(decoders: "Sequence[Steps[T]]", map_fn: MapFn = map) -> list[T]:
     """Drive many decoder generators together: each round decodes every block any of them
-    waits for in one call of :func:`decode_blocks`."""
+    waits for in one call of :func:`decode_blocks` (one thread: a lock step's arrays are a few
+    thousand lanes, too short for threads to gain), then hands each decoder its symbols through
+    ``map_fn``: with a threaded one the decoders' finishing work (levels, reconstruction) runs
+    on threads, and results and the first failure (in the decoders' order) are those of ``map``."""
     results: list = [None] * len(decoders)
     waiting: dict[int, list[Block]] = {}
     for i, d in enumerate(decoders):
@@ -354,14 +362,24 @@ def run_all(decoders: "Sequence[Steps[T]]") -> list[T]:
         order = list(waiting)
         flat = [b for i in order for b in waiting[i]]
         symbols = decode_blocks(flat)
-        nxt: dict[int, list[Block]] = {}
-        at = 0
+        given, at = [], 0
         for i in order:
-            n = len(waiting[i])
-            try:
-                nxt[i] = decoders[i].send(symbols[at:at + n])
-            except StopIteration as stop:
-                results[i] = stop.value
-            at += n
+            given.append((i, symbols[at:at + len(waiting[i])]))
+            at += len(waiting[i])
+        nxt: dict[int, list[Block]] = {}
+        for i, (finished, value) in zip(order, map_fn(lambda job: _advance(decoders[job[0]], job[1]), given)):
+            if finished:
+                results[i] = value
+            else:
+                nxt[i] = value
         waiting = nxt
     return results
+
+
+def _advance(decoder: "Steps[T]", symbols: list[np.ndarray]) -> tuple[bool, object]:
+    """Send a decoder its symbols: (True, its result) when it is done, else (False, the blocks it
+    waits for next)."""
+    try:
+        return False, decoder.send(symbols)
+    except StopIteration as stop:
+        return True, stop.value

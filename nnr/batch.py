@@ -96,7 +96,7 @@ def _do(task: Task) -> None:
     if task.decode:
         from .decoder import decode_to_file
 
-        decode_to_file(task.source, task.output)
+        decode_to_file(task.source, task.output, threads=task.threads)
         return
     from .encoder import encode_to_file
     from .options import EncoderOptions
@@ -136,7 +136,7 @@ def _on_pool(tasks: list[Task], workers: int | None, on_report) -> dict[int, dic
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    from .encoder import available_cores
+    from .threads import available_cores
 
     if workers is not None and workers < 1:
         raise OptionError(f"workers must be at least 1, not {workers}")

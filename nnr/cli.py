@@ -446,6 +446,9 @@ def decode_main(argv: Sequence[str] | None = None, prog: str = "nnr-decode") -> 
                    help="run onnx.checker on the decoded model before writing it; a model that fails "
                         "is not written (exit status 3)")
     p.add_argument("--max-memory", type=_memory_size, metavar="SIZE", help=_MAX_MEMORY_HELP)
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="threads for entropy decoding and reconstruction (default: every core; the "
+                        "model is the same for any count)")
     common_flags(p, "the summary (the files written and their sizes, tensors decoded, seconds)")
     args = p.parse_args(argv)
     if args.json and args.output == STDIO:
@@ -463,7 +466,7 @@ def decode_main(argv: Sequence[str] | None = None, prog: str = "nnr-decode") -> 
         source, shown = _source(args.input)
         t0 = time.perf_counter()
         if args.output == STDIO:
-            model = nnr_open(source, max_memory=args.max_memory).model()
+            model = nnr_open(source, max_memory=args.max_memory).model(threads=args.threads)
             if args.check:
                 import onnx
 
@@ -472,10 +475,10 @@ def decode_main(argv: Sequence[str] | None = None, prog: str = "nnr-decode") -> 
         elif args.check:
             f = nnr_open(source, max_memory=args.max_memory)
             external = args.external if args.external is not None else bool(f.metadata().get("external_data", False))
-            _check_and_save(f.model(), args.output, external)
+            _check_and_save(f.model(threads=args.threads), args.output, external)
         else:
             decode_to_file(source, args.output, external_data=args.external, max_memory=args.max_memory,
-                           progress=None if args.quiet else progress_bar())
+                           progress=None if args.quiet else progress_bar(), threads=args.threads)
         seconds = time.perf_counter() - t0
         _say(args, f"{printable(shown)} -> {printable(args.output)} in {seconds:.2f} s")
         if args.json:
@@ -599,7 +602,7 @@ def batch_main(argv: Sequence[str] | None = None, prog: str = "nnr batch") -> in
                    help="run on the Dask cluster whose scheduler is at ADDRESS (e.g. tcp://host:8786); "
                         "needs pip install 'nnr[batch]'")
     p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="threads per model (default: the cores divided among the local workers; 1 on Dask)")
+                   help="threads per model, encoding or decoding (default: the cores divided among the local workers; 1 on Dask)")
     p.add_argument("-f", "--force", action="store_true", help="redo models whose output exists")
     q = p.add_argument_group("encoding (as nnr encode; default: the probe, no data needed)")
     mode = q.add_mutually_exclusive_group()

@@ -22,6 +22,7 @@ from nnr.formats.onnx_io import STORAGE_DTYPES, ExternalData, Slot, fill_tensor,
 
 from .errors import CorruptionError, FormatError
 from .tensorcodec import decode_unit, unit_array, unit_decoder
+from .threads import ordered_map, resolve as resolve_threads
 
 
 def _read_source(src: str | os.PathLike | bytes | memoryview) -> bytes | memoryview:
@@ -111,11 +112,19 @@ class NnrFile:
         return model
 
     def model(self, progress: Callable[[int, int, str], None] | None = None,
-              place: Callable[[TensorProto, bytes, bool], None] | None = None) -> ModelProto:
+              place: Callable[[TensorProto, bytes, bool], None] | None = None,
+              threads: int | None = None) -> ModelProto:
         """Decode every tensor and put it back into the graph; ``progress(done, total, name)``
         is told after each batch of tensors. ``place(tensor, data, typed)``, when given, puts
         each decoded tensor's bytes in place of fill_tensor (e.g. into an external-data file),
-        so only one batch of decoded tensors is in memory at a time."""
+        so only one batch of decoded tensors is in memory at a time. Entropy decoding and each
+        tensor's reconstruction run on ``threads`` threads (default: every core); the file is
+        parsed and the memory budget charged in file order first, so the model, and the error
+        a damaged file raises, are the same for any count."""
+        with ordered_map(resolve_threads(threads), "nnr-decode") as map_fn:
+            return self._model(progress, place, map_fn)
+
+    def _model(self, progress, place, map_fn) -> ModelProto:
         budget = Budget(self.max_memory)
         budget.charge(2 * len(self._container.graph), "the graph")
         model = self.graph()
@@ -134,21 +143,21 @@ class NnrFile:
             batch.append((unit, slot))
             elements += unit.numel
             if elements >= BATCH_ELEMENTS:
-                self._decode_batch(batch, typed, budget, place)
+                self._decode_batch(batch, typed, budget, place, map_fn)
                 done += len(batch)
                 if progress is not None:
                     progress(done, total, unit.name)
                 batch, elements = [], 0
-        self._decode_batch(batch, typed, budget, place)
+        self._decode_batch(batch, typed, budget, place, map_fn)
         _refuse_missing_data(slots, seen)
         if progress is not None:
             progress(total, total, "")
         return model
 
     def _decode_batch(self, batch: list[tuple[TensorUnit, Slot]], typed: set[int], budget: Budget,
-                      place: Callable[[TensorProto, bytes, bool], None] | None = None) -> None:
-        """Decode units together (their entropy-coded blocks in one lock step) into their slots."""
-        datas = run_all([unit_decoder(unit, self.version, budget) for unit, _ in batch])
+                      place: Callable[[TensorProto, bytes, bool], None] | None, map_fn=map) -> None:
+        """Decode units together (their entropy-coded blocks in lock-step groups) into their slots."""
+        datas = run_all([unit_decoder(unit, self.version, budget) for unit, _ in batch], map_fn)
         for i, ((unit, slot), data) in enumerate(zip(batch, datas)):
             if unit.slot in typed:
                 budget.charge(2 * len(data), f"tensor {unit.name!r} in its typed field")
@@ -225,25 +234,26 @@ def open(src: str | os.PathLike | bytes, max_memory: int | None = None) -> NnrFi
     return NnrFile(src, max_memory)
 
 
-def decode(src: str | os.PathLike | bytes, max_memory: int | None = None) -> ModelProto:
-    """Decode a .nnr file (path or bytes) into an ONNX ModelProto, entirely in memory."""
-    return NnrFile(src, max_memory).model()
+def decode(src: str | os.PathLike | bytes, max_memory: int | None = None, threads: int | None = None) -> ModelProto:
+    """Decode a .nnr file (path or bytes) into an ONNX ModelProto, entirely in memory, on
+    ``threads`` threads (default: every core; the model is the same for any count)."""
+    return NnrFile(src, max_memory).model(threads=threads)
 
 
 def decode_to_file(src: str | os.PathLike | bytes, output: str | os.PathLike,
                    external_data: bool | None = None, max_memory: int | None = None,
-                   progress: Callable[[int, int, str], None] | None = None) -> ModelProto:
+                   progress: Callable[[int, int, str], None] | None = None, threads: int | None = None) -> ModelProto:
     """Decode and write the ONNX file atomically; ``external_data`` defaults to what the
-    original model used."""
+    original model used; ``threads`` as in decode."""
     f = NnrFile(src, max_memory)
     if external_data is None:
         external_data = bool(f.metadata().get("external_data", False))
     if not external_data:
-        model = f.model(progress)
+        model = f.model(progress, threads=threads)
         save_model(model, output)
         return model
     with ExternalData(output) as ext:  # each tensor streams to the data file as it is decoded
-        model = f.model(progress, place=ext.place)
+        model = f.model(progress, place=ext.place, threads=threads)
         ext.externalize(model)          # tensors the encoder left in the graph
         ext.save(model)
     return model

@@ -37,6 +37,7 @@ from .options import EncoderOptions
 from .probe import CHECK_TOLERANCE_DB, DEFAULT_SNR_DB, FALLBACK_QP_OFFSET, MAX_RETRIES as MAX_PROBE_RETRIES
 from .probe import Probe, ProbeReport, ProbeUnavailable, next_level, plan, snr_of
 from .tensorcodec import FLOAT_FORMAT_OF
+from .threads import resolve as resolve_threads
 
 Progress = Callable[[int, int, str], None]
 
@@ -115,14 +116,6 @@ def probe_applies(opts: EncoderOptions) -> bool:
     return not (opts.lossless or opts.error_feedback or opts.prune or parse_quantizer(opts.quantizer).kind != "ecsq")
 
 
-def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity), the default thread count."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # no sched_getaffinity (macOS, Windows)
-        return max(1, os.cpu_count() or 1)
-
-
 def encode(model: str | os.PathLike | bytes | ModelProto, options: EncoderOptions | None = None,
            progress: Progress | None = None, *, calibration: dict[str, np.ndarray] | None = None,
            feedback: dict[str, Feedback] | None = None,
@@ -172,9 +165,7 @@ def _encode(model: str | os.PathLike | bytes | ModelProto, out: BinaryIO, spill_
     files in ``spill_dir`` (memory when None). Returns the bytes written."""
     if options is not None and kwargs:
         raise TypeError("pass either options or keyword options, not both")
-    threads = available_cores() if threads is None else threads
-    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024:
-        raise OptionError(f"threads must be an integer in [1, 1024], got {threads!r}")
+    threads = resolve_threads(threads)
     if probe is None:
         probe = options is None and not (LEVEL_KEYS & kwargs.keys())
     opts = options if options is not None else EncoderOptions.build(**kwargs)

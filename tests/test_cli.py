@@ -492,3 +492,14 @@ def test_the_summary_counts_external_data_in_the_input_size(tmp_path, capsys):
     assert main(["encode", str(src), "-o", str(tmp_path / "m.nnr"), "--json", "-q"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["input_bytes"] == src.stat().st_size + (tmp_path / "ext.bin").stat().st_size
+
+
+def test_decode_threads_flag(tmp_path, model_path, capsys):
+    enc = tmp_path / "m.nnr"
+    assert encode_main([str(model_path), "-o", str(enc), "--data-free", "-q"]) == 0
+    outs = [tmp_path / f"d{n}.onnx" for n in (1, 2)]
+    for n, out in zip((1, 2), outs):
+        assert decode_main([str(enc), "-o", str(out), "--threads", str(n), "-q"]) == 0
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+    assert decode_main([str(enc), "-o", str(tmp_path / "x.onnx"), "--threads", "0"]) == 2
+    assert "threads" in _no_traceback(capsys) and not (tmp_path / "x.onnx").exists()

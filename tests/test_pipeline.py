@@ -246,3 +246,29 @@ def test_the_file_is_the_same_whatever_the_thread_count(kwargs):
     for bad in (0, -1, 2.5, True):
         with pytest.raises(nnr.OptionError, match="threads"):
             nnr.encode(mlp(), threads=bad)
+
+
+def _outcome(data: bytes, threads: int) -> str:
+    try:
+        return hashlib.sha256(nnr.decode(data, threads=threads).SerializeToString()).hexdigest()
+    except nnr.NnrError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def test_decoding_gives_the_same_model_or_error_whatever_the_thread_count():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "conformance/vectors"
+    files = sorted((root / "v6").glob("*.nnr")) + sorted((root / "robustness").glob("v6_*.nnr"))
+    files += sorted((root / "hostile").glob("*.nnr"))
+    outcomes = set()
+    for path in files:
+        data = path.read_bytes()
+        one = _outcome(data, 1)
+        assert _outcome(data, 2) == one == _outcome(data, 3), path.name
+        outcomes.add(one.split(":")[0])
+    assert "CorruptionError" in outcomes and len(outcomes) > 10   # models decoded, and refusals
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(nnr.OptionError, match="threads"):
+            nnr.decode(nnr.encode(mlp(), probe=False), threads=bad)
+

@@ -18,6 +18,7 @@ and reports MB/s of weights and the speed-up over one thread, measured in the sa
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -94,8 +95,8 @@ def bench_model(item: dict, repeat: int) -> list[dict]:
     row("onnx (original)", len(original), 1.0, float("inf"), None, None)
     for label, opts in (("nnr default", {}), ("nnr --data-free (0.4's default rule)", {"probe": False}),
                         ("nnr --lossless", {"lossless": True})):
-        t_enc, data = timed(lambda: nnr.encode(original, **opts), repeat)
-        t_dec, decoded = timed(lambda: nnr.decode(data), repeat)
+        t_enc, data = timed(lambda: nnr.encode(original, threads=1, **opts), repeat)
+        t_dec, decoded = timed(lambda: nnr.decode(data, threads=1), repeat)
         agree, snr = fidelity(decoded.SerializeToString())
         row(label, len(data), agree, snr, t_enc, t_dec)
     cctx, dctx = zstandard.ZstdCompressor(level=19), zstandard.ZstdDecompressor()
@@ -114,18 +115,20 @@ def bench_model(item: dict, repeat: int) -> list[dict]:
 
 
 BASELINE_RUN = r"""
-import json, statistics, sys, time
+import inspect, json, statistics, sys, time
 sys.path.insert(0, sys.argv[1])
 import nnr
 source, repeat, out = open(sys.argv[2], "rb").read(), int(sys.argv[3]), {}
+one = lambda fn: {"threads": 1} if "threads" in inspect.signature(fn).parameters else {}  # older: one thread
+enc_kw, dec_kw = one(nnr.encode), one(nnr.decode)
 for label, opts in (("nnr default", {}), ("nnr --data-free (0.4's default rule)", {"probe": False}),
                     ("nnr --lossless", {"lossless": True})):
-    data = nnr.encode(source, **opts)
+    data = nnr.encode(source, **opts, **enc_kw)
     times = {"encode": [], "decode": []}
-    nnr.decode(data)
+    nnr.decode(data, **dec_kw)
     for _ in range(repeat):
-        t0 = time.perf_counter(); data = nnr.encode(source, **opts); times["encode"].append(time.perf_counter() - t0)
-        t0 = time.perf_counter(); nnr.decode(data); times["decode"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter(); data = nnr.encode(source, **opts, **enc_kw); times["encode"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter(); nnr.decode(data, **dec_kw); times["decode"].append(time.perf_counter() - t0)
     out[label] = {"bytes": len(data), **{k: statistics.median(v) for k, v in times.items()}}
 print(json.dumps(out))
 """
@@ -211,8 +214,8 @@ def encode_time_ratios(rows: list[dict]) -> str:
 
 
 def bench_threads(size: str, counts: list[int], repeat: int) -> list[dict]:
-    """Encode throughput of a generated model at each thread count (the default and the
-    data-free rule), with the files checked identical across counts."""
+    """Encode and decode throughput of a generated model at each thread count (the default and
+    the data-free rule), with the files and the decoded weights checked identical across counts."""
     from nnr.sizes import parse_size
     from tools.bench_memory import make_model
 
@@ -221,26 +224,33 @@ def bench_threads(size: str, counts: list[int], repeat: int) -> list[dict]:
         model = make_model(Path(tmp), parse_size(size))
         weights = (Path(tmp) / "model.onnx.data").stat().st_size
         for method, options in (("nnr --data-free", {"probe": False}), ("nnr default", {})):
-            files = {}
+            files, decoded = {}, {}
             for n in counts:
                 out = Path(tmp) / f"m{n}.nnr"
                 seconds, _ = timed(lambda: nnr.encode_to_file(model, out, threads=n, **options), repeat)
                 files[n] = out.read_bytes()
+                back = Path(tmp) / f"d{n}.onnx"
+                dec_seconds, _ = timed(lambda: nnr.decode_to_file(out, back, external_data=True, threads=n), repeat)
+                decoded[n] = hashlib.sha256(Path(f"{back}.data").read_bytes()).hexdigest()
                 rows.append({"method": method, "threads": n, "weight_bytes": weights, "seconds": seconds,
-                             "encode_MBps": weights / 1e6 / seconds})
-            if len(set(files.values())) != 1:
+                             "encode_MBps": weights / 1e6 / seconds, "decode_seconds": dec_seconds,
+                             "decode_MBps": weights / 1e6 / dec_seconds})
+            if len(set(files.values())) != 1 or len(set(decoded.values())) != 1:
                 raise SystemExit(f"bench: {method} made different files at thread counts {counts}")
     return rows
 
 
 def threads_table(rows: list[dict], size: str) -> str:
-    lines = [f"Encoding a generated {size} transformer-shaped model (weights in external data), same run; the "
-             "files are identical at every thread count:", "",
-             "| method | threads | encode s | MB/s of weights | speed-up over 1 thread |", "|---|--:|--:|--:|--:|"]
+    lines = [f"Encoding a generated {size} transformer-shaped model (weights in external data), then decoding "
+             "it to external data, same run; the files and the decoded weights are identical at every thread "
+             "count:", "",
+             "| method | threads | encode s | encode MB/s | speed-up | decode s | decode MB/s | speed-up |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|"]
     for r in rows:
         one = next(x for x in rows if x["method"] == r["method"] and x["threads"] == 1)
         lines.append(f"| {r['method']} | {r['threads']} | {r['seconds']:.1f} | {r['encode_MBps']:.1f} | "
-                     f"{one['seconds'] / r['seconds']:.2f}× |")
+                     f"{one['seconds'] / r['seconds']:.2f}× | {r['decode_seconds']:.1f} | {r['decode_MBps']:.1f} | "
+                     f"{one['decode_seconds'] / r['decode_seconds']:.2f}× |")
     return "\n".join(lines)
 
 

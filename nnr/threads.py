@@ -1,0 +1,43 @@
+"""How many threads to use, and an ordered map over a thread pool: shared by the encoder and
+the decoder (numpy and the numba kernels release the GIL on large arrays)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Callable, Iterable, Iterator
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity), the default thread count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no sched_getaffinity (macOS, Windows)
+        return max(1, os.cpu_count() or 1)
+
+
+MAX_THREADS = 1024
+
+
+def resolve(threads: int | None) -> int:
+    """``threads`` checked (1 to MAX_THREADS), or every available core for None."""
+    if threads is None:
+        return available_cores()
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
+        from .errors import OptionError
+
+        raise OptionError(f"threads must be an integer in [1, {MAX_THREADS}], got {threads!r}")
+    return threads
+
+
+@contextlib.contextmanager
+def ordered_map(threads: int, name: str) -> Iterator[Callable[[Callable, Iterable], Iterable]]:
+    """A ``map`` whose calls run on ``threads`` threads (the builtin map for one), results in
+    order and the first failure raised when reached, as the builtin's."""
+    if threads <= 1:
+        yield map
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads, thread_name_prefix=name) as pool:
+        yield pool.map
