@@ -162,7 +162,7 @@ def measure_nnr(conv: Converted, threads: int, repeat: int) -> list[dict]:
     """nnr --lossless on the converted model: its weights' units and its whole file, with a bit-exact check."""
     raw = conv.raw_bytes
     enc, data = timed(lambda: nnr.encode(conv.model, lossless=True, threads=threads), repeat, warm_up=True)
-    dec, decoded = timed(lambda: nnr.decode(data), repeat, warm_up=True)
+    dec, decoded = timed(lambda: nnr.decode(data, threads=threads), repeat, warm_up=True)
     container = read_container(data)
     units = {e.name: e.length for e in container.index if e.name in conv.weights}
     in_graph = sum(len(w) for name, w in conv.weights.items() if name not in units)
