@@ -51,8 +51,11 @@ MAX_PLANE_BITS = 12
 TOP_PLANE_BITS = range(8, MAX_PLANE_BITS + 1)
 """The top-plane widths the encoder tries; the second plane takes the rest of the top 16 bits."""
 FLOAT_LANE_SYMBOLS = 8192
-"""Lane length for coded float planes: a lane's state costs about 32 bits, 0.1 % of a
-4-bit plane at this length (0.4 % at the levels' 2048), and float tensors are large."""
+"""Longest lane of a coded float plane: a lane's state costs about 32 bits, 0.1 % of a 4-bit
+plane at this length (0.4 % at the levels' 2048). A plane gets lanes this long only when it
+still has 1024 of them, so a decoder's lock step stays wide (a step costs the same for few
+lanes as for many)."""
+WIDE_LOCK_STEP = 1024
 
 
 def _rotl1(u: np.ndarray, bits: int) -> np.ndarray:
@@ -187,8 +190,14 @@ def encode_float_fields(data: bytes | np.ndarray, width: int) -> bytes:
         index[used] = np.arange(used.size)
         w.u8(CODED)
         w.raw(side)
-        w.raw(encode_lane_stream(index[values], freqs, counts, FLOAT_LANE_SYMBOLS))
+        w.raw(encode_lane_stream(index[values], freqs, counts, _lane_symbols(values.size)))
     return w.getvalue()
+
+
+def _lane_symbols(count: int) -> int:
+    from .rans_encode import LANE_SYMBOLS
+
+    return int(min(FLOAT_LANE_SYMBOLS, max(LANE_SYMBOLS, count // WIDE_LOCK_STEP)))
 
 
 def _pack_raw(values: np.ndarray, bits: int) -> bytes:
@@ -222,7 +231,7 @@ def _plane(rot: np.ndarray, shift: int, bits: int) -> np.ndarray:
 def _best_mode(counts: np.ndarray, bits: int) -> tuple[float, tuple | None]:
     """(estimated bytes, None for raw or (used symbols, freqs, counts, table bytes)) for a
     plane with these symbol counts: coded unless raw is no larger."""
-    from .rans_encode import choose_lanes, choose_precision
+    from .rans_encode import choose_lanes
 
     n = int(counts.sum())
     raw = n if bits == 8 else bits * ((n + 7) // 8)
@@ -232,8 +241,8 @@ def _best_mode(counts: np.ndarray, bits: int) -> tuple[float, tuple | None]:
     freqs = histogram_freqs(counts[used])
     side = ByteWriter()
     _write_runs(side, used, freqs)
-    _, est_bits = choose_precision(freqs, counts[used], 0.0)
-    coded = len(side.getvalue()) + est_bits / 8 + 4 * choose_lanes(n, est_bits, FLOAT_LANE_SYMBOLS) + 4
+    est_bits = cost_bits(counts[used], freqs)
+    coded = len(side.getvalue()) + est_bits / 8 + 4 * choose_lanes(n, est_bits, _lane_symbols(n)) + 4
     if coded >= raw:
         return float(raw), None
     return coded, (used, freqs, counts[used], side.getvalue())
