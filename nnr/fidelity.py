@@ -19,13 +19,10 @@ from onnx import ModelProto
 from nnr.codec.floatcast import snr_db
 
 
-def session(model: ModelProto | bytes | str, quiet: bool = False, shared: dict | None = None,
-            threads: int | None = None):
+def session(model: ModelProto | bytes | str, quiet: bool = False, threads: int | None = None):
     """A CPU onnxruntime session for a ModelProto, serialised model or path; ``quiet``: not even
-    onnxruntime's own error lines (the caller reports the failure). ``shared`` maps the names of
-    initializers the model declares as external data to onnxruntime OrtValues holding their
-    values, which the session uses in place (they must outlive it) instead of copying.
-    ``threads``: onnxruntime's intra-op threads (default: its own, every core)."""
+    onnxruntime's own error lines (the caller reports the failure). ``threads``: onnxruntime's
+    intra-op threads (default: its own, every core)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -33,8 +30,6 @@ def session(model: ModelProto | bytes | str, quiet: bool = False, shared: dict |
     if threads is not None:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
-    if shared:
-        opts.add_external_initializers(list(shared), list(shared.values()))
     if isinstance(model, ModelProto):
         model = model.SerializeToString()
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])

@@ -163,15 +163,17 @@ class Probe:
     def __init__(self, model: ModelProto, feeds: list[dict[str, np.ndarray]], base_dir: Path | None = None,
                  threads: int | None = None):
         """``model`` may keep its weights in external data (found in ``base_dir``): the probe
-        reads each large weight once into ``arrays``, which every session uses in place.
-        ``threads``: onnxruntime's threads per session (default: its own choice)."""
+        reads each large weight once into ``arrays`` and feeds it to every session as an input
+        (onnxruntime copies the initializers it is given, never the inputs it is fed), so the
+        weights are in memory once. ``forget`` drops them once probing is done; a later check
+        reads them again from ``model``. ``threads``: onnxruntime's threads per session."""
         from . import fidelity
 
         self.threads = threads
         self._fidelity = fidelity
         self.feeds = {False: feeds, True: _first_samples(feeds, PROBE_ELEMENTS)}
-        self.arrays: dict[str, np.ndarray] = {}   # weights held once, shared by every session
-        self._values: dict[str, object] = {}      # the OrtValues over them
+        self.arrays: dict[str, np.ndarray] = {}   # the large weights, fed to every session
+        self._sources: dict[str, tuple] = {}      # where each can be read again: (TensorProto, folder)
         self.base = self._skeleton(model, base_dir)
         _measure_before_squashing(self.base.graph)
         self.fed = ModelProto()
@@ -181,7 +183,8 @@ class Probe:
         self._sessions: dict[frozenset, object] = {}
         states = state_outputs(model)
         if states:
-            feeds = _warmed(self._open(self._skeleton(model, base_dir)), feeds, states)
+            warm = self._open(self._skeleton(model, base_dir))
+            feeds = _warmed(warm, feeds, states, self._weights_for(warm, {}))
         self.feeds = {False: feeds, True: _first_samples(feeds, PROBE_ELEMENTS)}
         session = self._open(self.fed)   # the reference run; dropped after, as it pre-packs every weight
         self.outputs = [o.name for o in session.get_outputs()]
@@ -212,49 +215,70 @@ class Probe:
         return sk
 
     def release(self) -> None:
-        """Drop the cached sessions (each holds its own pre-packed weights); the next
-        measurement opens what it needs."""
+        """Drop the cached sessions; the next measurement opens what it needs."""
         self._sessions.clear()
 
-    def _keep(self, t, base_dir: Path | None) -> None:
-        """Read ``t``'s values into ``arrays`` (once per name), with the OrtValue sessions use."""
-        import onnxruntime as ort
+    def forget(self) -> None:
+        """Drop the sessions and every weight that can be read again from the model: after
+        probing only the final checks remain, and they read what they need."""
+        self.release()
+        for name in self._sources:
+            self.arrays.pop(name, None)
 
-        if t.name not in self.arrays:
-            array = np.frombuffer(tensor_bytes(t, base_dir), STORAGE_DTYPES[t.data_type]).reshape(tuple(t.dims))
-            self.arrays[t.name] = array
-            self._values[t.name] = ort.OrtValue.ortvalue_from_numpy(array)
+    def _keep(self, t, base_dir: Path | None, rereadable: bool = True) -> None:
+        """Read ``t``'s values into ``arrays`` (once per name); ``rereadable``: ``t`` keeps them,
+        so ``forget`` may drop the copy."""
+        if t.name not in self.arrays and t.name not in self._sources:
+            self.arrays[t.name] = np.frombuffer(tensor_bytes(t, base_dir),
+                                                STORAGE_DTYPES[t.data_type]).reshape(tuple(t.dims))
+            if rereadable:
+                self._sources[t.name] = (t, base_dir)
+
+    def _array(self, name: str) -> np.ndarray:
+        """A large weight's values: held, or read again after ``forget``."""
+        if name in self.arrays:
+            return self.arrays[name]
+        t, base_dir = self._sources[name]
+        return np.frombuffer(tensor_bytes(t, base_dir), STORAGE_DTYPES[t.data_type]).reshape(tuple(t.dims))
 
     def _share(self, skeleton: ModelProto) -> None:
-        """Share the large initializers ``_feedable`` made of Constant nodes' values too."""
+        """Share the large initializers ``_feedable`` made of Constant nodes' values too (held
+        to the end: the skeleton no longer has them)."""
         for t in skeleton.graph.initializer:
             if not _shared(t) and t.data_type in SHAREABLE and t.ByteSize() >= SHARED_BYTES:
-                self._keep(t, None)
+                self._keep(t, None, rereadable=False)
                 _refer(t, t)
 
-    def _open(self, model: ModelProto):
-        """A session over a skeleton, its shared initializers resolved from ``arrays``."""
-        shared = {t.name: self._values[t.name] for t in model.graph.initializer
-                  if t.data_location == t.EXTERNAL and t.name in self._values}
-        return self._fidelity.session(model, quiet=True, shared=shared, threads=self.threads)
+    def _open(self, model: ModelProto, fed: frozenset = frozenset()):
+        """A session over a skeleton in which the shared weights, and the initializers ``fed``,
+        are graph inputs: the shared ones leave the initializers, the others become overridable."""
+        work = ModelProto()
+        work.CopyFrom(model)   # a skeleton: its large weights hold no values
+        listed = {i.name for i in work.graph.input}
+        inputs = [t for t in work.graph.initializer if (_shared(t) or t.name in fed) and t.name not in listed]
+        work.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in inputs)
+        kept = [t for t in work.graph.initializer if not _shared(t)]
+        del work.graph.initializer[:]
+        work.graph.initializer.extend(kept)
+        return self._fidelity.session(work, quiet=True, threads=self.threads)
+
+    def _weights_for(self, session, extra: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The shared weights ``session`` takes as inputs, but those ``extra`` replaces."""
+        return {i.name: self._array(i.name) for i in session.get_inputs()
+                if i.name not in extra and (i.name in self.arrays or i.name in self._sources)}
 
     def _session(self, names: frozenset):
-        """A session in which the initializers ``names`` can be fed (the rest stay constant,
-        so onnxruntime still pre-packs them): feeding every weight would slow each run 2×."""
-        if names not in self._sessions:
-            self.release()  # groups come one after another, and each session pre-packs its own weights
-            model = self.fed
-            if names:
-                model = ModelProto()
-                model.CopyFrom(self.fed)
-                listed = {i.name for i in model.graph.input}
-                model.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
-                                         for t in model.graph.initializer if t.name in names and t.name not in listed)
-            self._sessions[names] = self._open(model)
-        return self._sessions[names]
+        """A session in which the initializers ``names`` can be fed. The shared weights are
+        always inputs, so one session serves every group of them."""
+        key = frozenset(n for n in names if n not in self.arrays and n not in self._sources)
+        if key not in self._sessions:
+            self.release()  # groups come one after another
+            self._sessions[key] = self._open(self.fed, key)
+        return self._sessions[key]
 
     def _outputs(self, session, extra: dict[str, np.ndarray], small: bool) -> list[np.ndarray]:
-        runs = [session.run(None, {**feed, **extra}) for feed in self.feeds[small]]
+        weights = {**self._weights_for(session, extra), **extra}
+        runs = [session.run(None, {**feed, **weights}) for feed in self.feeds[small]]
         return [np.concatenate([np.asarray(r[i], dtype=np.float64).ravel() for r in runs]) for i in self.float_outputs]
 
     def distortion(self, replaced: dict[int, np.ndarray], small: bool = False,
@@ -336,16 +360,18 @@ def _measure_before_squashing(graph) -> None:
 WARM_UP_STEPS = 8   # synthetic chunks run through a recurrent model before its state is probed
 
 
-def _warmed(session, feeds: list[dict[str, np.ndarray]], states: dict[str, str]) -> list[dict[str, np.ndarray]]:
+def _warmed(session, feeds: list[dict[str, np.ndarray]], states: dict[str, str],
+            weights: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
     """Feeds whose recurrent states are those the model reaches after WARM_UP_STEPS chunks of
-    the feeds' own inputs: a zero state hides the recurrent weights from the probe."""
+    the feeds' own inputs (``weights``: the session's weight inputs): a zero state hides the
+    recurrent weights from the probe."""
     names = [o.name for o in session.get_outputs()]
     warmed = []
     for k, feed in enumerate(feeds):
         current = dict(feed)
         for step in range(WARM_UP_STEPS):
             source = feeds[(k + step + 1) % len(feeds)]
-            outs = dict(zip(names, session.run(None, {**source, **{i: current[i] for i in states}})))
+            outs = dict(zip(names, session.run(None, {**source, **weights, **{i: current[i] for i in states}})))
             current.update({i: outs[o].astype(feed[i].dtype) for i, o in states.items()})
         warmed.append(current)
     return warmed
@@ -419,7 +445,7 @@ def plan(model: ModelProto, opts: EncoderOptions, target_snr_db: float = DEFAULT
                 raise ProbeUnavailable(f"onnxruntime failed probing {w.name}: {_first_line(exc)}") from None
             if d > 0 and math.isfinite(d):
                 sens[w.name] = d / error
-    probe.release()
+    probe.forget()
     if progress:
         progress(len(weights), len(weights), "probe done")
     report.tensors = len(sens)
