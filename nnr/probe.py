@@ -186,7 +186,7 @@ class Probe:
             warm = self._open(self._skeleton(model, base_dir))
             feeds = _warmed(warm, feeds, states, self._weights_for(warm, {}))
         self.feeds = {False: feeds, True: _first_samples(feeds, PROBE_ELEMENTS)}
-        session = self._open(self.fed)   # the reference run; dropped after, as it pre-packs every weight
+        session = self._open(self.fed)   # the reference run; dropped after
         self.outputs = [o.name for o in session.get_outputs()]
         self.float_outputs = [i for i, o in enumerate(session.get_outputs())
                               if "float" in o.type or o.type == "tensor(undefined)"]
