@@ -37,7 +37,7 @@ from .options import EncoderOptions
 from .probe import CHECK_TOLERANCE_DB, DEFAULT_SNR_DB, FALLBACK_QP_OFFSET, MAX_RETRIES as MAX_PROBE_RETRIES
 from .probe import Probe, ProbeReport, ProbeUnavailable, next_level, plan, snr_of
 from .tensorcodec import FLOAT_FORMAT_OF
-from .threads import resolve as resolve_threads
+from .threads import available_cores, resolve as resolve_threads
 
 Progress = Callable[[int, int, str], None]
 
@@ -250,7 +250,8 @@ def _plan(proto: ModelProto, base_dir, had_external: bool, opts: EncoderOptions,
     """The probe's options; when the model can't be probed, the data-free rule's one step
     finer than asked (nothing was measured, so the default stays on the safe side)."""
     try:
-        return plan(proto, opts, target, progress, base_dir=base_dir, threads=threads)
+        # onnxruntime's own threads spin: more than the cores slows every probe run many times
+        return plan(proto, opts, target, progress, base_dir=base_dir, threads=min(threads, available_cores()))
     except ProbeUnavailable as exc:
         return _fallback(opts, target, str(exc))
 
