@@ -11,7 +11,8 @@ Layout of a level block (all little-endian):
 
     varint K                  alphabet half-width (≤ 2**20; ≤ 2**15 with lanes)
     u8     s                  fine bits per non-escaped level (0..16)
-    table                     codec.entropy.write_table over n = c_hi − c_lo + 2 symbols;
+    u8     C                  format v7 on: number of tables, 1 to 4 (absent before: one)
+    C tables                  codec.entropy.write_table over n = c_hi − c_lo + 2 symbols;
                               symbol = c − c_lo, escape = n − 1 (geometric tables need s = 0)
     varint n_escapes, then n_escapes varints u = 2·(|q| − K − 1) + (1 if q < 0 else 0)
     varint n_fine_bytes, then s bit planes: plane j holds bit j of the fine part of every
@@ -20,6 +21,11 @@ Layout of a level block (all little-endian):
     ANS stream                format v1–v4: varint n_words, n_words uint32 words (codec.rans
                               stack coder); v5: u8 P, varint L, varint n_words, n_words uint16
                               words (codec.rans lanes, table precision P, L lanes)
+
+With C > 1 the lanes hold runs of consecutive symbols and each symbol is coded with table
+min(class(previous) + class(the one before), C − 1) of its lane, where a symbol's class is
+min(|c|, 3) and the escape's is 3 (codec.rans, context lanes): on small, recurrent and audio
+models a level's magnitude follows its neighbours' (docs/techniques.md).
 
 The element count is not stored here: the caller knows it from the tensor's shape. Reading
 a block (:func:`read_levels`) and finishing it from its decoded symbols are separate steps, so
@@ -35,7 +41,11 @@ from .errors import CorruptionError
 from . import exactmath
 from .bytestream import ByteReader, ByteWriter, encode_varints
 from .entropy import ans_encode, best_table, read_table, write_table
-from .rans import LANE_PRECISION_MAX, LaneBlock, LaneTable, StackBlock, decode_blocks, lane_cdf
+from .rans import LANE_PRECISION_MAX, MAX_CONTEXTS, LaneBlock, LaneTable, StackBlock, decode_blocks, lane_cdf
+
+STACK, LANES, CONTEXT_LANES = 0, 1, 2
+"""Level block dialects: format v1–v4 (one stack stream), v5–v6 (lanes), v7 on (lanes and a
+table count C). A dialect is truthy exactly when the block uses lanes."""
 
 MAX_K = 1 << 20
 """Largest alphabet half-width a stream may declare."""
@@ -105,8 +115,9 @@ def choose_fine_bits(level_counts: np.ndarray, n_escapes: int, k: int) -> int:
 
 
 def encode_levels(levels: np.ndarray, k: int | None = None, fine_bits: int | None = None,
-                  lanes: bool = True) -> bytes:
-    """Code an int array of levels; returns the level block (``lanes``: format v5's ANS)."""
+                  lanes: int = CONTEXT_LANES) -> bytes:
+    """Code an int array of levels; returns the level block in dialect ``lanes`` (the current
+    format's by default)."""
     q = np.ascontiguousarray(levels, dtype=np.int64).ravel()
     mags = np.abs(q)
     if k is None:
@@ -122,12 +133,20 @@ def encode_levels(levels: np.ndarray, k: int | None = None, fine_bits: int | Non
     n_sym = hi - lo + 2
     symbols = _coarse_symbols(q, esc, k, s)
     counts = np.bincount(symbols, minlength=n_sym)
-    kind, params, _ = best_table(counts, (n_sym - 2) // 2, allow_geometric=(s == 0))
+    kind, params, bits = best_table(counts, (n_sym - 2) // 2, allow_geometric=(s == 0))
     w = ByteWriter()
     w.varint(k)
     w.u8(s)
+    tables = [(kind, params)]
+    contexts = None
+    if lanes == CONTEXT_LANES:
+        contexts = _choose_contexts(symbols, counts, bits, symbol_classes(lo, n_sym), s == 0)
+        if contexts is not None:
+            tables = contexts[2]
+        w.u8(len(tables))
     table = ByteWriter()
-    write_table(table, kind, params)
+    for kind, params in tables:
+        write_table(table, kind, params)
     w.raw(table.getvalue())
     escaped = q[esc]
     w.varint(int(escaped.size))
@@ -137,13 +156,67 @@ def encode_levels(levels: np.ndarray, k: int | None = None, fine_bits: int | Non
     packed = b"".join(np.packbits((fine >> j) & 1, bitorder="little").tobytes() for j in range(s))
     w.varint(len(packed))
     w.raw(packed)
-    freqs = read_table(ByteReader(table.getvalue()), n_sym)
-    if lanes:
-        w.raw(encode_lane_stream(symbols, freqs, counts))
+    r = ByteReader(table.getvalue())
+    freqs = [read_table(r, n_sym) for _ in tables]
+    if contexts is not None:
+        w.raw(_encode_context_stream(symbols, freqs, contexts[0], contexts[1], symbol_classes(lo, n_sym)))
         return w.getvalue()
-    words = ans_encode(symbols, freqs)
+    if lanes:
+        w.raw(encode_lane_stream(symbols, freqs[0], counts))
+        return w.getvalue()
+    words = ans_encode(symbols, freqs[0])
     w.varint(int(words.size))
     w.raw(words.astype("<u4").tobytes())
+    return w.getvalue()
+
+
+def symbol_classes(lo: int, n_sym: int) -> np.ndarray:
+    """Context class of each coarse symbol: min(|c|, 3) for coarse value c, 3 for the escape."""
+    classes = np.minimum(np.abs(np.arange(n_sym - 1) + lo), 3)
+    return np.append(classes, 3)
+
+
+def _choose_contexts(symbols: np.ndarray, counts: np.ndarray, plain_bits: float, classes: np.ndarray,
+                     allow_geometric: bool) -> tuple[int, np.ndarray, list] | None:
+    """(lanes, contexts, tables) of the context count that codes ``symbols`` smallest, tables
+    included, or None when one table is smallest."""
+    from .rans_encode import LANE_SYMBOLS, choose_lanes, lane_contexts
+
+    n_sym = counts.size
+    if symbols.size < 2 or n_sym < 3:
+        return None
+    n_lanes = choose_lanes(int(symbols.size), plain_bits, LANE_SYMBOLS)
+    best, chosen = plain_bits, None
+    for c in range(2, MAX_CONTEXTS + 1):
+        ctx = lane_contexts(symbols, classes, c, n_lanes)
+        tables, bits = [], 8.0 * (c - 1)   # the kind byte of each table past the first
+        for j in range(c):
+            part = np.bincount(symbols[ctx == j], minlength=n_sym)
+            if not part.any():
+                break
+            kind, params, b = best_table(part, (n_sym - 2) // 2, allow_geometric=allow_geometric)
+            tables.append((kind, params))
+            bits += b
+        else:
+            if bits < best:
+                best, chosen = bits, (n_lanes, ctx, tables)
+    return chosen
+
+
+def _encode_context_stream(symbols: np.ndarray, freqs: list[np.ndarray], n_lanes: int, ctx: np.ndarray,
+                           classes: np.ndarray) -> bytes:
+    """The lane stream of a context-coded block: u8 P, varint L, varint n_words, n_words u16."""
+    from .rans_encode import choose_precision, encode_context_lanes
+
+    precision = max(choose_precision(f, np.bincount(symbols[ctx == j], minlength=f.size),
+                                     PRECISION_TOLERANCE)[0] for j, f in enumerate(freqs))
+    words = encode_context_lanes(symbols, np.stack([lane_cdf(f, precision) for f in freqs]), classes,
+                                 precision, n_lanes)
+    w = ByteWriter()
+    w.u8(precision)
+    w.varint(n_lanes)
+    w.varint(int(words.size))
+    w.raw(words.astype("<u2").tobytes())
     return w.getvalue()
 
 
@@ -169,8 +242,11 @@ def encode_lane_stream(symbols: np.ndarray, freqs: np.ndarray, counts: np.ndarra
     return w.getvalue()
 
 
-def read_lane_stream(r: ByteReader, freqs: np.ndarray, count: int) -> LaneBlock:
-    """The lane stream of ``count`` symbols that follows a table (see encode_lane_stream)."""
+def read_lane_stream(r: ByteReader, freqs: np.ndarray | list[np.ndarray], count: int,
+                     classes: np.ndarray | None = None) -> LaneBlock:
+    """The lane stream of ``count`` symbols that follows its table, or its C context tables
+    (a list of C > 1 tables and the symbols' ``classes``; see encode_levels)."""
+    tables = freqs if isinstance(freqs, list) else [freqs]
     precision = r.u8()
     n_lanes = r.varint(count)
     if (count > 0) != (n_lanes > 0):
@@ -178,8 +254,12 @@ def read_lane_stream(r: ByteReader, freqs: np.ndarray, count: int) -> LaneBlock:
     if not 1 <= precision <= LANE_PRECISION_MAX:
         raise CorruptionError(f"table precision {precision} (1 to {LANE_PRECISION_MAX} bits)")
     if count:
-        r.charge(LANE_TABLE_BYTES_PER_SLOT << precision, f"a lane table of {1 << precision} slots")
-    table = LaneTable(lane_cdf(freqs, precision), precision) if count else None
+        r.charge(len(tables) * LANE_TABLE_BYTES_PER_SLOT << precision,
+                 f"{len(tables)} lane table(s) of {1 << precision} slots")
+    table = None
+    if count:
+        cdfs = np.stack([lane_cdf(f, precision) for f in tables])
+        table = LaneTable(cdfs if len(tables) > 1 else cdfs[0], precision, classes if len(tables) > 1 else None)
     n_words = r.varint()
     if n_words * 2 > r.remaining:
         raise CorruptionError(f"lane stream declares {n_words} words but only {r.remaining} bytes remain")
@@ -224,7 +304,7 @@ class LevelJob:
         return levels
 
 
-def read_levels(r: ByteReader, count: int, lanes: bool) -> LevelJob:
+def read_levels(r: ByteReader, count: int, lanes: int) -> LevelJob:
     """Read one level block for ``count`` elements, up to its entropy-coded symbols."""
     if count > (r.remaining + 64) << MAX_EXPANSION_LOG2:
         raise CorruptionError(f"level block of {count} levels cannot come from {r.remaining} bytes")
@@ -235,7 +315,12 @@ def read_levels(r: ByteReader, count: int, lanes: bool) -> LevelJob:
         raise CorruptionError(f"level block declares {s} fine bits (limit {MAX_FINE_BITS})")
     lo, hi = _coarse_range(k, s)
     n_sym = hi - lo + 2
-    freqs = read_table(r, n_sym, allow_geometric=(s == 0))
+    n_tables = 1
+    if lanes == CONTEXT_LANES:
+        n_tables = r.u8()
+        if not 1 <= n_tables <= MAX_CONTEXTS:
+            raise CorruptionError(f"level block declares {n_tables} tables (1 to {MAX_CONTEXTS})")
+    tables = [read_table(r, n_sym, allow_geometric=(s == 0)) for _ in range(n_tables)]
     n_esc = r.varint(count)
     escapes = r.varints(n_esc)
     n_fine = r.varint()
@@ -245,8 +330,10 @@ def read_levels(r: ByteReader, count: int, lanes: bool) -> LevelJob:
         raise CorruptionError(f"level block holds {n_fine} fine-bit bytes, expected {s * plane_bytes}")
     packed = r.raw(n_fine)
     if lanes:
-        ans: LaneBlock | StackBlock = read_lane_stream(r, freqs, count)
+        classes = symbol_classes(lo, n_sym) if n_tables > 1 else None
+        ans: LaneBlock | StackBlock = read_lane_stream(r, tables if n_tables > 1 else tables[0], count, classes)
     else:
+        freqs = tables[0]
         n_words = r.varint()
         if n_words * 4 > r.remaining:
             raise CorruptionError(f"level block declares {n_words} words but only {r.remaining} bytes remain")
@@ -254,7 +341,7 @@ def read_levels(r: ByteReader, count: int, lanes: bool) -> LevelJob:
     return LevelJob(ans, k, s, lo, n_sym, escapes, packed, n_plain)
 
 
-def decode_levels(r: ByteReader, count: int, lanes: bool = True) -> np.ndarray:
+def decode_levels(r: ByteReader, count: int, lanes: int = CONTEXT_LANES) -> np.ndarray:
     """Read one level block for ``count`` elements; returns int32 levels."""
     job = read_levels(r, count, lanes)
     return job.finish(decode_blocks([job.ans])[0])

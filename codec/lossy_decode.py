@@ -23,7 +23,7 @@ import numpy as np
 from .errors import CorruptionError
 
 from .bytestream import Budget, ByteReader
-from .levelcode import read_levels
+from .levelcode import CONTEXT_LANES, read_levels
 from .rans import Steps, run
 
 FLAG_PER_CHANNEL = 1
@@ -70,15 +70,15 @@ def dequantize(levels: np.ndarray, theta: int, steps: np.ndarray, shape: tuple[i
 
 
 def decode_lossy(body: bytes | memoryview, shape: tuple[int, ...], out_dtype: np.dtype,
-                 budget: Budget | None = None, negative_theta: bool = True, lanes: bool = True) -> np.ndarray:
+                 budget: Budget | None = None, negative_theta: bool = True, lanes: int = CONTEXT_LANES) -> np.ndarray:
     """Decode a lossy body into an array of ``shape`` and float ``out_dtype``; flag bit 1
     (negative θ) is refused unless ``negative_theta`` (format version ≥ 3); ``lanes``: the
-    level blocks use format v5's ANS."""
+    level blocks' dialect (codec.levelcode; the current format's by default)."""
     return run(lossy_decoder(body, shape, out_dtype, budget, negative_theta, lanes))
 
 
 def lossy_decoder(body: bytes | memoryview, shape: tuple[int, ...], out_dtype: np.dtype,
-                  budget: Budget | None = None, negative_theta: bool = True, lanes: bool = True
+                  budget: Budget | None = None, negative_theta: bool = True, lanes: int = CONTEXT_LANES
                   ) -> Steps[np.ndarray]:
     """:func:`decode_lossy` as a decoder generator (codec.rans.run_all)."""
     r = ByteReader(body, "lossy tensor body", budget)
@@ -117,7 +117,7 @@ def lossy_decoder(body: bytes | memoryview, shape: tuple[int, ...], out_dtype: n
         return dequantize(levels, theta, step_values(mantissas, exponent - shifts), tuple(shape), out_dtype)
 
 
-def main_block_offset(body: bytes | memoryview, lanes: bool = True) -> tuple[int, int]:
+def main_block_offset(body: bytes | memoryview, lanes: int = CONTEXT_LANES) -> tuple[int, int]:
     """(flags, offset of the main level block) of a lossy body, its step fields read but not
     decoded: for tools that look inside a body."""
     r = ByteReader(body, "lossy tensor body")
@@ -152,13 +152,13 @@ def codebook_values(levels: np.ndarray, magnitudes: np.ndarray) -> np.ndarray:
 
 
 def decode_codebook(body: bytes | memoryview, shape: tuple[int, ...], out_dtype: np.dtype,
-                    budget: Budget | None = None, lanes: bool = True) -> np.ndarray:
+                    budget: Budget | None = None, lanes: int = CONTEXT_LANES) -> np.ndarray:
     """Coding 3: u8 flags (0), varint K, K float64 magnitudes, level block with |q| ≤ K."""
     return run(codebook_decoder(body, shape, out_dtype, budget, lanes))
 
 
 def codebook_decoder(body: bytes | memoryview, shape: tuple[int, ...], out_dtype: np.dtype,
-                     budget: Budget | None = None, lanes: bool = True) -> Steps[np.ndarray]:
+                     budget: Budget | None = None, lanes: int = CONTEXT_LANES) -> Steps[np.ndarray]:
     """:func:`decode_codebook` as a decoder generator."""
     r = ByteReader(body, "codebook tensor body", budget)
     if r.u8() != 0:
@@ -191,13 +191,13 @@ def minifloat_magnitudes(exponent_bits: int, mantissa_bits: int, scale: int, cou
 
 
 def decode_minifloat(body: bytes | memoryview, shape: tuple[int, ...], out_dtype: np.dtype,
-                     budget: Budget | None = None, lanes: bool = True) -> np.ndarray:
+                     budget: Budget | None = None, lanes: int = CONTEXT_LANES) -> np.ndarray:
     """Coding 4: u8 E (1..8), u8 M (E + M ≤ 16), i16 scale s, level block of codes."""
     return run(minifloat_decoder(body, shape, out_dtype, budget, lanes))
 
 
 def minifloat_decoder(body: bytes | memoryview, shape: tuple[int, ...], out_dtype: np.dtype,
-                      budget: Budget | None = None, lanes: bool = True) -> Steps[np.ndarray]:
+                      budget: Budget | None = None, lanes: int = CONTEXT_LANES) -> Steps[np.ndarray]:
     """:func:`decode_minifloat` as a decoder generator."""
     r = ByteReader(body, "minifloat tensor body", budget)
     ebits, mbits, scale = r.u8(), r.u8(), r.i16()

@@ -13,6 +13,10 @@ Two coders, both defined by integer rules that SPEC.md states in full:
   advances every lane by one symbol per numpy operation, and step t of a block is its
   symbols [t·L, (t+1)·L): the output needs no transposition.
   :func:`lane_cdf` builds their tables exactly in integers.
+* **context lanes** (format v7): a block with C > 1 tables gives each lane a run of
+  consecutive symbols, and each symbol is coded with the table its two predecessors in the
+  lane select (:class:`_ContextStep`), so neighbouring levels inform each other's
+  probabilities while every lane still advances one symbol per operation.
 
 Everything here reads hostile input: a stream that is short, long or does not end in its
 initial state raises CorruptionError.
@@ -38,6 +42,9 @@ MAX_LANE_SYMBOLS = 1 << 16
 
 LANE_STATE_LOW = 1 << 16
 """A lane's state lives in [2**16, 2**32): it starts and must end at exactly 2**16."""
+
+MAX_CONTEXTS = 4
+"""A context-coded lane block has 2 to 4 tables: a context is a sum of two classes 0..3, capped."""
 
 _WORD_BITS = 16
 T = TypeVar("T")
@@ -136,18 +143,27 @@ def lane_lengths(count: int, n_lanes: int) -> np.ndarray:
 
 
 class LaneTable:
-    """Decoder lookup of one lane table: for each of the 2**P slots, its symbol and the
-    packed pair (slot count of the symbol, slot − first slot of the symbol)."""
+    """Decoder lookup of one lane table, or of C context tables laid end to end: for each of the
+    C·2**P slots, its symbol, the packed pair (slot count of the symbol, slot − first slot of the
+    symbol) and, with contexts, the symbol's context class."""
 
-    def __init__(self, cdf: np.ndarray, precision: int) -> None:
-        freq = np.diff(cdf)
+    def __init__(self, cdf: np.ndarray, precision: int, classes: np.ndarray | None = None) -> None:
+        cdfs = np.atleast_2d(np.asarray(cdf, dtype=np.int64))
+        freq = np.diff(cdfs, axis=1)
         self.precision = precision
-        self.size = int(freq.size)
-        self.symbol = np.repeat(np.arange(freq.size, dtype=np.int32), freq)
+        self.contexts = int(cdfs.shape[0])
+        self.size = int(freq.shape[1])
+        ids = np.arange(self.size, dtype=np.int32)
+        self.symbol = np.concatenate([np.repeat(ids, f) for f in freq])
         if self.size > 1:  # every count is then below 2**16: (count << 16) + slot − first slot
-            self.packed = np.repeat((freq << 16) - cdf[:-1], freq)
-            self.packed += np.arange(1 << precision)
+            slots = np.arange(1 << precision)
+            self.packed = np.concatenate([np.repeat((f << 16) - c[:-1], f) + slots for f, c in zip(freq, cdfs)])
             self.packed = self.packed.astype(np.uint32)
+        self.classes = None
+        if self.contexts > 1:
+            if classes is None or np.asarray(classes).shape != (self.size,):
+                raise ValueError("context tables need one class per symbol")
+            self.classes = np.asarray(classes, dtype=np.uint32)[self.symbol]
 
 
 class LaneBlock(NamedTuple):
@@ -156,6 +172,11 @@ class LaneBlock(NamedTuple):
     table: LaneTable | None   # None only when count is 0
     count: int            # symbols
     n_lanes: int          # 1 ≤ n_lanes ≤ count (0 when count is 0)
+
+    @property
+    def contiguous(self) -> bool:
+        """Lanes of a context-coded block hold runs of consecutive symbols, not every L-th one."""
+        return self.table is not None and self.table.contexts > 1
 
 
 def decode_lanes(words: np.ndarray, table: LaneTable, count: int, n_lanes: int) -> np.ndarray:
@@ -214,15 +235,19 @@ def _decode_group(blocks: Sequence[LaneBlock], group: list, results: list) -> No
     """One lock step over the lanes of ``group`` ((block index, (initial states, words)) pairs)."""
     live = [i for i, _ in group]
     nb = len(live)
+    tables = [blocks[i].table for i in live]
     lanes = np.array([blocks[i].n_lanes for i in live], dtype=np.int64)
     lane_start = np.concatenate(([0], np.cumsum(lanes)))
-    lut_size = np.array([1 << blocks[i].table.precision for i in live], dtype=np.int64)
+    lut_size = np.array([t.contexts << t.precision for t in tables], dtype=np.int64)
     lut_start = np.concatenate(([0], np.cumsum(lut_size)[:-1]))
-    packed = np.concatenate([blocks[i].table.packed for i in live])
+    packed = np.concatenate([t.packed for t in tables])
     x = np.concatenate([p[0] for _, p in group])
     blk = np.repeat(np.arange(nb), lanes)
     off = lut_start.astype(np.uint32)[blk] if nb > 1 else None
-    precisions = np.array([blocks[i].table.precision for i in live], dtype=np.uint32)
+    context = _ContextStep(tables, lut_start, blk) if any(t.contexts > 1 for t in tables) else None
+    if context is not None:
+        off = context.first()
+    precisions = np.array([t.precision for t in tables], dtype=np.uint32)
     if np.all(precisions == precisions[0]):
         shift, mask = precisions[0], np.uint32((1 << int(precisions[0])) - 1)
     else:
@@ -234,7 +259,7 @@ def _decode_group(blocks: Sequence[LaneBlock], group: list, results: list) -> No
     body = np.concatenate(bodies)
     length = np.concatenate([lane_lengths(blocks[i].count, blocks[i].n_lanes) for i in live])
     steps = int(length.max())
-    slots = np.empty((steps, x.size), dtype=np.uint32)   # step-major: a block's step t is its symbols [t·L, (t+1)·L)
+    slots = np.empty((steps, x.size), dtype=np.uint32)   # step-major: row t holds every lane's t-th symbol
     pos = np.zeros(nb, dtype=np.int64)
     low = np.uint32(LANE_STATE_LOW)
     low16 = np.uint32(0xFFFF)
@@ -252,6 +277,8 @@ def _decode_group(blocks: Sequence[LaneBlock], group: list, results: list) -> No
         if off is not None:
             g += off
         e = packed.take(g)
+        if context is not None:
+            off = context.next(g)
         x >>= shift
         x *= e >> 16
         e &= low16
@@ -282,11 +309,47 @@ def _decode_group(blocks: Sequence[LaneBlock], group: list, results: list) -> No
         raise CorruptionError("a lane does not end in its initial state")
     if (pos != body_len).any():
         raise CorruptionError("lane block has words left over after its last symbol")
-    symbol = np.concatenate([blocks[i].table.symbol for i in live])
+    symbol = np.concatenate([t.symbol for t in tables])
     for k, i in enumerate(live):   # slots hold offsets into the tables laid end to end
         b = blocks[i]
         cols = slots[:_steps(b), lane_start[k]:lane_start[k + 1]]
-        results[i] = symbol.take(cols.reshape(-1)[:b.count])
+        if b.contiguous:  # lane j's run is column j; the lanes past count mod L are one shorter
+            runs = cols.T
+            if b.count % b.n_lanes:
+                runs = runs[np.arange(_steps(b)) < lane_lengths(b.count, b.n_lanes)[:, None]]
+            results[i] = symbol.take(runs.reshape(-1))
+        else:
+            results[i] = symbol.take(cols.reshape(-1)[:b.count])
+
+
+class _ContextStep:
+    """Table offsets of each lane's next symbol in a lock step over context-coded blocks: the
+    context of a lane's symbol t is min(class(t − 1) + class(t − 2), C − 1) (classes before the
+    lane's first symbol are 0), and it selects the block's table number context."""
+
+    def __init__(self, tables: list[LaneTable], lut_start: np.ndarray, blk: np.ndarray) -> None:
+        offsets = np.empty((len(tables), 4, 4), dtype=np.uint32)   # [block, previous class, class]
+        pair = np.add.outer(np.arange(4), np.arange(4))
+        for b, t in enumerate(tables):
+            offsets[b] = lut_start[b] + (np.minimum(pair, t.contexts - 1) << t.precision)
+        self.offsets = offsets.reshape(-1)
+        self.classes = np.concatenate([t.classes if t.classes is not None else np.zeros(t.symbol.size, np.uint32)
+                                       for t in tables])
+        self.base = (blk * 16).astype(np.uint32)
+        self.key = self.base.copy()   # block·16 + 4·class of the previous symbol
+
+    def first(self) -> np.ndarray:
+        """Offsets of every lane's first symbol (context 0)."""
+        return self.offsets.take(self.key)
+
+    def next(self, slots: np.ndarray) -> np.ndarray:
+        """Offsets of every lane's next symbol, given the slots its current symbol was read from."""
+        cls = self.classes.take(slots)
+        self.key += cls
+        off = self.offsets.take(self.key)
+        cls <<= 2
+        np.add(self.base, cls, out=self.key)
+        return off
 
 
 def _prepare(b: LaneBlock) -> tuple[np.ndarray, np.ndarray] | None:

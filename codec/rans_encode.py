@@ -9,7 +9,7 @@ import numba
 import numpy as np
 
 from . import exactmath
-from .rans import LANE_PRECISION_MAX, LANE_STATE_LOW, MAX_LANE_SYMBOLS, lane_cdf
+from .rans import LANE_PRECISION_MAX, LANE_STATE_LOW, MAX_CONTEXTS, MAX_LANE_SYMBOLS, lane_cdf, lane_lengths
 
 LANE_SYMBOLS = 2048
 """Most symbols the encoder puts in a lane. A decoder's lock step is as long as the longest
@@ -20,19 +20,30 @@ bits of start-up), so very low-rate blocks get longer lanes to keep that near 1 
 
 
 @numba.njit(cache=True, nogil=True)
-def _encode(symbols, cdf, precision, n_lanes, start):  # pragma: no cover - compiled
+def _encode(symbols, cdfs, classes, precision, n_lanes, start, runs):  # pragma: no cover - compiled
     count = symbols.size
     q = count // n_lanes
     r = count - q * n_lanes
+    top_ctx = cdfs.shape[0] - 1
     x = np.full(n_lanes, start, dtype=np.uint64)
     out = np.empty(count + 2 * n_lanes + 8, dtype=np.uint16)
     n_out = 0
     for t in range((q + 1 if r else q) - 1, -1, -1):
         top = n_lanes if t < q else r
         for j in range(top - 1, -1, -1):
-            s = symbols[t * n_lanes + j]
-            c = np.uint64(cdf[s])
-            f = np.uint64(cdf[s + 1]) - c
+            ctx = 0
+            if runs:   # lane j holds symbols s_j … s_j + len_j − 1; its two previous ones pick the table
+                i = j * q + min(j, r) + t
+                if t >= 1:
+                    ctx = classes[symbols[i - 1]]
+                if t >= 2:
+                    ctx += classes[symbols[i - 2]]
+                ctx = min(ctx, top_ctx)
+            else:      # round-robin: lane j holds symbols j, j + L, j + 2L, …
+                i = t * n_lanes + j
+            s = symbols[i]
+            c = np.uint64(cdfs[ctx, s])
+            f = np.uint64(cdfs[ctx, s + 1]) - c
             if x[j] >= (f << np.uint64(32 - precision)):
                 if n_out == out.size:
                     grown = np.empty(2 * out.size, dtype=np.uint16)
@@ -52,6 +63,46 @@ def _encode(symbols, cdf, precision, n_lanes, start):  # pragma: no cover - comp
     return words
 
 
+def lane_contexts(symbols: np.ndarray, classes: np.ndarray, contexts: int, n_lanes: int) -> np.ndarray:
+    """Context of every symbol of a context-coded block in ``n_lanes`` contiguous lanes:
+    min(class of the symbol before + class of the one before that, C − 1), both in its lane."""
+    s = np.ascontiguousarray(symbols, dtype=np.int64).ravel()
+    cls = np.asarray(classes, dtype=np.int64)[s]
+    ctx = np.zeros(s.size, dtype=np.int64)
+    ctx[1:] += cls[:-1]
+    ctx[2:] += cls[:-2]
+    q, r = divmod(s.size, n_lanes)
+    starts = np.arange(n_lanes) * q + np.minimum(np.arange(n_lanes), r)
+    ctx[starts] = 0
+    second = starts + 1
+    second = second[(second < s.size) & (lane_lengths(s.size, n_lanes) > 1)]
+    ctx[second] = cls[second - 1]
+    return np.minimum(ctx, contexts - 1)
+
+
+def encode_context_lanes(symbols: np.ndarray, cdfs: np.ndarray, classes: np.ndarray, precision: int,
+                         n_lanes: int, start: int = LANE_STATE_LOW) -> np.ndarray:
+    """Code symbols as one context-coded lane block: lane j holds a run of consecutive symbols,
+    each coded with table ``cdfs[c]`` for the context c that :func:`lane_contexts` gives it."""
+    s = np.ascontiguousarray(symbols, dtype=np.int64).ravel()
+    if s.size == 0:
+        return np.zeros(0, dtype=np.uint16)
+    cdfs = np.ascontiguousarray(cdfs, dtype=np.int64)
+    classes = np.ascontiguousarray(classes, dtype=np.int64)
+    if not 1 <= n_lanes <= s.size:
+        raise ValueError(f"{n_lanes} lanes for {s.size} symbols")
+    if cdfs.ndim != 2 or not 2 <= cdfs.shape[0] <= MAX_CONTEXTS or classes.shape != (cdfs.shape[1] - 1,):
+        raise ValueError("context tables: 2 to 4 cdfs over the same symbols, one class per symbol")
+    if s.min() < 0 or s.max() >= cdfs.shape[1] - 1 or classes.min() < 0 or classes.max() > 3:
+        raise ValueError("a symbol is outside the tables, or a class outside 0..3")
+    ctx = lane_contexts(s, classes, cdfs.shape[0], n_lanes)
+    if np.any(np.diff(cdfs, axis=1)[ctx, s] <= 0):
+        raise ValueError("a symbol has no slot in its context's table")
+    if not LANE_STATE_LOW <= start < 1 << 32:
+        raise ValueError(f"initial lane state {start} outside [2**16, 2**32)")
+    return _encode(s, cdfs, classes, int(precision), int(n_lanes), np.uint64(start), True)
+
+
 def encode_lanes(symbols: np.ndarray, cdf: np.ndarray, precision: int, n_lanes: int,
                  start: int = LANE_STATE_LOW) -> np.ndarray:
     """Code symbols (indices into ``cdf``'s n + 1 boundaries) as one lane block of ``n_lanes``
@@ -69,7 +120,8 @@ def encode_lanes(symbols: np.ndarray, cdf: np.ndarray, precision: int, n_lanes: 
         raise ValueError("a symbol is outside the table or has no slot")
     if not LANE_STATE_LOW <= start < 1 << 32:
         raise ValueError(f"initial lane state {start} outside [2**16, 2**32)")
-    return _encode(s, cdf, int(precision), int(n_lanes), np.uint64(start))
+    return _encode(s, cdf[None, :], np.zeros(cdf.size - 1, dtype=np.int64), int(precision), int(n_lanes),
+                   np.uint64(start), False)
 
 
 def choose_lanes(count: int, est_bits: float, lane_symbols: int = LANE_SYMBOLS) -> int:

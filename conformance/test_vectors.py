@@ -107,12 +107,12 @@ def _coded_paths(data: bytes) -> set[str]:
     """What a file exercises: codings, lossy flags, minifloat formats, main-block table kinds,
     fine bits, storage types."""
     from nnr.codec.bytestream import ByteReader
-    from nnr.codec.levelcode import read_levels
+    from nnr.codec.levelcode import CONTEXT_LANES, read_levels
     from nnr.codec.lossy_decode import main_block_offset
-    from nnr.formats.container import COMPACT_SINCE
+    from nnr.tensorcodec import level_dialect
 
     f = nnr.open(data)
-    lanes = f.version >= COMPACT_SINCE
+    lanes = level_dialect(f.version)
     found = set()
     for u in f.units():
         found.add(f"coding{u.coding}:dtype{u.dtype}")
@@ -125,6 +125,9 @@ def _coded_paths(data: bytes) -> set[str]:
             r = ByteReader(u.body[start:])
             r.varint()
             r.u8()
+            if lanes == CONTEXT_LANES:
+                n_tables = r.u8()
+                found.add("contexts" if n_tables > 1 else "one_table")
             found.add(f"table{r.u8()}")
         if u.coding == 4:
             found.add(f"minifloat:e{u.body[0]}m{u.body[1]}")
@@ -137,7 +140,7 @@ def test_current_vectors_cover_every_path():
     found = set().union(*(_coded_paths(p.with_suffix(".nnr").read_bytes()) for p in CURRENT))
     wanted = {"flags0", "flags1", "flags2", "flags3", "fine_bits", "minifloat:e4m3", "minifloat:e5m2",
               f"table{GEOMETRIC}", f"table{HISTOGRAM}",
-              "minifloat:e5m10", "coding0:dtype7", "coding3:dtype1"}
+              "minifloat:e5m10", "coding0:dtype7", "coding3:dtype1", "contexts", "one_table"}
     wanted |= {f"coding1:dtype{t}" for t in (1, 10, 16, 11, 14, 15)}   # lossless fp32, fp16, bf16, fp64, complex
     wanted |= {f"coding2:dtype{t}" for t in (1, 10, 16, 14)}
     assert wanted <= found, sorted(wanted - found)

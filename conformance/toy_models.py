@@ -15,10 +15,12 @@ def _w(rng: np.random.Generator, *shape: int, scale: float = 0.05) -> np.ndarray
     return rng.laplace(0.0, scale, size=shape).astype(np.float32)
 
 
-def mlp(seed: int = 0, dtype: int = TensorProto.FLOAT, typed: bool = False, hidden: int = 64) -> onnx.ModelProto:
+def mlp(seed: int = 0, dtype: int = TensorProto.FLOAT, typed: bool = False, hidden: int = 64,
+        row_scales: bool = False) -> onnx.ModelProto:
     """Two Gemm layers with initializers of ``dtype`` (float, float16, bfloat16 or double),
     plus an int64 shape tensor and metadata that must survive untouched. With ``typed`` the
-    weights sit in their type's repeated field (float_data, int32_data…) instead of raw_data."""
+    weights sit in their type's repeated field (float_data, int32_data…) instead of raw_data;
+    with ``row_scales`` fc1's rows differ in scale by up to 64×, as trained layers' often do."""
     rng = np.random.default_rng(seed)
     np_type = {TensorProto.FLOAT: np.float32, TensorProto.FLOAT16: np.float16,
                TensorProto.DOUBLE: np.float64, TensorProto.BFLOAT16: np.float32}[dtype]
@@ -30,9 +32,12 @@ def mlp(seed: int = 0, dtype: int = TensorProto.FLOAT, typed: bool = False, hidd
             return helper.make_tensor(name, TensorProto.BFLOAT16, arr.shape, arr.astype(np.float32).ravel().tolist())
         return numpy_helper.from_array(arr.astype(np_type), name)
 
+    w1, b1, w2, b2 = _w(rng, hidden, 32), _w(rng, hidden, scale=0.1), _w(rng, 10, hidden), _w(rng, 10, scale=0.1)
+    if row_scales:
+        w1 = w1 * np.exp2(rng.uniform(-3.0, 3.0, (hidden, 1))).astype(w1.dtype)
     inits = [
-        init("fc1.weight", _w(rng, hidden, 32)), init("fc1.bias", _w(rng, hidden, scale=0.1)),
-        init("fc2.weight", _w(rng, 10, hidden)), init("fc2.bias", _w(rng, 10, scale=0.1)),
+        init("fc1.weight", w1), init("fc1.bias", b1),
+        init("fc2.weight", w2), init("fc2.bias", b2),
         numpy_helper.from_array(np.array([-1, 10], dtype=np.int64), "out_shape"),
     ]
     nodes = [

@@ -92,6 +92,7 @@ def cases() -> dict[str, Case]:
         "mlp_bf16_lossless": Case(lambda: mlp(seed=27, dtype=TensorProto.BFLOAT16), {"lossless": True}),
         "quantizer_e5m10": Case(lambda: mlp(seed=28), {"quantizer": "minifloat:e5m10"}),
         "per_channel_wide_deadzone": Case(lambda: mlp(seed=29), {"quantizer": "deadzone:0.7", "step_rule": "channel"}),
+        "context_tables": Case(lambda: mlp(seed=30, hidden=256, row_scales=True), {"qp": -8.0}),
     }
 
 
@@ -422,7 +423,7 @@ def _body_cases(good: bytes) -> dict[str, tuple[bytes, str, str]]:
     CRC valid: field by field, each refusal of SPEC sections 3 and 4."""
     import nnr
     from nnr.codec.bytestream import ByteReader
-    from nnr.codec.levelcode import read_levels
+    from nnr.codec.levelcode import CONTEXT_LANES, read_levels
     from nnr.codec.lossy_decode import main_block_offset
     from nnr.codec.rans import LANE_STATE_LOW, decode_lanes
     from nnr.codec.rans_encode import encode_lanes
@@ -431,12 +432,14 @@ def _body_cases(good: bytes) -> dict[str, tuple[bytes, str, str]]:
     body = bytes(unit.body)
     flags, start = main_block_offset(body)
     assert unit.coding == 2 and flags == 0, "the source's first unit must be a per-tensor lossy body"
-    ans = read_levels(ByteReader(body[start:]), unit.numel, True).ans
+    ans = read_levels(ByteReader(body[start:]), unit.numel, CONTEXT_LANES).ans
+    assert not ans.contiguous, "the source's first unit must code its levels with one table"
     k_bytes = len(_varint(ByteReader(body[start:]).varint()))
     words_at = len(body) - 2 * ans.words.size
     lanes_at = words_at - len(_varint(ans.words.size)) - len(_varint(ans.n_lanes))
     p_at = lanes_at - 1
-    table_at = start + k_bytes + 1
+    count_at = start + k_bytes + 1
+    table_at = count_at + 1
 
     def edited(new_body: bytes) -> bytes:
         return _rebuilt(good, _unit_edit(0, body=new_body))
@@ -460,6 +463,8 @@ def _body_cases(good: bytes) -> dict[str, tuple[bytes, str, str]]:
         "level_k_over_limit": (edited(body[:start] + _varint(1 << 15) + body[start + k_bytes:]), "CorruptionError",
                                "the main level block's K is 2**15, one over version 5's limit"),
         "table_kind_unknown": (put(table_at, 7), "CorruptionError", "entropy table kind 7 (undefined)"),
+        "table_count_zero": (put(count_at, 0), "CorruptionError", "the main level block declares 0 tables"),
+        "table_count_5": (put(count_at, 5), "CorruptionError", "the main level block declares 5 tables (at most 4)"),
         "lane_precision_zero": (put(p_at, 0), "CorruptionError", "lane table precision P = 0"),
         "lane_precision_17": (put(p_at, 17), "CorruptionError", "lane table precision P = 17"),
         "lane_count_zero": (lanes(0), "CorruptionError", f"0 lanes for {unit.numel} symbols"),

@@ -22,8 +22,8 @@ from nnr.codec.errors import CorruptionError, FormatError, LimitError, VersionEr
 
 MAGIC = b"\x89NNR"
 TRAILER_MAGIC = b"NNR\x89"
-FORMAT_VERSION = 6
-SUPPORTED_VERSIONS = (1, 2, 3, 4, 5, 6)
+FORMAT_VERSION = 7
+SUPPORTED_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
 TYPED_FIELDS_SINCE = 2
 """First format version whose META may carry ``typed_fields``."""
 QUANTIZERS_SINCE = 3
@@ -36,6 +36,9 @@ shapes come from the graph), and entropy coding in lanes."""
 FLOAT_FIELDS_SINCE = 6
 """First format version whose lossless float bodies choose their planes' widths (1–12 bits)
 and list only the symbols that occur."""
+CONTEXTS_SINCE = 7
+"""First format version whose level blocks carry a table count: with 2 to 4 tables, a level's
+table is chosen by the magnitudes of the two levels before it in its lane."""
 HEADER = struct.Struct("<4sHH8s")
 HEADER_V5 = struct.Struct("<4sHH4sI")
 UNIT_HEAD = struct.Struct("<4sQ")

@@ -8,11 +8,12 @@ from onnx import TensorProto
 from nnr.codec.bytestream import Budget
 from nnr.codec.floatcast import bfloat16_values, compute_dtype, to_storage
 from nnr.codec.floatplanes import float_fields_decoder, float_planes_decoder
+from nnr.codec.levelcode import CONTEXT_LANES, LANES, STACK
 from nnr.codec.lossy_decode import codebook_decoder, lossy_decoder, minifloat_decoder
 from nnr.codec.rans import Steps, run
 from nnr.formats.container import (CODING_CODEBOOK, CODING_FLOAT_LOSSLESS, CODING_LOSSY, CODING_MINIFLOAT, CODING_RAW,
-                               COMPACT_SINCE, COMPLEX_SINCE, FLOAT_FIELDS_SINCE, FORMAT_VERSION, QUANTIZERS_SINCE,
-                               TensorUnit)
+                               COMPACT_SINCE, COMPLEX_SINCE, CONTEXTS_SINCE, FLOAT_FIELDS_SINCE, FORMAT_VERSION,
+                               QUANTIZERS_SINCE, TensorUnit)
 from nnr.formats.onnx_io import COMPLEX_TYPES, COMPONENT_DTYPE, STORAGE_DTYPES
 
 from .errors import CorruptionError, FormatError
@@ -47,6 +48,13 @@ def _coded_shape(dims: tuple[int, ...], parts: bool) -> tuple[int, ...]:
     return (dims[0], int(np.prod(dims[1:], dtype=np.int64)))
 
 
+def level_dialect(version: int) -> int:
+    """How a file of format ``version`` codes its level blocks (codec.levelcode dialects)."""
+    if version >= CONTEXTS_SINCE:
+        return CONTEXT_LANES
+    return LANES if version >= COMPACT_SINCE else STACK
+
+
 def decode_unit(unit: TensorUnit, version: int = FORMAT_VERSION, budget: Budget | None = None) -> bytes:
     """Storage bytes (little-endian, ONNX raw_data layout) of a tensor unit of a file of
     format ``version``; ``budget`` is charged for every allocation the unit declares."""
@@ -56,7 +64,7 @@ def decode_unit(unit: TensorUnit, version: int = FORMAT_VERSION, budget: Budget 
 def unit_decoder(unit: TensorUnit, version: int = FORMAT_VERSION, budget: Budget | None = None) -> Steps[bytes]:
     """:func:`decode_unit` as a decoder generator, so that a model's units decode their
     entropy-coded blocks together (codec.rans.run_all)."""
-    lanes = version >= COMPACT_SINCE
+    lanes = level_dialect(version)
     dtype = storage_dtype(unit.dtype)
     nbytes = unit.numel * dtype.itemsize
     if budget is not None:

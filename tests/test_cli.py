@@ -92,8 +92,8 @@ def _with_version(data: bytes, version: int) -> bytes:
 @pytest.mark.parametrize("damage, code, message", [
     (lambda d: d[: len(d) // 2], 3, "truncated"),
     (lambda d: d[:40] + bytes([d[40] ^ 0x10]) + d[41:], 3, "CRC32"),
-    (lambda d: _with_version(d, 7), 3, "format version 7"),
-    (lambda d: d[:4] + b"\x07\x00" + d[6:], 3, "header fails its CRC32"),
+    (lambda d: _with_version(d, FORMAT_VERSION + 1), 3, f"format version {FORMAT_VERSION + 1}"),
+    (lambda d: d[:4] + bytes([FORMAT_VERSION + 1, 0]) + d[6:], 3, "header fails its CRC32"),
     (lambda d: b"GIF89a" + d, 3, "not an .nnr file"),
 ])
 def test_decode_refuses_damaged_files(tmp_path, model_path, capsys, damage, code, message):

@@ -36,6 +36,44 @@ def test_levels_round_trip_laplacian_like(levels):
     np.testing.assert_array_equal(out, levels)
 
 
+def _table_count(block: bytes) -> int:
+    r = ByteReader(block)
+    r.varint()
+    r.u8()
+    return r.u8()
+
+
+@given(hnp.arrays(np.int64, st.integers(1, 6000), elements=st.integers(-9, 9)),
+       st.integers(1, 64), st.sampled_from([0, 1, 2]))
+@settings(max_examples=40, deadline=None)
+def test_levels_with_runs_of_scale_round_trip_in_every_dialect(levels, run, fine_bits):
+    from nnr.codec.levelcode import CONTEXT_LANES, LANES
+
+    levels = levels * np.repeat(np.arange(levels.size // run + 1) % 4, run)[:levels.size]  # runs of zeros, runs of large
+    for dialect in (CONTEXT_LANES, LANES):
+        block = encode_levels(levels, fine_bits=fine_bits, lanes=dialect)
+        r = ByteReader(block)
+        np.testing.assert_array_equal(decode_levels(r, levels.size, dialect), levels)
+        r.expect_end()
+
+
+def test_level_blocks_take_context_tables_only_where_they_pay():
+    from nnr.codec.levelcode import LANES
+
+    rng = np.random.default_rng(0)
+    scale = np.repeat(np.exp2(rng.uniform(-3, 3, 256)), 64)      # rows of one scale, as in trained layers
+    rows = np.round(rng.laplace(0.0, scale)).astype(np.int64)
+    iid = np.round(rng.laplace(0.0, 2.0, rows.size)).astype(np.int64)
+    for levels, wanted in ((rows, True), (iid, False)):
+        block, one_table = encode_levels(levels), encode_levels(levels, lanes=LANES)
+        assert (_table_count(block) > 1) == wanted
+        np.testing.assert_array_equal(decode_levels(ByteReader(block), levels.size), levels)
+        if wanted:
+            assert len(block) < 0.95 * len(one_table)
+        else:
+            assert len(block) == len(one_table) + 1   # the table count byte
+
+
 @pytest.mark.parametrize("width", [2, 4, 8])
 @given(data=st.binary(min_size=0, max_size=4000))
 @settings(max_examples=30, deadline=None)

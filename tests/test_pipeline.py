@@ -258,8 +258,11 @@ def _outcome(data: bytes, threads: int) -> str:
 def test_decoding_gives_the_same_model_or_error_whatever_the_thread_count():
     from pathlib import Path
 
+    from nnr.formats.container import FORMAT_VERSION
+
     root = Path(__file__).resolve().parents[1] / "conformance/vectors"
-    files = sorted((root / "v6").glob("*.nnr")) + sorted((root / "robustness").glob("v6_*.nnr"))
+    files = [p for v in (FORMAT_VERSION - 1, FORMAT_VERSION) for p in sorted((root / f"v{v}").glob("*.nnr"))
+             + sorted((root / "robustness").glob(f"v{v}_*.nnr"))]
     files += sorted((root / "hostile").glob("*.nnr"))
     outcomes = set()
     for path in files:

@@ -194,7 +194,7 @@ def test_global_threshold_is_refused_for_per_layer_methods():
 
 def test_pruned_encoding_is_smaller_and_keeps_the_zeros():
     plain, pruned = nnr.encode(MNIST, probe=False), nnr.encode(MNIST, prune="magnitude:0.5")
-    assert len(pruned) < 0.8 * len(plain)
+    assert len(pruned) < 0.85 * len(plain)
     decoded = nnr.decode(pruned)
     onnx.checker.check_model(decoded)
     w = _arrays(decoded)["3.weight"]

@@ -242,3 +242,114 @@ def test_blocks_decoded_together_equal_blocks_decoded_alone():
     damaged[k] = damaged[k]._replace(words=damaged[k].words[:-1])
     with pytest.raises(CorruptionError):
         rans.decode_lane_blocks(damaged)
+
+
+def _reference_context_decode(words: list[int], cdfs: list[list[int]], classes: list[int], precision: int,
+                              count: int, n_lanes: int) -> list[int]:
+    """SPEC's context-lane decoder, one symbol at a time in Python integers."""
+    q, r = divmod(count, n_lanes)
+    length = [q + (j < r) for j in range(n_lanes)]
+    start = [j * q + min(j, r) for j in range(n_lanes)]
+    x = [words[2 * j] * 65536 + words[2 * j + 1] for j in range(n_lanes)]
+    assert all(v >= rans.LANE_STATE_LOW for v in x)
+    p, out = 2 * n_lanes, [None] * count
+    for t in range(max(length)):
+        for j in range(n_lanes):
+            if t >= length[j]:
+                continue
+            before = [out[start[j] + t - d] if t - d >= 0 else None for d in (1, 2)]
+            ctx = min(sum(classes[s] if s is not None else 0 for s in before), len(cdfs) - 1)
+            cdf = cdfs[ctx]
+            g = x[j] % (1 << precision)
+            i = next(i for i in range(len(cdf) - 1) if cdf[i] <= g < cdf[i + 1])
+            x[j] = (x[j] >> precision) * (cdf[i + 1] - cdf[i]) + g - cdf[i]
+            out[start[j] + t] = i
+        for j in range(n_lanes):
+            if t < length[j] and x[j] < rans.LANE_STATE_LOW:
+                x[j] = x[j] * 65536 + words[p]
+                p += 1
+    assert all(v == rans.LANE_STATE_LOW for v in x) and p == len(words)
+    return out
+
+
+def _context_block(rng: np.random.Generator, count: int, n_lanes: int, contexts: int, n: int = 9):
+    """Symbols whose magnitudes come in runs (so contexts matter), coded in context lanes."""
+    from nnr.codec.rans_encode import encode_context_lanes, lane_contexts
+
+    centre = n // 2
+    scale = np.repeat(rng.uniform(0.2, 3.0, size=count // 16 + 1), 16)[:count]
+    symbols = np.clip(np.round(rng.laplace(0, scale)), -centre, centre).astype(np.int64) + centre
+    classes = np.minimum(np.abs(np.arange(n) - centre), 3)
+    ctx = lane_contexts(symbols, classes, contexts, n_lanes)
+    precision = int(rng.integers(max(1, (n - 1).bit_length()), 13))
+    cdfs = np.stack([rans.lane_cdf(np.bincount(symbols[ctx == c], minlength=n) + 1, precision)
+                     for c in range(contexts)])
+    words = encode_context_lanes(symbols, cdfs, classes, precision, n_lanes)
+    return symbols, rans.LaneBlock(words, rans.LaneTable(cdfs, precision, classes), count, n_lanes), cdfs, classes
+
+
+def test_context_lanes_decode_as_the_spec_reads_them():
+    rng = np.random.default_rng(11)
+    for trial in range(60):
+        count = int(rng.integers(1, 700))
+        lanes = int(rng.integers(1, min(count, 9) + 1))
+        contexts = int(rng.integers(2, rans.MAX_CONTEXTS + 1))
+        symbols, block, cdfs, classes = _context_block(rng, count, lanes, contexts)
+        assert block.contiguous
+        reference = _reference_context_decode(block.words.tolist(), cdfs.tolist(), classes.tolist(),
+                                              block.table.precision, count, lanes)
+        assert reference == symbols.tolist()
+        np.testing.assert_array_equal(rans.decode_lane_blocks([block])[0], symbols)
+
+
+def test_context_and_plain_blocks_decode_together_in_one_lock_step():
+    rng = np.random.default_rng(12)
+    blocks, expected = [], []
+    for trial in range(30):
+        count = int(rng.integers(1, 3000))
+        lanes = int(rng.integers(1, min(count, 40) + 1))
+        if trial % 2:
+            symbols, block, _, _ = _context_block(rng, count, lanes, int(rng.integers(2, 5)))
+        else:
+            n = int(rng.integers(2, 50))
+            precision = int(rng.integers(max(1, (n - 1).bit_length()), 17))
+            cdf = rans.lane_cdf(_random_table(rng, n, 500), precision)
+            symbols = rng.choice(n, size=count, p=np.diff(cdf) / (1 << precision))
+            block = rans.LaneBlock(encode_lanes(symbols, cdf, precision, lanes), rans.LaneTable(cdf, precision),
+                                   count, lanes)
+        blocks.append(block)
+        expected.append(symbols)
+    for got, want in zip(rans.decode_lane_blocks(blocks), expected):
+        np.testing.assert_array_equal(got, want)
+    for got, want in zip(rans.decode_lane_blocks(blocks[::-1]), expected[::-1]):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_damaged_context_lanes_are_refused_or_decode_to_other_symbols():
+    rng = np.random.default_rng(13)
+    symbols, block, _, _ = _context_block(rng, 2000, 5, 4)
+    with pytest.raises(CorruptionError):
+        rans.decode_lane_blocks([block._replace(words=block.words[:-1])])
+    with pytest.raises(CorruptionError):
+        rans.decode_lane_blocks([block._replace(words=np.append(block.words, np.uint16(1)))])
+    for k in rng.choice(block.words.size, 40, replace=False):
+        words = block.words.copy()
+        words[k] ^= np.uint16(1 << int(rng.integers(16)))
+        try:
+            got = rans.decode_lane_blocks([block._replace(words=words)])[0]
+        except CorruptionError:
+            continue
+        assert got.shape == symbols.shape
+
+
+def test_context_encoder_refuses_what_a_decoder_cannot_read():
+    from nnr.codec.rans_encode import encode_context_lanes
+
+    cdfs = np.stack([rans.lane_cdf(np.array([1, 1, 1]), 4)] * 2)
+    classes = np.array([0, 1, 2])
+    with pytest.raises(ValueError, match="cdfs"):
+        encode_context_lanes(np.array([0, 1]), cdfs[:1], classes, 4, 1)
+    with pytest.raises(ValueError, match="outside"):
+        encode_context_lanes(np.array([0, 3]), cdfs, classes, 4, 1)
+    with pytest.raises(ValueError, match="lanes"):
+        encode_context_lanes(np.array([0, 1]), cdfs, classes, 4, 3)

@@ -98,17 +98,18 @@ def table_bytes(levels: np.ndarray, context: np.ndarray | None = None) -> float:
     return bits / 8.0
 
 
-def level_block_parts(r, lanes: bool) -> tuple[int, int]:
+def level_block_parts(r, lanes: int) -> tuple[int, int]:
     """Read one level block: (side-information bytes, coded-level bytes: escapes, fine bits
     and ANS words, the lanes' states included)."""
     from nnr.codec.entropy import read_table
-    from nnr.codec.levelcode import _coarse_range
+    from nnr.codec.levelcode import CONTEXT_LANES, _coarse_range
 
     start = r.remaining
     k = r.varint()
     s = r.u8()
     lo, hi = _coarse_range(k, s)
-    read_table(r, hi - lo + 2, allow_geometric=(s == 0))
+    for _ in range(r.u8() if lanes == CONTEXT_LANES else 1):
+        read_table(r, hi - lo + 2, allow_geometric=(s == 0))
     n_esc = r.varint()
     before = r.remaining
     r.varints(n_esc)
@@ -132,13 +133,14 @@ def split_file(model: str, point: str, data: bytes) -> Split:
     from nnr.codec.bytestream import ByteReader
     from nnr.codec.levelcode import decode_levels
     from nnr.codec.lossy_decode import main_block_offset
-    from nnr.formats.container import (CODING_LOSSY, COMPACT_SINCE, HEADER, TRAILER, read_container,
+    from nnr.tensorcodec import level_dialect
+    from nnr.formats.container import (CODING_LOSSY, HEADER, TRAILER, read_container,
                                    read_tensor_unit, read_unit)
 
     COMPLEX_TYPES = (TensorProto.COMPLEX64, TensorProto.COMPLEX128)
     out = Split(model, point, total=len(data))
     c = read_container(data)
-    lanes = c.version >= COMPACT_SINCE
+    lanes = level_dialect(c.version)
     units = {e.slot: read_tensor_unit(data, e) for e in c.index}
     out.units = len(units)
     out.container = len(data) - sum(e.length for e in c.index)
