@@ -37,3 +37,13 @@ def test_static_tables_cost_at_least_the_entropy():
     ctx = neighbour_context(levels)
     assert table_bytes(levels, ctx) >= entropy_bytes(levels, ctx)
     assert table_bytes(levels, ctx) > table_bytes(levels)  # independent levels: contexts only add tables
+
+
+def test_context_tables_are_costed_against_one_table_exactly():
+    from conformance.toy_models import mlp as toy
+
+    scaled = nnr.encode(toy(seed=30, hidden=256, row_scales=True), qp=-8, probe=False)  # fc1 takes context tables
+    s = split_file("mlp", "test", scaled)
+    assert s.context_blocks >= 1 and s.one_table > s.blocks > 0
+    plain = split_file("mlp", "test", nnr.encode(mlp(seed=5), qp=-20, probe=False))
+    assert plain.context_blocks == 0 and plain.one_table == plain.blocks   # one table: the same bytes
