@@ -9,7 +9,7 @@ fast; the encoder picks s per tensor.
 
 Layout of a level block (all little-endian):
 
-    varint K                  alphabet half-width (≤ 2**20; ≤ 2**15 with lanes)
+    varint K                  alphabet half-width (≤ 2**20; ≤ 2**15 − 1 with lanes)
     u8     s                  fine bits per non-escaped level (0..16)
     u8     C                  format v7 on: number of tables, 1 to 4 (absent before: one)
     C tables                  codec.entropy.write_table over n = c_hi − c_lo + 2 symbols;
@@ -53,6 +53,8 @@ MAX_LANE_K = (1 << (LANE_PRECISION_MAX - 1)) - 1
 """With lanes the alphabet (2K + 2 symbols at most) must fit a 16-bit table."""
 LANE_TABLE_BYTES_PER_SLOT = 16
 """Memory a decoder spends per slot of a lane table (symbol, packed pair, one temporary)."""
+CONTEXT_TABLE_BYTES_PER_SLOT = 24
+"""The same for context tables, which also keep each slot's class."""
 PRECISION_TOLERANCE = 0.001
 """The encoder takes the coarsest table precision that costs at most this fraction more
 (plus one byte) than 16 bits: a small table is faster to build and to look up."""
@@ -64,7 +66,8 @@ MAX_FINE_BITS = 16
 MAX_LEVEL = (1 << 31) - 1
 CONTEXT_MIN_GAIN = 0.02
 """The encoder codes a block with context tables only when they save at least this fraction of
-its bits: a lock step over context-coded lanes does about 40 % more work per step."""
+its estimated entropy-coded bits (tables included): a lock step over context-coded lanes does
+about 40 % more work per step."""
 
 FINE_BITS_TOLERANCE = 0.003
 """The encoder takes the most fine bits that cost at most this fraction more than none."""
@@ -258,8 +261,8 @@ def read_lane_stream(r: ByteReader, freqs: np.ndarray | list[np.ndarray], count:
     if not 1 <= precision <= LANE_PRECISION_MAX:
         raise CorruptionError(f"table precision {precision} (1 to {LANE_PRECISION_MAX} bits)")
     if count:
-        r.charge(len(tables) * LANE_TABLE_BYTES_PER_SLOT << precision,
-                 f"{len(tables)} lane table(s) of {1 << precision} slots")
+        per_slot = CONTEXT_TABLE_BYTES_PER_SLOT if len(tables) > 1 else LANE_TABLE_BYTES_PER_SLOT
+        r.charge(len(tables) * per_slot << precision, f"{len(tables)} lane table(s) of {1 << precision} slots")
     table = None
     if count:
         cdfs = np.stack([lane_cdf(f, precision) for f in tables])

@@ -135,7 +135,7 @@ def lane_cdf(freqs: np.ndarray, precision: int) -> np.ndarray:
 
 
 def lane_lengths(count: int, n_lanes: int) -> np.ndarray:
-    """Symbols in each lane (symbol i is lane i mod L's): ⌊count / L⌋, one more for j < count mod L."""
+    """Symbols in each lane: ⌊count / L⌋, one more for j < count mod L (round-robin or runs alike)."""
     q, r = divmod(count, n_lanes)
     lengths = np.full(n_lanes, q, dtype=np.int64)
     lengths[:r] += 1
@@ -182,7 +182,8 @@ class LaneBlock(NamedTuple):
 def decode_lanes(words: np.ndarray, table: LaneTable, count: int, n_lanes: int) -> np.ndarray:
     """Decode one lane block: ``count`` symbols from uint16 ``words``.
 
-    Symbol i is lane (i mod L)'s symbol number ⌊i / L⌋. The words start with every lane's
+    Symbol i is lane (i mod L)'s symbol number ⌊i / L⌋ (with context tables, lanes hold runs
+    of consecutive symbols instead: SPEC section 3). The words start with every lane's
     initial state (high half, then low half, lane by lane); then, for each step t and for
     lanes in ascending order, a lane whose state fell below 2**16 after decoding its t-th
     symbol shifts in the next word. Every lane must end in state 2**16 with every word used.
@@ -192,6 +193,8 @@ def decode_lanes(words: np.ndarray, table: LaneTable, count: int, n_lanes: int) 
 
 GROUP_SLACK = 1 << 20
 """Slots a lock step may spend on lanes that are already done, beyond the group's own symbols."""
+MAX_GROUP_SLOTS = 1 << 31
+"""Table slots of one lock step: its uint32 slot offsets never wrap."""
 
 
 def decode_lane_blocks(blocks: Sequence[LaneBlock]) -> list[np.ndarray]:
@@ -214,14 +217,18 @@ def decode_lane_blocks(blocks: Sequence[LaneBlock]) -> list[np.ndarray]:
     live.sort(key=lambda item: -_steps(blocks[item[0]]))
     group: list = []
     lanes = symbols = 0
+    slots = 0
     for item in live:
         b = blocks[item[0]]
-        if group and _steps(blocks[group[0][0]]) * (lanes + b.n_lanes) > 2 * (symbols + b.count) + GROUP_SLACK:
+        size = b.table.contexts << b.table.precision
+        if group and (_steps(blocks[group[0][0]]) * (lanes + b.n_lanes) > 2 * (symbols + b.count) + GROUP_SLACK
+                      or slots + size > MAX_GROUP_SLOTS):
             _decode_group(blocks, group, results)
-            group, lanes, symbols = [], 0, 0
+            group, lanes, symbols, slots = [], 0, 0, 0
         group.append(item)
         lanes += b.n_lanes
         symbols += b.count
+        slots += size
     if group:
         _decode_group(blocks, group, results)
     return results
@@ -243,10 +250,11 @@ def _decode_group(blocks: Sequence[LaneBlock], group: list, results: list) -> No
     packed = np.concatenate([t.packed for t in tables])
     x = np.concatenate([p[0] for _, p in group])
     blk = np.repeat(np.arange(nb), lanes)
-    off = lut_start.astype(np.uint32)[blk] if nb > 1 else None
     context = _ContextStep(tables, lut_start, blk) if any(t.contexts > 1 for t in tables) else None
     if context is not None:
         off = context.first()
+    else:
+        off = lut_start.astype(np.uint32)[blk] if nb > 1 else None
     precisions = np.array([t.precision for t in tables], dtype=np.uint32)
     if np.all(precisions == precisions[0]):
         shift, mask = precisions[0], np.uint32((1 << int(precisions[0])) - 1)

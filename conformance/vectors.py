@@ -93,6 +93,7 @@ def cases() -> dict[str, Case]:
         "quantizer_e5m10": Case(lambda: mlp(seed=28), {"quantizer": "minifloat:e5m10"}),
         "per_channel_wide_deadzone": Case(lambda: mlp(seed=29), {"quantizer": "deadzone:0.7", "step_rule": "channel"}),
         "context_tables": Case(lambda: mlp(seed=30, hidden=256, row_scales=True), {"qp": -8.0}),
+        "context_tables_two": Case(lambda: mlp(seed=33, hidden=256, row_scales=True), {"qp": 0.0}),
     }
 
 
@@ -193,7 +194,41 @@ def handmade_vectors() -> dict[str, tuple[ModelProto, bytes, str]]:
     data = write_container({"note": why, "slots": 1}, stripped.SerializeToString(),
                            [TensorUnit(0, "w", TensorProto.FLOAT16, (levels.size,), 2, body.getvalue())])
     onnx.checker.check_model(source)
-    return {"fp16_double_rounding": (source, data, why)}
+    return {"fp16_double_rounding": (source, data, why), "context_fine_bits_escapes": _context_fine_bits_escapes()}
+
+
+def _context_fine_bits_escapes() -> tuple[ModelProto, bytes, str]:
+    """Context tables over coarse symbols (two fine bits) with escapes and histogram tables:
+    the classes come from coarse values, the escape's is 3."""
+    from onnx import helper, numpy_helper
+
+    from nnr.codec.bytestream import ByteWriter
+    from nnr.codec.levelcode import encode_levels
+    from nnr.codec.lossy_decode import decode_lossy
+    from nnr.formats.container import TensorUnit, write_container
+
+    rng = np.random.default_rng(40)
+    levels = np.round(rng.laplace(0.0, np.repeat(np.exp2(rng.uniform(-2, 5, 64)), 64))).astype(np.int64)
+    body = ByteWriter()
+    body.u8(0)      # flags: one step
+    body.u8(0)      # θ
+    body.i16(-4)    # step 128 · 2^(−4 − 8) = 2^-5
+    body.u8(128)
+    body.raw(encode_levels(levels, k=40, fine_bits=2))
+    weights = decode_lossy(body.getvalue(), (64, 64), np.dtype(np.float32))
+    w = numpy_helper.from_array(weights, "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "context_fine_bits_escapes",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], [w])
+    source = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    stripped = ModelProto()
+    stripped.CopyFrom(source)
+    stripped.graph.initializer[0].ClearField("raw_data")
+    why = ("hand-made: a level block of three context tables (histograms) over coarse symbols with two "
+           "fine bits and 55 escapes, which the encoder's own choices do not combine on a small model")
+    data = write_container({"note": why, "slots": 1}, stripped.SerializeToString(),
+                           [TensorUnit(0, "w", TensorProto.FLOAT, (64, 64), 2, body.getvalue())])
+    return source, data, why
 
 
 def update_vectors(log: Callable[[str], None] = print) -> list[str]:
@@ -479,6 +514,39 @@ def _body_cases(good: bytes) -> dict[str, tuple[bytes, str, str]]:
     }
 
 
+CONTEXT_SOURCE = "context_tables"
+"""The current version's vector whose damaged context-coded block the context cases are made from."""
+
+
+def context_cases(good: bytes) -> dict[str, tuple[bytes, str, str]]:
+    """Damage inside the first context-coded level block of ``good``, every CRC valid."""
+    import nnr
+    from nnr.codec.bytestream import ByteReader
+    from nnr.codec.levelcode import CONTEXT_LANES, read_levels
+    from nnr.codec.lossy_decode import main_block_offset
+
+    units = list(nnr.open(good).units())
+    for at, unit in enumerate(units):
+        body = bytes(unit.body)
+        flags, start = main_block_offset(body)
+        if unit.coding == 2 and read_levels(ByteReader(body[start:]), unit.numel, CONTEXT_LANES).ans.contiguous:
+            break
+    else:
+        raise AssertionError("the source has no context-coded level block")
+    count_at = start + len(_varint(ByteReader(body[start:]).varint())) + 1
+
+    def edited(new_body: bytes) -> bytes:
+        return _rebuilt(good, _unit_edit(at, body=new_body))
+
+    return {
+        "context_last_word_flipped": (edited(body[:-1] + bytes([body[-1] ^ 0x01])), "CorruptionError",
+                                      f"a bit of the last word of {unit.name}'s context-coded lanes flipped"),
+        "context_table_count_1": (edited(body[:count_at] + b"\x01" + body[count_at + 1:]), "CorruptionError",
+                                  f"{unit.name}'s level block declares 1 table instead of {body[count_at]}: the "
+                                  f"other tables are read as what follows"),
+    }
+
+
 LEGACY_SOURCES = {"v4_lossy": "v4/mlp_lossy.nnr", "v4_complex": "v4/complex_lossy.nnr",
                   "v3_mulaw": "v3/quantizer_mulaw.nnr"}
 """Frozen older vectors the legacy robustness cases are made from."""
@@ -521,16 +589,24 @@ def robustness_source() -> Path:
     return VECTOR_ROOT / f"v{FORMAT_VERSION}" / "mlp_lossy.nnr"
 
 
+def current_robustness_cases() -> dict[str, tuple[bytes, str, str, Path]]:
+    """``v<N>_<case>`` -> (damaged bytes, error, what was done, source file) for the current version."""
+    source = robustness_source()
+    made = {f"v{FORMAT_VERSION}_{case}": (*made, source)
+            for case, made in robustness_cases(source.read_bytes()).items()}
+    contexts = VECTOR_ROOT / f"v{FORMAT_VERSION}" / f"{CONTEXT_SOURCE}.nnr"
+    return made | {f"v{FORMAT_VERSION}_{case}": (*made, contexts)
+                   for case, made in context_cases(contexts.read_bytes()).items()}
+
+
 def write_robustness(log: Callable[[str], None] = print) -> list[str]:
     """Write the current version's damaged files (``v<N>_<case>.nnr``) and the legacy cases
     made from frozen older vectors, and record them in robustness.json (what each must
     raise); damaged files of older versions stay as they are."""
     ROBUSTNESS.mkdir(parents=True, exist_ok=True)
-    source = robustness_source()
     index = ROBUSTNESS / "robustness.json"
     record = json.loads(index.read_text()) if index.exists() else {}
-    made = {f"v{FORMAT_VERSION}_{case}": (*made, source)
-            for case, made in robustness_cases(source.read_bytes()).items()}
+    made = current_robustness_cases()
     made |= {name: (data, error, what, VECTOR_ROOT / LEGACY_SOURCES[key])
              for name, (data, error, what, key) in legacy_robustness_cases().items()}
     written = []

@@ -63,8 +63,9 @@ class Split:
     context: float = 0.0
     order0_tables: float = 0.0
     context_tables: float = 0.0
-    blocks: int = 0          # main level blocks as the file codes them
-    one_table: int = 0       # the same levels coded with one table per block
+    lossy_units: int = 0     # units with a main level block
+    blocks: int = 0          # bytes of the main level blocks as the file codes them
+    one_table: int = 0       # bytes of the same levels coded with one table per block
     context_blocks: int = 0  # main level blocks coded with context tables
 
 
@@ -172,7 +173,8 @@ def split_file(model: str, point: str, data: bytes) -> Split:
         if lanes == CONTEXT_LANES:
             out.blocks += side + words
             out.one_table += len(encode_levels(levels, job.k, job.s, LANES)) + 1
-            out.context_blocks += int(getattr(job.ans, "contiguous", False))
+            out.lossy_units += 1
+            out.context_blocks += int(job.ans.contiguous)
         ctx = neighbour_context(levels)
         out.order0 += entropy_bytes(levels)
         out.context += entropy_bytes(levels, ctx)
@@ -230,7 +232,7 @@ def render(splits: list[Split], command: str) -> str:
         for s in splits:
             if s.blocks:
                 saved = s.one_table - s.blocks
-                lines.append(f"| {s.model} | {s.point} | {s.units} | {s.context_blocks} | {s.blocks:,} | "
+                lines.append(f"| {s.model} | {s.point} | {s.lossy_units} | {s.context_blocks} | {s.blocks:,} | "
                              f"{s.one_table:,} | {saved:,} | {100.0 * saved / s.total:.1f} % |")
     return "\n".join(lines) + "\n"
 
