@@ -164,11 +164,9 @@ def handmade_vectors() -> dict[str, tuple[ModelProto, bytes, str]]:
     """name -> (source model, file, why): current-version files no encoder option makes,
     for rules a decoder could get wrong while passing every encoder-made vector."""
     import onnx
-    from onnx import helper, numpy_helper
 
     from nnr.codec.bytestream import ByteWriter
     from nnr.codec.levelcode import encode_levels
-    from nnr.formats.container import TensorUnit, write_container
 
     # x = (|q|·256 − θ) · 2^(e − 16) with θ = 255, e = −9: level 131137 gives 1 + 2^-11 + 2^-25,
     # a hair above a float16 tie. float32 rounds it onto the tie, which float16 rounds to even
@@ -181,31 +179,41 @@ def handmade_vectors() -> dict[str, tuple[ModelProto, bytes, str]]:
     body.u8(1)
     body.raw(encode_levels(levels))
     weights = ((np.abs(levels) * 256 - 255) * np.sign(levels) * 2.0 ** -25).astype(np.float32).astype(np.float16)
-    w = numpy_helper.from_array(weights, "w")
-    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "double_rounding",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [levels.size])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [levels.size])], [w])
+    why = ("hand-made: float16 levels whose float64 value is a hair above a float16 tie; float64 → "
+           "float32 → float16 (the rule) and float64 → float16 decode differently")
+    source, data = _one_tensor_file("double_rounding", "Add", weights, TensorProto.FLOAT16, body.getvalue(), why)
+    onnx.checker.check_model(source)
+    return {"fp16_double_rounding": (source, data, why), "context_fine_bits_escapes": _context_fine_bits_escapes()}
+
+
+def _one_tensor_file(name: str, op: str, weights: np.ndarray, dtype: int, body: bytes, why: str) -> tuple[ModelProto, bytes]:
+    """A model ``y = op(x, w)`` with ``weights`` as w, and the file that codes w by ``body``
+    (coding 2): the source a hand-made vector decodes to."""
+    from onnx import helper, numpy_helper
+
+    from nnr.formats.container import TensorUnit, write_container
+
+    x_shape = [weights.shape[0]] if op == "Add" else [1, weights.shape[0]]
+    y_shape = [weights.shape[-1]] if op == "Add" else [1, weights.shape[-1]]
+    graph = helper.make_graph([helper.make_node(op, ["x", "w"], ["y"])], name,
+                              [helper.make_tensor_value_info("x", dtype, x_shape)],
+                              [helper.make_tensor_value_info("y", dtype, y_shape)],
+                              [numpy_helper.from_array(weights, "w")])
     source = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     stripped = ModelProto()
     stripped.CopyFrom(source)
     stripped.graph.initializer[0].ClearField("raw_data")
-    why = ("hand-made: float16 levels whose float64 value is a hair above a float16 tie; float64 → "
-           "float32 → float16 (the rule) and float64 → float16 decode differently")
     data = write_container({"note": why, "slots": 1}, stripped.SerializeToString(),
-                           [TensorUnit(0, "w", TensorProto.FLOAT16, (levels.size,), 2, body.getvalue())])
-    onnx.checker.check_model(source)
-    return {"fp16_double_rounding": (source, data, why), "context_fine_bits_escapes": _context_fine_bits_escapes()}
+                           [TensorUnit(0, "w", dtype, tuple(weights.shape), 2, body)])
+    return source, data
 
 
 def _context_fine_bits_escapes() -> tuple[ModelProto, bytes, str]:
     """Context tables over coarse symbols (two fine bits) with escapes and histogram tables:
     the classes come from coarse values, the escape's is 3."""
-    from onnx import helper, numpy_helper
-
     from nnr.codec.bytestream import ByteWriter
     from nnr.codec.levelcode import encode_levels
     from nnr.codec.lossy_decode import decode_lossy
-    from nnr.formats.container import TensorUnit, write_container
 
     rng = np.random.default_rng(40)
     levels = np.round(rng.laplace(0.0, np.repeat(np.exp2(rng.uniform(-2, 5, 64)), 64))).astype(np.int64)
@@ -216,18 +224,9 @@ def _context_fine_bits_escapes() -> tuple[ModelProto, bytes, str]:
     body.u8(128)
     body.raw(encode_levels(levels, k=40, fine_bits=2))
     weights = decode_lossy(body.getvalue(), (64, 64), np.dtype(np.float32))
-    w = numpy_helper.from_array(weights, "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "context_fine_bits_escapes",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], [w])
-    source = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    stripped = ModelProto()
-    stripped.CopyFrom(source)
-    stripped.graph.initializer[0].ClearField("raw_data")
     why = ("hand-made: a level block of three context tables (histograms) over coarse symbols with two "
            "fine bits and 55 escapes, which the encoder's own choices do not combine on a small model")
-    data = write_container({"note": why, "slots": 1}, stripped.SerializeToString(),
-                           [TensorUnit(0, "w", TensorProto.FLOAT, (64, 64), 2, body.getvalue())])
+    source, data = _one_tensor_file("context_fine_bits_escapes", "MatMul", weights, TensorProto.FLOAT, body.getvalue(), why)
     return source, data, why
 
 
