@@ -18,6 +18,7 @@ file records them, and replaying them codes the same bytes on any machine.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import re
@@ -35,6 +36,7 @@ from nnr.formats.onnx_io import (STORAGE_DTYPES, fill_tensor, is_external, refer
                                  tensor_slots)
 
 from .options import EncoderOptions
+from .threads import bounded_map
 from .synthetic import SamplingError, state_outputs, synthetic_batches
 
 Progress = Callable[[int, int, str], None]
@@ -432,19 +434,25 @@ def plan(model: ModelProto, opts: EncoderOptions, target_snr_db: float = DEFAULT
                                f"{_first_line(exc)}") from None
     weights = float_weights(model, base_dir, opts, probe.arrays)
     sens: dict[str, float] = {}
-    for i, w in enumerate(weights):
-        group = [v.slot for v in weights[i - i % PROBE_GROUP:i - i % PROBE_GROUP + PROBE_GROUP]]
-        if progress:
-            progress(i, len(weights), f"probe {w.name}")
+
+    def perturbed(w: Weight) -> tuple[np.ndarray, float]:  # the probe's tensor and its squared error
         rounded = _rounded(w, w.unit_step * exactmath.exp2((opts.qp + PROBE_QP) / 4.0))
-        error = float(np.sum((to_float64(rounded, w.fmt) - to_float64(w.storage, w.fmt)) ** 2))
-        if error > 0:
-            try:
-                d = probe.distortion({w.slot: rounded}, small=True, group=group)
-            except Exception as exc:  # onnxruntime cannot run the model with this tensor fed or replaced
-                raise ProbeUnavailable(f"onnxruntime failed probing {w.name}: {_first_line(exc)}") from None
-            if d > 0 and math.isfinite(d):
-                sens[w.name] = d / error
+        return rounded, float(np.sum((to_float64(rounded, w.fmt) - to_float64(w.storage, w.fmt)) ** 2))
+
+    # with threads, the next tensor is rounded while onnxruntime runs the model on this one
+    with contextlib.closing(bounded_map(perturbed, weights, 1 if (threads or 1) > 1 else 0, "nnr-probe")) as prepared:
+        for i, (w, (rounded, error)) in enumerate(zip(weights, prepared)):
+            group = [v.slot for v in weights[i - i % PROBE_GROUP:i - i % PROBE_GROUP + PROBE_GROUP]]
+            if progress:
+                progress(i, len(weights), f"probe {w.name}")
+            if error > 0:
+                try:
+                    d = probe.distortion({w.slot: rounded}, small=True, group=group)
+                except Exception as exc:  # onnxruntime cannot run the model with this tensor fed or replaced
+                    raise ProbeUnavailable(f"onnxruntime failed probing {w.name}: {_first_line(exc)}") from None
+                if d > 0 and math.isfinite(d):
+                    sens[w.name] = d / error
+            del rounded   # one rounded tensor in hand, one being made
     probe.forget()
     if progress:
         progress(len(weights), len(weights), "probe done")

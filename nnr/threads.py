@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def available_cores() -> int:
@@ -41,3 +44,23 @@ def ordered_map(threads: int, name: str) -> Iterator[Callable[[Callable, Iterabl
 
     with ThreadPoolExecutor(threads, thread_name_prefix=name) as pool:
         yield pool.map
+
+
+def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int, name: str, ahead: int = 2) -> Iterator[R]:
+    """``map(fn, items)`` computed on ``workers`` pool threads (in the caller's thread for 0),
+    results in the items' order, at most ``ahead`` items per worker in flight, so that a huge
+    model's tensors are not all read or prepared ahead."""
+    if workers <= 0:
+        yield from map(fn, items)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers, thread_name_prefix=name) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= ahead * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
