@@ -37,7 +37,7 @@ from .options import EncoderOptions
 from .probe import CHECK_TOLERANCE_DB, DEFAULT_SNR_DB, FALLBACK_QP_OFFSET, MAX_RETRIES as MAX_PROBE_RETRIES
 from .probe import Probe, ProbeReport, ProbeUnavailable, next_level, plan, snr_of
 from .tensorcodec import FLOAT_FORMAT_OF
-from .threads import available_cores, resolve as resolve_threads
+from .threads import available_cores, bounded_map, resolve as resolve_threads
 
 Progress = Callable[[int, int, str], None]
 
@@ -291,7 +291,7 @@ def _code_tensors(proto: ModelProto, base_dir, opts: EncoderOptions, feedback: d
         i, slot, dtype, dims, storage = job
         return i, slot, dtype, dims, _code_storage(slot.name, dtype, dims, storage, opts, feedback.get(slot.name))
 
-    for i, slot, dtype, dims, (coding, body, snr, recon) in _in_order(code, jobs(), threads):
+    for i, slot, dtype, dims, (coding, body, snr, recon) in bounded_map(code, jobs(), threads if threads > 1 else 0, "nnr-encode"):
         if progress is not None:
             progress(i, len(slots), slot.name)
         if keep and recon is not None:
@@ -317,22 +317,3 @@ def _code_storage(name: str, dtype: int, dims: tuple[int, ...], storage: np.ndar
         coding, body, snr, recon = code_float(name, storage.reshape(dims), FLOAT_FORMAT_OF[dtype], opts, feedback)
         return coding, body, snr, (None if coding == CODING_FLOAT_LOSSLESS else recon)
     return CODING_RAW, storage.tobytes(), float("nan"), None
-
-
-def _in_order(fn: Callable, items, threads: int):
-    """``map(fn, items)`` on ``threads`` threads, results in the items' order, at most two per
-    thread in flight (so a huge model's tensors are not all read ahead)."""
-    if threads <= 1:
-        yield from map(fn, items)
-        return
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(threads, thread_name_prefix="nnr-encode") as pool:
-        pending: deque = deque()
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= 2 * threads:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
