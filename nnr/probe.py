@@ -168,10 +168,14 @@ class Probe:
         reads each large weight once into ``arrays`` and feeds it to every session as an input
         (onnxruntime copies the initializers it is given, never the inputs it is fed), so the
         weights are in memory once. ``forget`` drops them once probing is done; a later check
-        reads them again from ``model``. ``threads``: onnxruntime's threads per session."""
+        reads them again from ``model``. ``threads``: how many runs go at once (each session runs
+        on one thread, so every measurement is computed the same way whatever the count)."""
+        import threading
+
         from . import fidelity
 
-        self.threads = threads
+        self.workers = max(1, threads or 1)
+        self._lock = threading.Lock()
         self._fidelity = fidelity
         self.feeds = {False: feeds, True: _first_samples(feeds, PROBE_ELEMENTS)}
         self.arrays: dict[str, np.ndarray] = {}   # the large weights, fed to every session
@@ -192,7 +196,7 @@ class Probe:
         self.outputs = [o.name for o in session.get_outputs()]
         self.float_outputs = [i for i, o in enumerate(session.get_outputs())
                               if "float" in o.type or o.type == "tensor(undefined)"]
-        self.reference = {small: self._outputs(session, {}, small) for small in (False, True)}
+        self.reference = {small: self._outputs(session, {}, small, self.workers) for small in (False, True)}
         if not any(float(np.var(r)) > 0 for r in self.reference[True] if np.all(np.isfinite(r))):
             raise ProbeUnavailable("the model's float outputs are all zero or not finite on synthetic inputs")
 
@@ -262,7 +266,7 @@ class Probe:
         kept = [t for t in work.graph.initializer if not _shared(t)]
         del work.graph.initializer[:]
         work.graph.initializer.extend(kept)
-        return self._fidelity.session(work, quiet=True, threads=self.threads)
+        return self._fidelity.session(work, quiet=True, threads=1)
 
     def _weights_for(self, session, extra: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The shared weights ``session`` takes as inputs, but those ``extra`` replaces."""
@@ -273,21 +277,25 @@ class Probe:
         """A session in which the initializers ``names`` can be fed. The shared weights are
         always inputs, so one session serves every group of them."""
         key = frozenset(n for n in names if n not in self.arrays and n not in self._sources)
-        if key not in self._sessions:
-            self.release()  # groups come one after another
-            self._sessions[key] = self._open(self.fed, key)
-        return self._sessions[key]
+        with self._lock:
+            if key not in self._sessions:
+                if len(self._sessions) >= self.workers:
+                    self.release()  # groups come one after another; each worker may be on its own
+                self._sessions[key] = self._open(self.fed, key)
+            return self._sessions[key]
 
-    def _outputs(self, session, extra: dict[str, np.ndarray], small: bool) -> list[np.ndarray]:
+    def _outputs(self, session, extra: dict[str, np.ndarray], small: bool, workers: int = 1) -> list[np.ndarray]:
         weights = {**self._weights_for(session, extra), **extra}
-        runs = [session.run(None, {**feed, **weights}) for feed in self.feeds[small]]
+        runs = list(bounded_map(lambda feed: session.run(None, {**feed, **weights}), self.feeds[small],
+                                workers if workers > 1 and len(self.feeds[small]) > 1 else 0, "nnr-probe-run"))
         return [np.concatenate([np.asarray(r[i], dtype=np.float64).ravel() for r in runs]) for i in self.float_outputs]
 
     def distortion(self, replaced: dict[int, np.ndarray], small: bool = False,
-                   group: list[int] | None = None) -> float:
+                   group: list[int] | None = None, workers: int | None = None) -> float:
         """Σ over float outputs of MSE ÷ output variance, with the tensors of the given slots
         replaced by the given storage arrays; ``small``: on the first few samples only;
-        ``group``: slots whose session to use (one session serves the replacements of a group)."""
+        ``group``: slots whose session to use (one session serves the replacements of a group);
+        ``workers``: runs at once over the samples (default: the probe's)."""
         direct = {}
         if all(i in self.feedable for i in replaced):
             direct = {self.feedable[i]: np.ascontiguousarray(a) for i, a in replaced.items()}
@@ -301,7 +309,7 @@ class Probe:
                 strip_tensor(slots[i].tensor)
                 fill_tensor(slots[i].tensor, np.ascontiguousarray(a).tobytes())
             session = self._open(work)
-        outs = self._outputs(session, direct, small)
+        outs = self._outputs(session, direct, small, self.workers if workers is None else workers)
         total = 0.0
         for ref, out in zip(self.reference[small], outs, strict=True):
             power = float(np.var(ref))
@@ -435,24 +443,27 @@ def plan(model: ModelProto, opts: EncoderOptions, target_snr_db: float = DEFAULT
     weights = float_weights(model, base_dir, opts, probe.arrays)
     sens: dict[str, float] = {}
 
-    def perturbed(w: Weight) -> tuple[np.ndarray, float]:  # the probe's tensor and its squared error
+    def measured(i: int) -> float | None:  # output distortion per unit of weight error, rounding weight i
+        w = weights[i]
         rounded = _rounded(w, w.unit_step * exactmath.exp2((opts.qp + PROBE_QP) / 4.0))
-        return rounded, float(np.sum((to_float64(rounded, w.fmt) - to_float64(w.storage, w.fmt)) ** 2))
+        error = float(np.sum((to_float64(rounded, w.fmt) - to_float64(w.storage, w.fmt)) ** 2))
+        if error <= 0:
+            return None
+        group = [v.slot for v in weights[i - i % PROBE_GROUP:i - i % PROBE_GROUP + PROBE_GROUP]]
+        try:
+            d = probe.distortion({w.slot: rounded}, small=True, group=group, workers=1)
+        except Exception as exc:  # onnxruntime cannot run the model with this tensor fed or replaced
+            raise ProbeUnavailable(f"onnxruntime failed probing {w.name}: {_first_line(exc)}") from None
+        return d / error if d > 0 and math.isfinite(d) else None
 
-    # with threads, the next tensor is rounded while onnxruntime runs the model on this one
-    with contextlib.closing(bounded_map(perturbed, weights, 1 if (threads or 1) > 1 else 0, "nnr-probe")) as prepared:
-        for i, (w, (rounded, error)) in enumerate(zip(weights, prepared)):
-            group = [v.slot for v in weights[i - i % PROBE_GROUP:i - i % PROBE_GROUP + PROBE_GROUP]]
+    # with threads, several tensors are measured at once, each run on one onnxruntime thread
+    workers = probe.workers if probe.workers > 1 else 0
+    with contextlib.closing(bounded_map(measured, range(len(weights)), workers, "nnr-probe", ahead=1)) as results:
+        for i, (w, sensitivity) in enumerate(zip(weights, results)):
             if progress:
                 progress(i, len(weights), f"probe {w.name}")
-            if error > 0:
-                try:
-                    d = probe.distortion({w.slot: rounded}, small=True, group=group)
-                except Exception as exc:  # onnxruntime cannot run the model with this tensor fed or replaced
-                    raise ProbeUnavailable(f"onnxruntime failed probing {w.name}: {_first_line(exc)}") from None
-                if d > 0 and math.isfinite(d):
-                    sens[w.name] = d / error
-            del rounded   # one rounded tensor in hand, one being made
+            if sensitivity is not None:
+                sens[w.name] = sensitivity
     probe.forget()
     if progress:
         progress(len(weights), len(weights), "probe done")
