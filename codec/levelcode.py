@@ -185,38 +185,52 @@ def symbol_classes(lo: int, n_sym: int) -> np.ndarray:
 
 def _choose_contexts(symbols: np.ndarray, counts: np.ndarray, plain_bits: float, classes: np.ndarray,
                      allow_geometric: bool) -> tuple[int, np.ndarray, list] | None:
-    """(lanes, contexts, tables) of the context count that codes ``symbols`` smallest, tables
-    included, or None when one table is smallest or within CONTEXT_MIN_GAIN of it."""
-    from .rans_encode import LANE_SYMBOLS, choose_lanes, lane_contexts
+    """(lanes, counts per context, tables) of the context count that codes ``symbols`` smallest,
+    tables included, or None when one table is smallest or within CONTEXT_MIN_GAIN of it."""
+    from .rans_encode import LANE_SYMBOLS, choose_lanes, context_counts
 
     n_sym = counts.size
     if symbols.size < 2 or n_sym < 3:
         return None
     n_lanes = choose_lanes(int(symbols.size), plain_bits, LANE_SYMBOLS)
-    best, chosen = plain_bits * (1 - CONTEXT_MIN_GAIN), None
+    joint = context_counts(symbols, classes, MAX_CONTEXTS, n_lanes)
+    best = plain_bits * (1 - CONTEXT_MIN_GAIN)
+    if _conditional_bits(joint) >= best:  # the finest contexts, with no table at all, do not pay
+        return None
+    # rank the table counts by their entropy plus about the least an extra table costs (a
+    # geometric one, 6 bytes), then price only the most promising one with real tables
+    ranked = []
     for c in range(2, MAX_CONTEXTS + 1):
-        ctx = lane_contexts(symbols, classes, c, n_lanes)
-        tables, bits = [], 8.0 * (c - 1)   # the kind byte of each table past the first
-        for j in range(c):
-            part = np.bincount(symbols[ctx == j], minlength=n_sym)
-            if not part.any():
-                break
-            kind, params, b = best_table(part, (n_sym - 2) // 2, allow_geometric=allow_geometric)
-            tables.append((kind, params))
-            bits += b
-        else:
-            if bits < best:
-                best, chosen = bits, (n_lanes, ctx, tables)
+        parts = np.vstack([joint[:c - 1], joint[c - 1:].sum(axis=0, keepdims=True)])
+        if parts.any(axis=1).all():
+            ranked.append((_conditional_bits(parts) + 48.0 * (c - 1), c, parts))
+    if not ranked or min(ranked, key=lambda r: r[:2])[0] >= best:
+        return None
+    _, c, parts = min(ranked, key=lambda r: r[:2])
+    tables, bits = [], 8.0 * (c - 1)   # the kind byte of each table past the first
+    for part in parts:
+        kind, params, b = best_table(part, (n_sym - 2) // 2, allow_geometric=allow_geometric)
+        tables.append((kind, params))
+        bits += b
+    chosen = (n_lanes, parts, tables) if bits < best else None
     return chosen
 
 
-def _encode_context_stream(symbols: np.ndarray, freqs: list[np.ndarray], n_lanes: int, ctx: np.ndarray,
+def _conditional_bits(joint: np.ndarray) -> float:
+    """Ideal code length of the symbols counted in ``joint`` (contexts × symbols), each row coded
+    with its own distribution."""
+    used = joint > 0
+    rows = np.broadcast_to(joint.sum(axis=1, keepdims=True), joint.shape)
+    return float(-(joint[used] * exactmath.log2(joint[used] / rows[used])).sum())
+
+
+def _encode_context_stream(symbols: np.ndarray, freqs: list[np.ndarray], n_lanes: int, parts: np.ndarray,
                            classes: np.ndarray) -> bytes:
-    """The lane stream of a context-coded block: u8 P, varint L, varint n_words, n_words u16."""
+    """The lane stream of a context-coded block (``parts``: each context's symbol counts):
+    u8 P, varint L, varint n_words, n_words u16."""
     from .rans_encode import choose_precision, encode_context_lanes
 
-    precision = max(choose_precision(f, np.bincount(symbols[ctx == j], minlength=f.size),
-                                     PRECISION_TOLERANCE)[0] for j, f in enumerate(freqs))
+    precision = max(choose_precision(f, part, PRECISION_TOLERANCE)[0] for f, part in zip(freqs, parts))
     words = encode_context_lanes(symbols, np.stack([lane_cdf(f, precision) for f in freqs]), classes,
                                  precision, n_lanes)
     w = ByteWriter()

@@ -93,7 +93,8 @@ def cases() -> dict[str, Case]:
         "quantizer_e5m10": Case(lambda: mlp(seed=28), {"quantizer": "minifloat:e5m10"}),
         "per_channel_wide_deadzone": Case(lambda: mlp(seed=29), {"quantizer": "deadzone:0.7", "step_rule": "channel"}),
         "context_tables": Case(lambda: mlp(seed=30, hidden=256, row_scales=True), {"qp": -8.0}),
-        "context_tables_two": Case(lambda: mlp(seed=33, hidden=256, row_scales=True), {"qp": 0.0}),
+        "context_tables_two": Case(lambda: mlp(seed=33, hidden=256, row_scales=True), {"qp": 4.0}),
+        "context_tables_three": Case(lambda: mlp(seed=33, hidden=256, row_scales=True), {"qp": 0.0}),
     }
 
 
@@ -224,7 +225,7 @@ def _context_fine_bits_escapes() -> tuple[ModelProto, bytes, str]:
     body.u8(128)
     body.raw(encode_levels(levels, k=40, fine_bits=2))
     weights = decode_lossy(body.getvalue(), (64, 64), np.dtype(np.float32))
-    why = ("hand-made: a level block of three context tables (histograms) over coarse symbols with two "
+    why = ("hand-made: a level block of four context tables (histograms) over coarse symbols with two "
            "fine bits and 55 escapes, which the encoder's own choices do not combine on a small model")
     source, data = _one_tensor_file("context_fine_bits_escapes", "MatMul", weights, TensorProto.FLOAT, body.getvalue(), why)
     return source, data, why

@@ -353,3 +353,20 @@ def test_context_encoder_refuses_what_a_decoder_cannot_read():
         encode_context_lanes(np.array([0, 3]), cdfs, classes, 4, 1)
     with pytest.raises(ValueError, match="lanes"):
         encode_context_lanes(np.array([0, 1]), cdfs, classes, 4, 3)
+
+
+def test_context_counts_count_what_lane_contexts_assigns():
+    from nnr.codec.rans_encode import context_counts, lane_contexts
+
+    rng = np.random.default_rng(14)
+    for _ in range(30):
+        n = int(rng.integers(2, 12))
+        count = int(rng.integers(1, 3000))
+        lanes = int(rng.integers(1, min(count, 50) + 1))
+        symbols = rng.integers(0, n, count)
+        classes = rng.integers(0, 4, n)
+        for contexts in range(2, rans.MAX_CONTEXTS + 1):
+            ctx = lane_contexts(symbols, classes, contexts, lanes)
+            expected = np.zeros((contexts, n), dtype=np.int64)
+            np.add.at(expected, (ctx, symbols), 1)
+            np.testing.assert_array_equal(context_counts(symbols, classes, contexts, lanes), expected)
