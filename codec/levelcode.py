@@ -197,22 +197,18 @@ def _choose_contexts(symbols: np.ndarray, counts: np.ndarray, plain_bits: float,
     best = plain_bits * (1 - CONTEXT_MIN_GAIN)
     if _conditional_bits(joint) >= best:  # the finest contexts, with no table at all, do not pay
         return None
-    # rank the table counts by their entropy plus about the least an extra table costs (a
-    # geometric one, 6 bytes), then price only the most promising one with real tables
-    ranked = []
+    chosen = None
     for c in range(2, MAX_CONTEXTS + 1):
         parts = np.vstack([joint[:c - 1], joint[c - 1:].sum(axis=0, keepdims=True)])
-        if parts.any(axis=1).all():
-            ranked.append((_conditional_bits(parts) + 48.0 * (c - 1), c, parts))
-    if not ranked or min(ranked, key=lambda r: r[:2])[0] >= best:
-        return None
-    _, c, parts = min(ranked, key=lambda r: r[:2])
-    tables, bits = [], 8.0 * (c - 1)   # the kind byte of each table past the first
-    for part in parts:
-        kind, params, b = best_table(part, (n_sym - 2) // 2, allow_geometric=allow_geometric)
-        tables.append((kind, params))
-        bits += b
-    chosen = (n_lanes, parts, tables) if bits < best else None
+        if not parts.any(axis=1).all():
+            continue
+        tables, bits = [], 8.0 * (c - 1)   # the kind byte of each table past the first
+        for part in parts:
+            kind, params, b = best_table(part, (n_sym - 2) // 2, allow_geometric=allow_geometric)
+            tables.append((kind, params))
+            bits += b
+        if bits < best:
+            best, chosen = bits, (n_lanes, parts, tables)
     return chosen
 
 

@@ -250,7 +250,7 @@ def _plan(proto: ModelProto, base_dir, had_external: bool, opts: EncoderOptions,
     """The probe's options; when the model can't be probed, the data-free rule's one step
     finer than asked (nothing was measured, so the default stays on the safe side)."""
     try:
-        # onnxruntime's own threads spin: more than the cores slows every probe run many times
+        # the probe runs one onnxruntime run per thread at once: more than the cores only adds memory
         return plan(proto, opts, target, progress, base_dir=base_dir, threads=min(threads, available_cores()))
     except ProbeUnavailable as exc:
         return _fallback(opts, target, str(exc))

@@ -56,7 +56,8 @@ def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int, name: st
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(workers, thread_name_prefix=name) as pool:
+    pool = ThreadPoolExecutor(workers, thread_name_prefix=name)
+    try:
         pending: deque = deque()
         for item in items:
             pending.append(pool.submit(fn, item))
@@ -64,3 +65,5 @@ def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int, name: st
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+    finally:  # on a failure, what has not started yet never will
+        pool.shutdown(wait=True, cancel_futures=True)
