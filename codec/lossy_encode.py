@@ -70,14 +70,19 @@ def dyadic_steps(steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
 
 def encode_lossy(x: np.ndarray, steps: np.ndarray | float, lam: float = 0.1,
                  iterations: int = 1, out_dtype: np.dtype = np.dtype(np.float32),
-                 feedback: Feedback | None = None) -> LossyResult:
+                 feedback: Feedback | None = None, reconstruction: str = "gain") -> LossyResult:
     """Quantize ``x`` with the given step (scalar, or one per axis-0 slice) and code it.
 
     Levels are decided by rate–distortion optimisation with Lagrangian ``lam``·step² and an
     adaptive rate model, refined ``iterations`` times together with the reconstruction offset.
+    ``reconstruction`` ``gain`` writes the offset that keeps the tensor's gain
+    (codec.quantize.rdo_quantize says why), ``mse`` the one of least squared error; error
+    feedback keeps the squared-error offset its rounding is decided for.
     With ``feedback``, the final levels are rounded with error feedback through the layer's
     input statistics (codec.error_feedback); the body's format is the same.
     """
+    if reconstruction not in ("gain", "mse"):
+        raise ValueError(f"reconstruction must be 'gain' or 'mse', got {reconstruction!r}")
     x = np.asarray(x, dtype=np.float64)
     shape = x.shape
     steps = np.atleast_1d(np.asarray(steps, dtype=np.float64))
@@ -91,11 +96,12 @@ def encode_lossy(x: np.ndarray, steps: np.ndarray | float, lam: float = 0.1,
     bits = laplace_bits(mean if x.size else 1.0, int(min(max(top, 1.0), 4096.0)) + 1)
     theta = 0.0
     for _ in range(iterations):
-        levels, counts, excess = rdo_quantize(x, inv_steps, inner, theta, lam, bits)
-        n_nonzero = levels.size - int(counts[0])
-        theta = min(max(excess / n_nonzero, 0.0), 0.5) if n_nonzero else 0.0
-        bits = bits_from_counts(counts)
-    theta_int = int(min(round(theta * 256), 255))
+        rdo = rdo_quantize(x, inv_steps, inner, theta, lam, bits)
+        levels, theta = rdo.levels, rdo.mse_offset
+        bits = bits_from_counts(rdo.counts)
+    if feedback is None and reconstruction == "gain":
+        theta = rdo.gain_offset
+    theta_int = int(round(theta * 256))
     if feedback is not None and x.size:
         levels = _feedback(x, inv_steps, theta_int / 256.0, lam, bits, feedback)
     body = lossy_body(levels, theta_int, mant, shifts, exponent)

@@ -173,3 +173,15 @@ def test_current_vectors_cover_every_path():
     wanted |= {f"coding1:dtype{t}" for t in (1, 10, 16, 11, 14, 15)}   # lossless fp32, fp16, bf16, fp64, complex
     wanted |= {f"coding2:dtype{t}" for t in (1, 10, 16, 14)}
     assert wanted <= found, sorted(wanted - found)
+
+
+def test_a_vector_replays_the_default_gain_reconstruction():
+    """The default ``ecsq`` offset (negative where zeroed weights' energy is given back) is
+    re-produced by the encoder on every machine CI runs on, through a vector that names it."""
+    from nnr.codec.lossy_decode import FLAG_NEGATIVE_THETA
+
+    named = [p for p in CURRENT if json.loads(p.read_text())["options"].get("reconstruction") == "gain"]
+    assert named
+    weights = [u for p in named for u in nnr.open(p.with_suffix(".nnr").read_bytes()).units()
+               if u.coding == 2 and len(u.dims) >= 2]
+    assert weights and all(u.body[0] & FLAG_NEGATIVE_THETA and u.body[1] > 0 for u in weights)

@@ -51,7 +51,7 @@ class Case:
         return {**PINNED_DEFAULTS, **self.options}
 
 
-PINNED_DEFAULTS: dict = {}
+PINNED_DEFAULTS: dict = {"reconstruction": "mse"}
 """Encoder defaults of the release that froze this version's vectors and changed since; they
 stay pinned so that a case means the same file until the next format version."""
 
@@ -95,6 +95,8 @@ def cases() -> dict[str, Case]:
         "context_tables": Case(lambda: mlp(seed=30, hidden=256, row_scales=True), {"qp": -8.0}),
         "context_tables_two": Case(lambda: mlp(seed=33, hidden=256, row_scales=True), {"qp": 4.0}),
         "context_tables_three": Case(lambda: mlp(seed=33, hidden=256, row_scales=True), {"qp": 0.0}),
+        "gain_reconstruction": Case(lambda: mlp(seed=34, hidden=256, row_scales=True),
+                                    {"qp": 0.0, "reconstruction": "gain"}),
     }
 
 

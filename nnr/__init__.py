@@ -14,7 +14,7 @@ them on first use.
 
 from __future__ import annotations
 
-__version__ = "0.7.0"
+__version__ = "0.7.1"
 
 from .errors import (CorruptionError, FormatError, InputError, LimitError, NnrError, OptionError,  # noqa: E402
                      OutputError, UnsupportedModelError, VersionError)

@@ -139,6 +139,9 @@ def encode_main(argv: Sequence[str] | None = None, prog: str = "nnr-encode") -> 
                         "(formulas in formats/SPEC.md)")
     p.add_argument("--rdo-lambda", type=float, default=None,
                    help="rate-distortion Lagrangian in step^2 per bit (default 0.1; 0 = rounding)")
+    p.add_argument("--reconstruction", choices=("gain", "mse"), default=None,
+                   help="where nonzero levels land: keep each tensor's gain (default; errors do not "
+                        "compound into a shrinking output) or least squared weight error")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="code tensors on N threads (default: every core this process may use); the file is "
                         "the same whatever N")
@@ -251,7 +254,8 @@ def _encoder_options(p: argparse.ArgumentParser, args: argparse.Namespace):
     from .options import EncoderOptions
 
     kw = {k: v for k, v in (("qp", args.qp), ("step_rule", args.step_rule), ("size_exponent", args.size_exponent),
-                             ("rdo_lambda", args.rdo_lambda), ("quantizer", args.quantizer),
+                             ("rdo_lambda", args.rdo_lambda), ("reconstruction", args.reconstruction),
+                             ("quantizer", args.quantizer),
                              ("prune", args.prune), ("prune_global", args.prune_global or None),
                              ("prune_remove", args.prune_remove or None),
                              ("prune_remove_multiple", args.prune_remove_multiple),

@@ -61,7 +61,7 @@ def code_float(name: str, storage: np.ndarray, fmt: str, opts: EncoderOptions,
         if quantizer.kind == "ecsq":
             fb = feedback if opts.error_feedback and _fits(feedback, values, steps) else None
             coding, result = CODING_LOSSY, encode_lossy(values, steps, lam=opts.rdo_lambda, out_dtype=out_dtype,
-                                                        feedback=fb)
+                                                        feedback=fb, reconstruction=opts.reconstruction)
             body, recon = result.body, result.reconstruction
         elif quantizer.kind in ("midtread", "midrise", "deadzone"):
             result = encode_deadzone(values, steps, quantizer.delta, out_dtype)

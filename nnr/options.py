@@ -12,6 +12,8 @@ from nnr.codec.quantizer_spec import parse as parse_quantizer
 from .errors import OptionError
 
 NONFINITE_POLICIES = ("lossless", "refuse")
+RECONSTRUCTIONS = ("gain", "mse")      # codec.lossy_encode.encode_lossy's offset rules
+LEGACY_RECONSTRUCTION = "mse"          # what files from before the option were encoded with
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,10 @@ class EncoderOptions:
         channel and they are few, so they stay five step-halvings finer than the weights.
     rdo_lambda: Lagrangian of the rate–distortion decisions, in step² per bit; 0 is plain
         deadzone rounding, larger trades more distortion for fewer bits.
+    reconstruction: where ``ecsq`` puts each tensor's nonzero levels: ``gain`` keeps the
+        tensor's projection on itself (no shrinkage towards zero, which compounds through
+        layers), ``mse`` minimises the weights' squared error. An options record without
+        this key predates it and means ``mse``.
     min_elements: float tensors smaller than this stay in the graph untouched (lossless).
     nonfinite: tensors holding NaN/Inf are coded ``lossless`` (they survive exactly) or
         ``refuse`` makes encoding fail.
@@ -57,6 +63,7 @@ class EncoderOptions:
     vector_qp: float = -20.0
     size_exponent: float = 0.5
     rdo_lambda: float = 0.1
+    reconstruction: str = "gain"
     min_elements: int = 16
     nonfinite: str = "lossless"
     tensor_qp: dict = dataclasses.field(default_factory=dict)
@@ -82,6 +89,9 @@ class EncoderOptions:
             raise OptionError(f"size_exponent must be in [0, 1], got {self.size_exponent!r}")
         if not isinstance(self.rdo_lambda, (int, float)) or not 0 <= self.rdo_lambda <= 10:
             raise OptionError(f"rdo_lambda must be in [0, 10], got {self.rdo_lambda!r}")
+        if self.reconstruction not in RECONSTRUCTIONS:
+            raise OptionError(f"reconstruction must be one of {', '.join(RECONSTRUCTIONS)}, "
+                              f"got {self.reconstruction!r}")
         if not isinstance(self.min_elements, int) or self.min_elements < 1:
             raise OptionError(f"min_elements must be a positive integer, got {self.min_elements!r}")
         if self.nonfinite not in NONFINITE_POLICIES:
@@ -157,9 +167,12 @@ class EncoderOptions:
         return self.qp + self.tensor_qp.get(name, 0.0)
 
     def to_json(self) -> dict:
-        """JSON-able dict; tensor_qp, quantizer, error_feedback and pruning only when not the default
-        (compact metadata, and files from before an option existed keep their options text)."""
+        """JSON-able dict; tensor_qp, quantizer, error_feedback and pruning only when not the default,
+        reconstruction only when not ``mse`` (compact metadata, and files from before an option
+        existed keep their options text)."""
         d = dataclasses.asdict(self)
+        if self.reconstruction == LEGACY_RECONSTRUCTION:
+            del d["reconstruction"]
         if not self.tensor_qp:
             del d["tensor_qp"]
         if self.quantizer == "ecsq":
@@ -177,14 +190,15 @@ class EncoderOptions:
 
     @classmethod
     def from_json(cls, d: dict) -> "EncoderOptions":
-        """Build from a JSON dict; unknown keys are refused, not ignored."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise OptionError(f"unknown encoder option(s): {', '.join(unknown)}")
-        return cls(**d)
+        """Build from an options record (a file's, or one replayed); unknown keys are refused,
+        not ignored, and a record without ``reconstruction`` was written before it existed."""
+        return cls.build(**{"reconstruction": LEGACY_RECONSTRUCTION, **d})
 
     @classmethod
     def build(cls, **kwargs) -> "EncoderOptions":
         """Like the constructor, but an unknown keyword is an OptionError, not a TypeError."""
-        return cls.from_json(kwargs)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise OptionError(f"unknown encoder option(s): {', '.join(unknown)}")
+        return cls(**kwargs)

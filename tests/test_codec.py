@@ -217,3 +217,35 @@ def test_byte_reader_refuses_overruns():
         r.varint()
     with pytest.raises(CorruptionError):
         ByteReader(b"\x05").varints(10)
+
+
+def test_gain_reconstruction_keeps_the_tensor_projection_where_mse_shrinks_it():
+    x = np.random.default_rng(3).laplace(0, 1.0, 20_000)
+    step = 1.6  # coarse: most weights quantize to zero, where shrinkage is largest
+    gain, mse = (encode_lossy(x, step, reconstruction=r) for r in ("gain", "mse"))
+    assert gain.body[2:] == mse.body[2:] and gain.theta < 0 <= mse.theta  # same levels, other offset
+    ratio = {r: float(res.reconstruction.astype(np.float64) @ x / (x @ x)) for r, res in (("gain", gain), ("mse", mse))}
+    assert abs(ratio["gain"] - 1.0) < 0.01 < 1.0 - ratio["mse"]
+    err = {r: float(((res.reconstruction - x) ** 2).mean()) for r, res in (("gain", gain), ("mse", mse))}
+    assert err["mse"] < err["gain"]      # the price: a little more squared error per weight
+    for res in (gain, mse):
+        np.testing.assert_array_equal(decode_lossy(res.body, x.shape, np.dtype(np.float32)), res.reconstruction)
+
+
+def test_gain_offset_stays_inside_the_level_cell():
+    x = np.full(1000, 0.45)  # rounds to zero: full gain would need an offset beyond half a step
+    x[::50] = 2.0
+    x[1::50] = 0.9
+    from nnr.codec.quantize import laplace_bits, rdo_quantize
+    rdo = rdo_quantize(x, np.array([1.0]), x.size, 0.0, 0.0, laplace_bits(1.0, 4))
+    assert rdo.gain_offset == -0.5 and 0.0 <= rdo.mse_offset <= 0.5
+    with pytest.raises(ValueError, match="reconstruction"):
+        encode_lossy(x, 1.0, reconstruction="median")
+
+
+def test_gain_reconstruction_with_per_channel_steps_keeps_the_projection_in_weight_units():
+    rng = np.random.default_rng(5)
+    x = rng.laplace(0, 1.0, (6, 4000)) * np.array([0.05, 0.1, 0.3, 1.0, 3.0, 10.0])[:, None]
+    res = encode_lossy(x, np.abs(x).mean(axis=1) * 1.5, reconstruction="gain")
+    y = res.reconstruction.astype(np.float64)
+    assert abs(float((y * x).sum() / (x * x).sum()) - 1.0) < 0.01

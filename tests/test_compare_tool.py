@@ -34,3 +34,54 @@ def test_probe_offsets_are_scaled_clipped_and_gridded_as_the_encoder_does():
     half = weighted(offsets, 0.5)
     assert half == {"a": 1.5, "b": -MAX_OFFSET}  # c rounds to 0 on the 0.25 grid and is dropped
     assert weighted(offsets, 1.0)["a"] == 3.0
+
+
+def test_tensor_rd_matches_errors_and_interpolates_bytes_in_log_log():
+    import numpy as np
+
+    from tools.tensor_rd import bytes_at, mse, nnr_curve, nnr_tensor, parse_hybrid, step_for
+
+    curve = [(0.0, 100, 1e-2), (2.0, 50, 4e-2)]
+    assert bytes_at(curve, 2e-2) == pytest.approx(100 * 0.5 ** 0.5)   # halfway in log error: geometric mean
+    assert bytes_at(curve, 1e-1) is None and bytes_at(curve, 0.0) is None
+    x = np.random.default_rng(0).laplace(0, 0.05, (64, 48)).astype(np.float32)
+    for rule in ("mse", "gain"):
+        curve = nnr_curve(x, rule)
+        target = sorted(m for _, _, m in curve)[len(curve) // 2]
+        got = mse(nnr_tensor(x, step_for(x, target * 0.9, curve, rule), rule)[0], x)
+        assert 0.8 * target < got <= 0.9 * target
+    assert parse_hybrid("-14", ["a", "b"]) == {"a": -14, "b": -14}
+    assert parse_hybrid("b=-20", ["a", "b"]) == {"a": -12, "b": -20}
+    with pytest.raises(SystemExit, match="not measured"):
+        parse_hybrid("c=-20", ["a", "b"])
+    with pytest.raises(SystemExit, match="NAME=QP"):
+        parse_hybrid("a=x", ["a"])
+
+
+def test_compare_runs_picks_each_runs_smallest_passing_file_and_pairs_equal_qps(tmp_path):
+    import json
+
+    from tools.compare_runs import main
+
+    def point(qp, size, snr, target=None):
+        return {"qp": qp, "bytes": size, "metrics": {"snr_db": snr}, "seconds": 0.0, "payload": None,
+                "payload_1d": None, "target": target}
+
+    before = {"m": {"metric": "snr_db", "nnr": [point(-8.0, 100, 31.0), point(-6.0, 80, 21.0)],
+                    "nnr_probe": [point(None, 70, 20.5, target=14.0)]}}
+    after = {"m": {"metric": "snr_db", "nnr": [point(-8.0, 100, 32.0), point(-6.0, 80, 22.0),
+                                               point(-4.0, 60, 20.1)], "nnr_probe": []}}
+    paths = []
+    for name, run in (("a", before), ("b", after)):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps({"models": run}))
+    out = tmp_path / "t.md"
+    main([str(paths[0]), str(paths[1]), "--markdown", str(out)])
+    text = out.read_text()
+    assert "| m | 100 (qp -8) | 100 (qp -8) | +0.0 % | 80 (qp -6) | 60 (qp -4) | +25.0 % |" in text
+    assert "| m | loose | -6 | 80 B, 21.0 dB | 80 B, 22.0 dB |" in text
+    main([str(paths[0]), str(paths[1]), "--sweep", "best", "--markdown", str(out)])
+    assert "70 (probe 14 dB) | 60 (qp -4) | +14.3 % |" in out.read_text()
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(SystemExit, match="not a compare_nncodec.py --json run"):
+        main([str(tmp_path / "bad.json"), str(paths[1])])

@@ -31,7 +31,7 @@ def _correlated(rng, n, d):
 
 
 def _plain(w, inv, theta, lam, bits):
-    levels, _, _ = rdo_quantize(w, np.array([inv]), w.size, theta, lam, bits)
+    levels = rdo_quantize(w, np.array([inv]), w.size, theta, lam, bits).levels
     return levels.reshape(w.shape)
 
 

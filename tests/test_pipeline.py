@@ -275,3 +275,23 @@ def test_decoding_gives_the_same_model_or_error_whatever_the_thread_count():
         with pytest.raises(nnr.OptionError, match="threads"):
             nnr.decode(nnr.encode(mlp(), probe=False), threads=bad)
 
+
+
+def test_reconstruction_option_defaults_to_gain_and_old_records_replay_as_mse():
+    from nnr.options import EncoderOptions
+
+    assert EncoderOptions().reconstruction == "gain" == EncoderOptions.build().reconstruction
+    assert EncoderOptions().to_json()["reconstruction"] == "gain"
+    old = EncoderOptions(reconstruction="mse").to_json()
+    assert "reconstruction" not in old                      # the text files had before the option
+    assert EncoderOptions.from_json(old).reconstruction == "mse"
+    with pytest.raises(nnr.OptionError, match="reconstruction must be one of"):
+        EncoderOptions(reconstruction="median")
+    gain, mse = nnr.decode(nnr.encode(mlp(), qp=4)), nnr.decode(nnr.encode(mlp(), qp=4, reconstruction="mse"))
+    from onnx import numpy_helper
+    src = {t.name: numpy_helper.to_array(t) for t in mlp().graph.initializer}
+    for name in ("fc1.weight", "fc2.weight"):
+        w = src[name].astype(np.float64).ravel()
+        proj = {k: float(numpy_helper.to_array(next(t for t in m.graph.initializer if t.name == name))
+                         .astype(np.float64).ravel() @ w / (w @ w)) for k, m in (("gain", gain), ("mse", mse))}
+        assert abs(proj["gain"] - 1) < abs(proj["mse"] - 1)

@@ -62,7 +62,8 @@ def test_min_snr_and_max_accuracy_drop(digits):
     assert res.metrics["snr_db"] >= 30.0
     res = rc.search(MNIST, EncoderOptions(), constraint=Constraint("accuracy_drop_pct", 1.0), cal=digits,
                     bias_correction=False)
-    assert res.metrics["accuracy_drop_pct"] <= 1.0
+    # exactly one point of drop is 100·(a − b) in floats, a hair above 1.0: met within 1e-9
+    assert res.metrics["accuracy_drop_pct"] <= 1.0 + 1e-9
     with pytest.raises(OptionError, match="labels"):
         rc.search(MNIST, EncoderOptions(), constraint=Constraint("accuracy_drop_pct", 1.0),
                   cal=Calibration(digits.inputs))

@@ -1,0 +1,91 @@
+"""Two runs of tools/compare_nncodec.py side by side: what a change of nnr did at equal fidelity.
+
+    python tools/compare_runs.py BEFORE.json AFTER.json --markdown docs/some_table.md
+
+Per corpus model and threshold (strict, loose): nnr's smallest file meeting it in each run,
+from the qp sweep of the data-free rule (``--sweep rule``, the default) or from the rule and
+the probe's target sweep together (``--sweep best``), and the share of bytes the second run
+saves. Then, at the qp of the first run's pick, the task's metric in both runs: the same
+levels when a change only moves reconstructions, so this is fidelity bought at no bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tools._emit import emit  # noqa: E402
+from tools.compare_nncodec import THRESHOLDS, Point, best_point  # noqa: E402
+
+
+def load(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())["models"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise SystemExit(f"compare_runs: {path} is not a compare_nncodec.py --json run ({exc})") from None
+
+
+def points(model: dict, sweep: str) -> list[Point]:
+    raw = model.get("nnr", []) + (model.get("nnr_probe", []) if sweep == "best" else [])
+    return [Point.from_json(p) for p in raw]
+
+
+def _label(p: Point) -> str:
+    return f"qp {p.qp:g}" if p.target is None else f"probe {p.target:g} dB"
+
+
+def _fmt(metric: str, value: float) -> str:
+    return f"{value:.4f}" if metric == "agreement" else f"{value:.1f} dB"
+
+
+def render(command: str, before: dict, after: dict, sweep: str) -> str:
+    names = [n for n in before if n in after]
+    lines = ["```sh", command, "```", "",
+             f"nnr's smallest file meeting each threshold ({'data-free rule' if sweep == 'rule' else 'rule or probe'} "
+             "sweep) in the first run and the second, and what the second saves:", "",
+             "| model | strict: first | second | saves | loose: first | second | saves |",
+             "|---|--:|--:|--:|--:|--:|--:|"]
+    same_qp = []
+    for n in names:
+        metric = before[n]["metric"]
+        cells = []
+        for level in THRESHOLDS:
+            a, b = (best_point(points(r[n], sweep), metric, level) for r in (before, after))
+            cells += [f"{a.bytes:,} ({_label(a)})" if a else "not met", f"{b.bytes:,} ({_label(b)})" if b else "not met",
+                      f"{100 * (1 - b.bytes / a.bytes):+.1f} %" if a and b else "–"]
+            if a is not None and a.target is None:
+                twin = next((p for p in points(after[n], "rule") if p.qp == a.qp), None)
+                if twin is not None:
+                    same_qp.append((n, level, metric, a, twin))
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    lines += ["", "At the qp of the first run's pick (rule sweep), both runs' bytes and metric:", "",
+              "| model | threshold | qp | first | second |", "|---|---|--:|--:|--:|"]
+    for n, level, metric, a, b in same_qp:
+        lines.append(f"| {n} | {level} | {a.qp:g} | {a.bytes:,} B, {_fmt(metric, a.metrics[metric])} | "
+                     f"{b.bytes:,} B, {_fmt(metric, b.metrics[metric])} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("before", type=Path, help="the first run's --json")
+    ap.add_argument("after", type=Path, help="the second run's --json")
+    ap.add_argument("--sweep", choices=("rule", "best"), default="rule",
+                    help="pick from the data-free rule's qp sweep (default) or from it and the probe's")
+    ap.add_argument("--markdown", type=Path, help="write the tables here (else stdout)")
+    args = ap.parse_args(argv)
+    command = shlex.join(["python", "tools/compare_runs.py", *argv])
+    emit(render(command, load(args.before), load(args.after), args.sweep), args.markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
