@@ -132,7 +132,8 @@ def encode_main(argv: Sequence[str] | None = None, prog: str = "nnr-encode") -> 
                    help="steps grow as (tensor size / 4096)**x (default 0.5; 0 disables)")
     p.add_argument("--options", metavar="JSON",
                    help="replay encoder options from a JSON file: an options object, or a point of "
-                        "nnr-search --json (an object with an 'options' key)")
+                        "nnr-search --json (an object with an 'options' key); an object without "
+                        "'reconstruction' replays as 'mse', as files before nnr 0.7.1 were coded")
     p.add_argument("--quantizer", default=None, metavar="Q",
                    help="ecsq (default: rate-distortion optimised deadzone), midtread, midrise, "
                         "deadzone:DELTA, mulaw:MU, minifloat:EeMm, fp16, e4m3 or e5m2 "

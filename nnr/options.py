@@ -31,8 +31,10 @@ class EncoderOptions:
         deadzone rounding, larger trades more distortion for fewer bits.
     reconstruction: where ``ecsq`` puts each tensor's nonzero levels: ``gain`` keeps the
         tensor's projection on itself (no shrinkage towards zero, which compounds through
-        layers), ``mse`` minimises the weights' squared error. An options record without
-        this key predates it and means ``mse``.
+        layers), ``mse`` minimises the weights' squared error. Tensors rounded with
+        ``error_feedback`` keep ``mse``, the offset their rounding is decided for. An options
+        record without this key (a file's, or one replayed with ``--options``) predates it and
+        means ``mse``.
     min_elements: float tensors smaller than this stay in the graph untouched (lossless).
     nonfinite: tensors holding NaN/Inf are coded ``lossless`` (they survive exactly) or
         ``refuse`` makes encoding fail.

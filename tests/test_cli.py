@@ -503,3 +503,17 @@ def test_decode_threads_flag(tmp_path, model_path, capsys):
     assert outs[0].read_bytes() == outs[1].read_bytes()
     assert decode_main([str(enc), "-o", str(tmp_path / "x.onnx"), "--threads", "0"]) == 2
     assert "threads" in _no_traceback(capsys) and not (tmp_path / "x.onnx").exists()
+
+
+def test_reconstruction_flag_reaches_the_file_and_options_replay_keeps_it(tmp_path, model_path):
+    recorded = {}
+    for rule in ("gain", "mse"):
+        out = tmp_path / f"{rule}.nnr"
+        assert encode_main([str(model_path), "-o", str(out), "--data-free", "--reconstruction", rule, "-q"]) == 0
+        recorded[rule] = nnr.open(out).metadata()["options"]
+    assert recorded["gain"]["reconstruction"] == "gain" and "reconstruction" not in recorded["mse"]
+    replayed = tmp_path / "opts.json"
+    replayed.write_text(json.dumps(recorded["gain"]))
+    again = tmp_path / "again.nnr"
+    assert encode_main([str(model_path), "-o", str(again), "--data-free", "--options", str(replayed), "-q"]) == 0
+    assert again.read_bytes() == (tmp_path / "gain.nnr").read_bytes()

@@ -246,6 +246,9 @@ def test_gain_offset_stays_inside_the_level_cell():
 def test_gain_reconstruction_with_per_channel_steps_keeps_the_projection_in_weight_units():
     rng = np.random.default_rng(5)
     x = rng.laplace(0, 1.0, (6, 4000)) * np.array([0.05, 0.1, 0.3, 1.0, 3.0, 10.0])[:, None]
-    res = encode_lossy(x, np.abs(x).mean(axis=1) * 1.5, reconstruction="gain")
+    # coarse steps on the large channels: their shrinkage dominates x̂·x, which an offset
+    # fitted in step units (each channel counted alike) would not give back
+    steps = np.abs(x).mean(axis=1) * np.array([0.3, 0.3, 0.3, 3.0, 3.0, 3.0])
+    res = encode_lossy(x, steps, reconstruction="gain")
     y = res.reconstruction.astype(np.float64)
-    assert abs(float((y * x).sum() / (x * x).sum()) - 1.0) < 0.01
+    assert abs(float((y * x).sum() / (x * x).sum()) - 1.0) < 2e-3
