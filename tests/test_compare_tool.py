@@ -85,3 +85,18 @@ def test_compare_runs_picks_each_runs_smallest_passing_file_and_pairs_equal_qps(
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(SystemExit, match="not a compare_nncodec.py --json run"):
         main([str(tmp_path / "bad.json"), str(paths[1])])
+
+
+def test_tensor_rd_tables_show_coding_ratios_hybrids_and_single_tensor_runs():
+    from tools.tensor_rd import render
+
+    model = {"metric": "snr_db", "tensors": 2, "hybrid_qp": -14,
+             "coding": {"mse": {"-20": 1.05}, "gain": {"-20": None}},
+             "hybrid": {k: {"bytes": b, "metric": v} for k, b, v in
+                        (("nncodec", 100, 26.0), ("nnr_mse", 110, 27.3), ("nnr_gain", 111, 27.2))},
+             "one_at_a_time": [{"tensor": "w", "shape": [4, 3], "mse": 25.5, "gain": 26.5}]}
+    text = render("cmd", [-20], {"m": model})
+    assert "| m | 2 | – |" in text                         # a qp without both ratios is left empty
+    assert "| m | -14 | snr_db | 100 B, 26.0 dB | 110 B, 27.3 dB | 111 B, 27.2 dB |" in text
+    assert "| m | w | (4, 3) | 26.00 dB | 25.50 dB | 26.50 dB |" in text
+    assert "One tensor at a time" not in render("cmd", [-20], {"m": {**model, "one_at_a_time": []}})

@@ -17,7 +17,8 @@ per corpus model, on the tensors NNCodec codes with its qp (rank >= 2):
    reconstruction at the step whose squared error matches NNCodec's for that tensor (1-D
    tensors keep NNCodec's values in both models), and the model runs on the task's real
    inputs. Same error per tensor, so a fidelity difference comes from how the error is laid
-   out, e.g. a shrinkage every weight shares against noise that averages out.
+   out, e.g. a shrinkage every weight shares against noise that averages out. With
+   --one-at-a-time, also one run per tensor with only that tensor from nnr.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def step_for(x: np.ndarray, target: float, curve: list[tuple[float, int, float]]
     return lo
 
 
-def measure(name: str, manifest: Any, qps: list[int], hybrid_qp: int, log) -> dict:
+def measure(name: str, manifest: Any, qps: list[int], hybrid_qp: int, log, one_at_a_time: bool = False) -> dict:
     from onnx import ModelProto, numpy_helper
 
     from conformance.corpus import load_model
@@ -159,20 +160,28 @@ def measure(name: str, manifest: Any, qps: list[int], hybrid_qp: int, log) -> di
             fill_tensor(targets[i].tensor, y.astype(values[i].dtype).reshape(x.shape).tobytes())
         return total, float(task.measure(ref, task.infer(work))[metric])
 
-    def nnc_values(i: int, x: np.ndarray) -> tuple[np.ndarray, int]:
-        return nncodec_tensor(nnc, x, hybrid_qp)  # NNCodec codes 1-D tensors at its own fixed qp
+    nnc_coded = {i: nncodec_tensor(nnc, values[i], hybrid_qp) for i in slots}  # 1-D: NNCodec's own fixed qp
+    matched = {r: {i: nnr_tensor(values[i], step_for(values[i], hybrid_err[i], curves[r][i], r), r)
+                   for i in matrices} for r in RECONSTRUCTIONS}
 
-    hybrid = {"nncodec": run(nnc_values)}
+    def with_nnr(chosen: dict[int, tuple[np.ndarray, int]]):
+        return lambda i, x: chosen.get(i, nnc_coded[i])
+
+    hybrid = {"nncodec": run(with_nnr({}))}
     for r in RECONSTRUCTIONS:
-        def matched(i: int, x: np.ndarray, r: str = r) -> tuple[np.ndarray, int]:
-            if x.ndim < 2:
-                return nnc_values(i, x)
-            return nnr_tensor(x, step_for(x, hybrid_err[i], curves[r][i], r), r)
-        hybrid[f"nnr_{r}"] = run(matched)
+        hybrid[f"nnr_{r}"] = run(with_nnr(matched[r]))
     log(f"{name}: at NNCodec qp {hybrid_qp}: " + ", ".join(f"{k} {b:,} B {v:.4g}" for k, (b, v) in hybrid.items()))
+    single = []
+    if one_at_a_time:
+        for i in matrices:
+            row = {"tensor": tensor_slots(model)[i].tensor.name, "shape": list(values[i].shape)}
+            row.update({r: run(with_nnr({i: matched[r][i]}))[1] for r in RECONSTRUCTIONS})
+            single.append(row)
+            log(f"{name}: only {row['tensor']} from nnr: " + ", ".join(f"{r} {row[r]:.4g}" for r in RECONSTRUCTIONS))
     return {"metric": metric, "tensors": len(matrices),
             "coding": {r: {str(q): (v[1] / v[0] if v[0] else None) for q, v in c.items()} for r, c in coding.items()},
-            "hybrid_qp": hybrid_qp, "hybrid": {k: {"bytes": b, "metric": v} for k, (b, v) in hybrid.items()}}
+            "hybrid_qp": hybrid_qp, "hybrid": {k: {"bytes": b, "metric": v} for k, (b, v) in hybrid.items()},
+            "one_at_a_time": single}
 
 
 def render(command: str, qps: list[int], results: dict[str, dict]) -> str:
@@ -199,6 +208,17 @@ def render(command: str, qps: list[int], results: dict[str, dict]) -> str:
         lines.append(f"| {name} | {m['hybrid_qp']} | {m['metric']} | "
                      + " | ".join(f"{h[k]['bytes']:,} B, {fmt(h[k]['metric'])}" for k in ("nncodec", "nnr_mse", "nnr_gain"))
                      + " |")
+    singles = [(name, m) for name, m in results.items() if m.get("one_at_a_time")]
+    if singles:
+        lines += ["", "One tensor at a time: every tensor NNCodec's at the qp above except one, nnr's at the same "
+                  "squared error; which tensors the whole-model difference comes from.", "",
+                  "| model | tensor | shape | NNCodec everywhere | this tensor nnr, mse | nnr, gain |",
+                  "|---|---|---|--:|--:|--:|"]
+        for name, m in singles:
+            fmt = (lambda v: f"{v:.4f}") if m["metric"] == "agreement" else (lambda v: f"{v:.2f} dB")
+            for row in m["one_at_a_time"]:
+                lines.append(f"| {name} | {row['tensor']} | {tuple(row['shape'])} | {fmt(m['hybrid']['nncodec']['metric'])} | "
+                             f"{fmt(row['mse'])} | {fmt(row['gain'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -227,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hybrid-qp", default="-12",
                     help="NNCodec qp of the error-structure run: one integer, or NAME=QP pairs (comma list) "
                          "with the default -12 for models not named")
+    ap.add_argument("--one-at-a-time", action="store_true",
+                    help="also run the error-structure model with one tensor at a time from nnr (one run per tensor)")
     ap.add_argument("--markdown", type=Path, help="write the tables here (else stdout)")
     ap.add_argument("--json", type=Path, help="write the numbers here")
     args = ap.parse_args(argv)
@@ -238,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    results = {n: measure(n, manifest, qps, hybrid[n], log) for n in names}
+    results = {n: measure(n, manifest, qps, hybrid[n], log, args.one_at_a_time) for n in names}
     command = shlex.join(["PYTHONPATH=.", "/tmp/nncv/bin/python", "tools/tensor_rd.py", *argv])
     if args.json:
         args.json.write_text(json.dumps({"command": command, "models": results}, indent=1) + "\n")
