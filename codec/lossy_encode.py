@@ -12,6 +12,7 @@ from .error_feedback import DEFAULT_DAMPING, feedback_levels
 from .levelcode import MAX_LEVEL, encode_levels
 from .lossy_decode import FLAG_NEGATIVE_THETA, FLAG_PER_CHANNEL, MAX_SHIFT, dequantize, step_values
 from .quantize import bits_from_counts, laplace_bits, rdo_quantize, scaled_stats
+from .quantizer_spec import RECONSTRUCTIONS
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,8 @@ def encode_lossy(x: np.ndarray, steps: np.ndarray | float, lam: float = 0.1,
     With ``feedback``, the final levels are rounded with error feedback through the layer's
     input statistics (codec.error_feedback); the body's format is the same.
     """
-    if reconstruction not in ("gain", "mse"):
-        raise ValueError(f"reconstruction must be 'gain' or 'mse', got {reconstruction!r}")
+    if reconstruction not in RECONSTRUCTIONS:
+        raise ValueError(f"reconstruction must be one of {', '.join(RECONSTRUCTIONS)}, got {reconstruction!r}")
     x = np.asarray(x, dtype=np.float64)
     shape = x.shape
     steps = np.atleast_1d(np.asarray(steps, dtype=np.float64))

@@ -11,6 +11,7 @@ from .lossy_decode import MAX_MINIFLOAT_BITS
 
 NAMES = ("ecsq", "midtread", "midrise", "deadzone", "mulaw", "minifloat")
 ALIASES = {"fp16": "minifloat:E5M10", "e4m3": "minifloat:E4M3", "e5m2": "minifloat:E5M2"}
+RECONSTRUCTIONS = ("gain", "mse")  # ecsq's offset rules (codec.lossy_encode.encode_lossy)
 
 
 @dataclass(frozen=True)

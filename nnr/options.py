@@ -7,12 +7,12 @@ import math
 from dataclasses import dataclass
 
 from nnr.codec.allocation import RULES as STEP_RULES
+from nnr.codec.quantizer_spec import RECONSTRUCTIONS
 from nnr.codec.quantizer_spec import parse as parse_quantizer
 
 from .errors import OptionError
 
 NONFINITE_POLICIES = ("lossless", "refuse")
-RECONSTRUCTIONS = ("gain", "mse")      # codec.lossy_encode.encode_lossy's offset rules
 LEGACY_RECONSTRUCTION = "mse"          # what files from before the option were encoded with
 
 

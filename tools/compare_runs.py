@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tools._emit import emit  # noqa: E402
-from tools.compare_nncodec import THRESHOLDS, Point, best_point  # noqa: E402
+from tools.compare_nncodec import THRESHOLDS, Point, _cell, best_point  # noqa: E402
 
 
 def load(path: Path) -> dict:
@@ -34,10 +34,6 @@ def load(path: Path) -> dict:
 def points(model: dict, sweep: str) -> list[Point]:
     raw = model.get("nnr", []) + (model.get("nnr_probe", []) if sweep == "best" else [])
     return [Point.from_json(p) for p in raw]
-
-
-def _label(p: Point) -> str:
-    return f"qp {p.qp:g}" if p.target is None else f"probe {p.target:g} dB"
 
 
 def _fmt(metric: str, value: float) -> str:
@@ -57,8 +53,7 @@ def render(command: str, before: dict, after: dict, sweep: str) -> str:
         cells = []
         for level in THRESHOLDS:
             a, b = (best_point(points(r[n], sweep), metric, level) for r in (before, after))
-            cells += [f"{a.bytes:,} ({_label(a)})" if a else "not met", f"{b.bytes:,} ({_label(b)})" if b else "not met",
-                      f"{100 * (1 - b.bytes / a.bytes):+.1f} %" if a and b else "–"]
+            cells += [_cell(a), _cell(b), f"{100 * (1 - b.bytes / a.bytes):+.1f} %" if a and b else "–"]
             if a is not None and a.target is None:
                 twin = next((p for p in points(after[n], "rule") if p.qp == a.qp), None)
                 if twin is not None:

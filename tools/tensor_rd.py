@@ -123,7 +123,9 @@ def measure(name: str, manifest: Any, qps: list[int], hybrid_qp: int, log, one_a
     model, _ = load_model(name, manifest)
     ref = task.infer(model)
     slots = cn.nncodec_slots(model)
-    values = {i: numpy_helper.to_array(tensor_slots(model)[i].tensor).astype(np.float32) for i in slots}
+    model_slots = tensor_slots(model)
+    names = {i: model_slots[i].tensor.name for i in slots}
+    values = {i: numpy_helper.to_array(model_slots[i].tensor).astype(np.float32) for i in slots}
     matrices = [i for i in slots if values[i].ndim >= 2]
 
     coding = {r: {q: [0, 0.0] for q in qps} for r in RECONSTRUCTIONS}
@@ -145,7 +147,7 @@ def measure(name: str, manifest: Any, qps: list[int], hybrid_qp: int, log, one_a
                 if b is not None:
                     coding[r][q][0] += n
                     coding[r][q][1] += b
-        log(f"{name}: tensor {tensor_slots(model)[i].tensor.name} {tuple(x.shape)} done")
+        log(f"{name}: tensor {names[i]} {tuple(x.shape)} done")
 
     def run(replace) -> tuple[int, float]:
         work = ModelProto()
@@ -174,7 +176,7 @@ def measure(name: str, manifest: Any, qps: list[int], hybrid_qp: int, log, one_a
     single = []
     if one_at_a_time:
         for i in matrices:
-            row = {"tensor": tensor_slots(model)[i].tensor.name, "shape": list(values[i].shape)}
+            row = {"tensor": names[i], "shape": list(values[i].shape)}
             row.update({r: run(with_nnr({i: matched[r][i]}))[1] for r in RECONSTRUCTIONS})
             single.append(row)
             log(f"{name}: only {row['tensor']} from nnr: " + ", ".join(f"{r} {row[r]:.4g}" for r in RECONSTRUCTIONS))
