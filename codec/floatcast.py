@@ -42,7 +42,7 @@ def to_storage(values: np.ndarray, fmt: str) -> np.ndarray:
     """Reconstructed values (float32 or float64) → storage array of ``fmt``."""
     if fmt == "bfloat16":
         return bfloat16_bits(values)
-    return values.astype(FLOAT_FORMATS[fmt])
+    return values.astype(FLOAT_FORMATS[fmt], copy=False)
 
 
 def snr_db(reference: np.ndarray, test: np.ndarray) -> float:

@@ -114,11 +114,11 @@ def _open_body(body: bytes | memoryview, count: int, budget: Budget | None) -> t
 def decode_float_planes(body: bytes | memoryview, count: int, budget: Budget | None = None,
                         lanes: bool = True) -> bytes:
     """Inverse of :func:`encode_float_planes`: the original little-endian bytes."""
-    return run(float_planes_decoder(body, count, budget, lanes))
+    return bytes(run(float_planes_decoder(body, count, budget, lanes)))
 
 
 def float_planes_decoder(body: bytes | memoryview, count: int, budget: Budget | None = None,
-                         lanes: bool = True) -> Steps[bytes]:
+                         lanes: bool = True) -> Steps[memoryview]:
     """:func:`decode_float_planes` as a decoder generator (codec.rans.run_all)."""
     r, width = _open_body(body, count, budget)
     planes = np.empty((count, width), dtype=np.uint8)
@@ -147,7 +147,12 @@ def float_planes_decoder(body: bytes | memoryview, count: int, budget: Budget | 
         for (p, _), sym in zip(coded, symbols):
             planes[:, p] = sym
     rot = planes.reshape(-1).view(f"<u{width}").astype(_UINT[width])
-    return _rotr1(rot, 8 * width).astype(f"<u{width}").tobytes()
+    return _little_endian_bytes(_rotr1(rot, 8 * width), width)
+
+
+def _little_endian_bytes(words: np.ndarray, width: int) -> memoryview:
+    """The words' little-endian bytes as a view (no copy made while the GIL is held)."""
+    return memoryview(words.astype(f"<u{width}", copy=False).reshape(-1).view(np.uint8))
 
 
 def _words(data: bytes | np.ndarray, width: int) -> np.ndarray:
@@ -288,10 +293,10 @@ def _read_runs(r: ByteReader, bits: int, count: int) -> tuple[np.ndarray, np.nda
 
 def decode_float_fields(body: bytes | memoryview, count: int, budget: Budget | None = None) -> bytes:
     """Inverse of :func:`encode_float_fields`: the original little-endian bytes."""
-    return run(float_fields_decoder(body, count, budget))
+    return bytes(run(float_fields_decoder(body, count, budget)))
 
 
-def float_fields_decoder(body: bytes | memoryview, count: int, budget: Budget | None = None) -> Steps[bytes]:
+def float_fields_decoder(body: bytes | memoryview, count: int, budget: Budget | None = None) -> Steps[memoryview]:
     """:func:`decode_float_fields` as a decoder generator (codec.rans.run_all)."""
     r, width = _open_body(body, count, budget)
     n_planes = r.u8()
@@ -325,4 +330,4 @@ def float_fields_decoder(body: bytes | memoryview, count: int, budget: Budget | 
         decoded = yield [block for *_, block in coded]
         for (at, _, symbols, _), index in zip(coded, decoded):
             rot |= symbols[index].astype(t) << t(at)
-    return _rotr1(rot, 8 * width).astype(f"<u{width}").tobytes()
+    return _little_endian_bytes(_rotr1(rot, 8 * width), width)

@@ -25,7 +25,7 @@ initial state raises CorruptionError.
 from __future__ import annotations
 
 from bisect import bisect_right
-from typing import Callable, Generator, Iterable, NamedTuple, Sequence, TypeVar
+from typing import Callable, Generator, Iterable, Iterator, NamedTuple, Sequence, TypeVar
 
 import numpy as np
 
@@ -416,12 +416,22 @@ MapFn = Callable[[Callable, Iterable], Iterable]
 builtin ``map``, or ``ThreadPoolExecutor.map``)."""
 
 
-def run_all(decoders: "Sequence[Steps[T]]", map_fn: MapFn = map) -> list[T]:
-    """Drive many decoder generators together: each round decodes every block any of them
-    waits for in one call of :func:`decode_blocks` (one thread: a lock step's arrays are a few
-    thousand lanes, too short for threads to gain), then hands each decoder its symbols through
-    ``map_fn``: with a threaded one the decoders' finishing work (levels, reconstruction) runs
-    on threads, and results and the first failure (in the decoders' order) are those of ``map``."""
+def run_all(decoders: "Sequence[Steps[T]]", map_fn: MapFn = map, waves: int = 1) -> list[T]:
+    """Drive many decoder generators together to their results (:func:`start_all`)."""
+    return start_all(decoders, map_fn, waves)()
+
+
+def start_all(decoders: "Sequence[Steps[T]]", map_fn: MapFn = map, waves: int = 1) -> Callable[[], list[T]]:
+    """Start many decoder generators together; the returned function waits for their results.
+
+    Every decoder takes its first step (parsing its body, charging the budget) here, in order.
+    Each round lock-steps the blocks the decoders wait for (:func:`decode_blocks`) in ``waves``
+    waves of consecutive decoders, and hands each decoder its symbols through ``map_fn`` as soon
+    as its wave is decoded. With ``ThreadPoolExecutor.map`` (which takes its items as they come)
+    the first round's lock steps run here, in the calling thread, while the decoders' finishing
+    work (levels, reconstruction) runs on the pool, until the returned function is called. The
+    results are the same for any ``map_fn`` and wave count; with the builtin ``map`` everything
+    runs in the returned function and the first failure in decoding order is raised."""
     results: list = [None] * len(decoders)
     waiting: dict[int, list[Block]] = {}
     for i, d in enumerate(decoders):
@@ -429,22 +439,45 @@ def run_all(decoders: "Sequence[Steps[T]]", map_fn: MapFn = map) -> list[T]:
             waiting[i] = next(d)
         except StopIteration as stop:
             results[i] = stop.value
-    while waiting:
-        order = list(waiting)
-        flat = [b for i in order for b in waiting[i]]
-        symbols = decode_blocks(flat)
-        given, at = [], 0
-        for i in order:
-            given.append((i, symbols[at:at + len(waiting[i])]))
-            at += len(waiting[i])
-        nxt: dict[int, list[Block]] = {}
-        for i, (finished, value) in zip(order, map_fn(lambda job: _advance(decoders[job[0]], job[1]), given)):
-            if finished:
-                results[i] = value
-            else:
-                nxt[i] = value
-        waiting = nxt
-    return results
+
+    def advance(job: tuple[int, list[np.ndarray]]) -> tuple[int, bool, object]:
+        return (job[0], *_advance(decoders[job[0]], job[1]))
+
+    first = map_fn(advance, _lock_stepped(waiting, waves)) if waiting else iter(())
+
+    def finish() -> list[T]:
+        rounds = first
+        while True:
+            nxt: dict[int, list[Block]] = {}
+            for i, finished, value in rounds:
+                if finished:
+                    results[i] = value
+                else:
+                    nxt[i] = value
+            if not nxt:
+                return results
+            rounds = map_fn(advance, _lock_stepped(nxt, waves))
+    return finish
+
+
+def _lock_stepped(waiting: "dict[int, list[Block]]", waves: int) -> "Iterator[tuple[int, list[np.ndarray]]]":
+    """(decoder, its blocks' symbols) for every waiting decoder, in order, lock-stepped in
+    ``waves`` waves of consecutive decoders of about equal symbol counts."""
+    size = {i: sum(b.count for b in blocks) for i, blocks in waiting.items()}
+    total = sum(size.values())
+    part: list[int] = []
+    done = cut = 0
+    for n, i in enumerate(waiting, 1):
+        part.append(i)
+        done += size[i]
+        if n < len(waiting) and (cut == waves - 1 or done * waves < (cut + 1) * total):
+            continue
+        symbols = decode_blocks([b for j in part for b in waiting[j]])
+        at = 0
+        for j in part:
+            yield j, symbols[at:at + len(waiting[j])]
+            at += len(waiting[j])
+        part, cut = [], cut + 1
 
 
 def _advance(decoder: "Steps[T]", symbols: list[np.ndarray]) -> tuple[bool, object]:

@@ -233,11 +233,11 @@ def uses_typed_field(tensor: TensorProto) -> bool:
 _TYPED_CHUNK = 1 << 16
 
 
-def fill_tensor(tensor: TensorProto, data: bytes, typed: bool = False) -> None:
+def fill_tensor(tensor: TensorProto, data: bytes | memoryview, typed: bool = False) -> None:
     """Put storage bytes back: as raw_data, or with ``typed`` in the type's repeated field
     (float16/bfloat16 as their 16-bit patterns in int32_data, as ONNX specifies)."""
     if not typed:
-        tensor.raw_data = data
+        tensor.raw_data = data if isinstance(data, bytes) else bytes(data)
         return
     field = TYPED_FIELD[tensor.data_type]
     values = np.frombuffer(data, dtype=STORAGE_DTYPES[tensor.data_type])

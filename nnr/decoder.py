@@ -15,14 +15,14 @@ from onnx import ModelProto, TensorProto
 
 from nnr.codec.bytestream import Budget
 from nnr.codec.lossy_decode import lossy_step
-from nnr.codec.rans import run_all
+from nnr.codec.rans import start_all
 from nnr.formats.container import CODING_LOSSY, CODING_NAMES, Container, TensorUnit, read_container, read_tensor_unit
 from nnr.formats.fileio import map_input
 from nnr.formats.onnx_io import STORAGE_DTYPES, ExternalData, Slot, fill_tensor, save_model, tensor_slots
 
 from .errors import CorruptionError, FormatError
-from .tensorcodec import decode_unit, unit_array, unit_decoder
-from .threads import ordered_map, resolve as resolve_threads
+from .tensorcodec import decode_unit, storage_dtype, unit_array, unit_decoder
+from .threads import pool_map, resolve as resolve_threads
 
 
 def _read_source(src: str | os.PathLike | bytes | memoryview) -> bytes | memoryview:
@@ -36,6 +36,9 @@ def _read_source(src: str | os.PathLike | bytes | memoryview) -> bytes | memoryv
 BATCH_ELEMENTS = 1 << 25
 """Elements whose entropy-coded blocks are decoded in one lock step: enough for a model of
 any realistic layer count, bounded so a huge model's symbols never all sit in memory at once."""
+WAVES_PER_THREAD = 2
+"""With threads, each batch's lock step is cut into this many waves per thread, so that the
+finishing work of one wave runs on the pool while the next wave is entropy-decoded."""
 
 DEFAULT_MEMORY_FLOOR = 64 << 20
 MEMORY_PER_FILE_BYTE = 1024
@@ -112,57 +115,55 @@ class NnrFile:
         return model
 
     def model(self, progress: Callable[[int, int, str], None] | None = None,
-              place: Callable[[TensorProto, bytes, bool], None] | None = None,
+              place: Callable[[TensorProto, bytes | memoryview, bool], None] | None = None,
               threads: int | None = None) -> ModelProto:
         """Decode every tensor and put it back into the graph; ``progress(done, total, name)``
         is told after each batch of tensors. ``place(tensor, data, typed)``, when given, puts
         each decoded tensor's bytes in place of fill_tensor (e.g. into an external-data file),
-        so only one batch of decoded tensors is in memory at a time. Entropy decoding and each
-        tensor's reconstruction run on ``threads`` threads (default: every core); the file is
-        parsed and the memory budget charged in file order first, so the model, and the error
-        a damaged file raises, are the same for any count."""
-        with ordered_map(resolve_threads(threads), "nnr-decode") as map_fn:
-            return self._model(progress, place, map_fn)
+        so at most two batches of decoded tensors are in memory at a time. On ``threads``
+        threads (default: every core) one batch is entropy-decoded while the tensors of the one
+        before are reconstructed on the others; the file is parsed and the memory budget
+        charged in file order, so the model, and the error a damaged file raises, are the same
+        for any count."""
+        n = resolve_threads(threads)
+        if n == 1:
+            return self._model(progress, place, map, 1)
+        with pool_map(n - 1, "nnr-decode") as map_fn:   # the calling thread is the n-th: it lock-steps
+            return self._model(progress, place, map_fn, WAVES_PER_THREAD * n)
 
-    def _model(self, progress, place, map_fn) -> ModelProto:
+    def _model(self, progress, place, map_fn, waves: int) -> ModelProto:
         budget = Budget(self.max_memory)
         budget.charge(2 * len(self._container.graph), "the graph")
         model = self.graph()
         slots = tensor_slots(model)
         _refuse_external_references(model, slots)
-        typed = self._typed_fields()
+        batches = _Batches(self.version, budget, self._typed_fields(), place or _fill, map_fn, waves)
         seen: set[int] = set()
         batch: list[tuple[TensorUnit, Slot]] = []
-        elements = done = 0
+        elements = 0
         total = len(self._container.index)
-        for unit in self.units():
-            slot = _matching_slot(slots, unit)
-            if unit.slot in seen:
-                raise CorruptionError(f"tensor slot {unit.slot} is coded twice")
-            seen.add(unit.slot)
-            batch.append((unit, slot))
-            elements += unit.numel
-            if elements >= BATCH_ELEMENTS:
-                self._decode_batch(batch, typed, budget, place, map_fn)
-                done += len(batch)
-                if progress is not None:
-                    progress(done, total, unit.name)
-                batch, elements = [], 0
-        self._decode_batch(batch, typed, budget, place, map_fn)
+        try:
+            for unit in self.units():
+                slot = _matching_slot(slots, unit)
+                if unit.slot in seen:
+                    raise CorruptionError(f"tensor slot {unit.slot} is coded twice")
+                seen.add(unit.slot)
+                if unit.slot in batches.typed:
+                    budget.charge(2 * unit.numel * storage_dtype(unit.dtype).itemsize,
+                                  f"tensor {unit.name!r} in its typed field")
+                batch.append((unit, slot))
+                elements += unit.numel
+                if elements >= BATCH_ELEMENTS:
+                    if batches.add(batch) and progress is not None:
+                        progress(batches.placed, total, batches.last_name)
+                    batch, elements = [], 0
+            batches.add(batch)
+        finally:
+            batches.close()
         _refuse_missing_data(slots, seen)
         if progress is not None:
             progress(total, total, "")
         return model
-
-    def _decode_batch(self, batch: list[tuple[TensorUnit, Slot]], typed: set[int], budget: Budget,
-                      place: Callable[[TensorProto, bytes, bool], None] | None, map_fn=map) -> None:
-        """Decode units together (their entropy-coded blocks in lock-step groups) into their slots."""
-        datas = run_all([unit_decoder(unit, self.version, budget) for unit, _ in batch], map_fn)
-        for i, ((unit, slot), data) in enumerate(zip(batch, datas)):
-            if unit.slot in typed:
-                budget.charge(2 * len(data), f"tensor {unit.name!r} in its typed field")
-            (place or _fill)(slot.tensor, data, unit.slot in typed)
-            datas[i] = None  # placed: let it go before the next one is placed
 
     def _typed_fields(self) -> set[int]:
         """Slots whose values go back into their type's repeated field (format version 2 on)."""
@@ -188,7 +189,63 @@ class NnrFile:
         return rows
 
 
-def _fill(tensor: TensorProto, data: bytes, typed: bool) -> None:
+class _Batches:
+    """Decodes batches of units into their slots, in file order. With threads (``waves`` > 1),
+    a batch's lock steps run in the calling thread while the batch before it finishes on the
+    pool. Whatever fails, the error raised is the one a one-thread decode raises: the batch
+    before comes first, and a batch whose waves fail is decoded again in one lock step. (Every
+    budget charge happens in the calling thread, in file order, on threads as on one.)"""
+
+    def __init__(self, version: int, budget: Budget, typed: set[int],
+                 place: Callable[[TensorProto, bytes | memoryview, bool], None], map_fn, waves: int) -> None:
+        self.version, self.budget, self.typed, self.place = version, budget, typed, place
+        self.map_fn, self.waves = map_fn, waves
+        self.pending: tuple | None = None   # a started batch (see _start)
+        self.placed, self.last_name = 0, ""
+
+    def _start(self, batch: list, map_fn=map, waves: int = 1) -> tuple:
+        """(batch, the waiter for its tensors), the units' first steps taken; with a pool, the
+        lock steps done too and the finishing work under way."""
+        return batch, start_all([unit_decoder(u, self.version, self.budget) for u, _ in batch], map_fn, waves)
+
+    def add(self, batch: list) -> bool:
+        """Start decoding ``batch``; place the batch before it. True when a batch was placed."""
+        if self.waves == 1:
+            self._place(self._start(batch))
+            return True
+        before = self.budget.remaining
+        try:
+            started = self._start(batch, self.map_fn, self.waves)
+        except Exception:
+            self.close()   # the batch before comes first in a one-thread decode
+            self.budget.remaining = before
+            self._place(self._start(batch))   # one thread: raises the error a one-thread decode raises
+            return True
+        placed = self.close()
+        self.pending = started
+        return placed
+
+    def close(self) -> bool:
+        """Wait for the started batch and place it. True when there was one."""
+        if self.pending is None:
+            return False
+        started, self.pending = self.pending, None
+        self._place(started)
+        return True
+
+    def _place(self, started: tuple) -> None:
+        """Wait for a started batch's tensors (the first failure in file order is raised, on
+        threads as on one) and place them."""
+        batch, wait = started
+        datas = wait()
+        for i, ((unit, slot), data) in enumerate(zip(batch, datas)):
+            self.place(slot.tensor, data, unit.slot in self.typed)
+            datas[i] = None  # placed: let it go before the next one is placed
+        if batch:
+            self.placed, self.last_name = self.placed + len(batch), batch[-1][0].name
+
+
+def _fill(tensor: TensorProto, data: bytes | memoryview, typed: bool) -> None:
     fill_tensor(tensor, data, typed=typed)
 
 

@@ -58,10 +58,11 @@ def level_dialect(version: int) -> int:
 def decode_unit(unit: TensorUnit, version: int = FORMAT_VERSION, budget: Budget | None = None) -> bytes:
     """Storage bytes (little-endian, ONNX raw_data layout) of a tensor unit of a file of
     format ``version``; ``budget`` is charged for every allocation the unit declares."""
-    return run(unit_decoder(unit, version, budget))
+    data = run(unit_decoder(unit, version, budget))
+    return data if isinstance(data, bytes) else bytes(data)
 
 
-def unit_decoder(unit: TensorUnit, version: int = FORMAT_VERSION, budget: Budget | None = None) -> Steps[bytes]:
+def unit_decoder(unit: TensorUnit, version: int = FORMAT_VERSION, budget: Budget | None = None) -> Steps[bytes | memoryview]:
     """:func:`decode_unit` as a decoder generator, so that a model's units decode their
     entropy-coded blocks together (codec.rans.run_all)."""
     lanes = level_dialect(version)
@@ -108,7 +109,7 @@ def unit_decoder(unit: TensorUnit, version: int = FORMAT_VERSION, budget: Budget
             steps = LOSSY_DECODERS[unit.coding](unit.body, shape, compute_dtype(fmt), budget, lanes)
         values = yield from steps
         with np.errstate(over="ignore"):  # a value beyond the storage type's range is ±inf, as IEEE 754 says
-            return to_storage(values, fmt).tobytes()
+            return memoryview(np.ascontiguousarray(to_storage(values, fmt)).reshape(-1).view(np.uint8))
     raise CorruptionError(f"tensor {unit.name!r}: unknown coding {unit.coding}")
 
 

@@ -34,15 +34,12 @@ def resolve(threads: int | None) -> int:
 
 
 @contextlib.contextmanager
-def ordered_map(threads: int, name: str) -> Iterator[Callable[[Callable, Iterable], Iterable]]:
-    """A ``map`` whose calls run on ``threads`` threads (the builtin map for one), results in
-    order and the first failure raised when reached, as the builtin's."""
-    if threads <= 1:
-        yield map
-        return
+def pool_map(workers: int, name: str) -> Iterator[Callable[[Callable, Iterable], Iterable]]:
+    """``ThreadPoolExecutor.map`` of a pool of ``workers`` threads (at least one): it takes its
+    items as they come and runs them on the pool, results in order."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(threads, thread_name_prefix=name) as pool:
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix=name) as pool:
         yield pool.map
 
 

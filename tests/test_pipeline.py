@@ -277,6 +277,29 @@ def test_decoding_gives_the_same_model_or_error_whatever_the_thread_count():
 
 
 
+def test_a_file_damaged_in_two_tensors_fails_alike_whatever_the_thread_count():
+    """Threads lock-step a batch's tensors in several waves; when two tensors are damaged, the
+    error raised must still be the one a one-thread decode raises (its one lock step's)."""
+    from conformance.vectors import _rebuilt, _unit_edit
+
+    good = nnr.encode(mlp(seed=3, hidden=256), probe=False)
+    units = list(nnr.open(good).units())
+    big = [i for i, u in enumerate(units) if u.numel > 1000]
+    assert len(big) >= 2
+    outcomes = set()
+    for back_a in (1, 2, 7, 40):
+        for back_b in (1, 3, 30):
+            a, b = big[0], big[-1]
+            body_a, body_b = bytearray(units[a].body), bytearray(units[b].body)
+            body_a[-back_a] ^= 0x5A
+            body_b[-back_b] ^= 0x21
+            damaged = _rebuilt(_rebuilt(good, _unit_edit(a, body=bytes(body_a))), _unit_edit(b, body=bytes(body_b)))
+            one = _outcome(damaged, 1)
+            assert _outcome(damaged, 2) == one == _outcome(damaged, 3), (back_a, back_b)
+            outcomes.add(one)
+    assert len(outcomes) > 1 and all(o.startswith("CorruptionError") for o in outcomes), outcomes
+
+
 def test_reconstruction_option_defaults_to_gain_and_old_records_replay_as_mse():
     from nnr.options import EncoderOptions
 

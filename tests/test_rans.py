@@ -244,6 +244,41 @@ def test_blocks_decoded_together_equal_blocks_decoded_alone():
         rans.decode_lane_blocks(damaged)
 
 
+def _decoder(blocks: list, rounds: int):
+    """A decoder generator that waits for ``blocks`` ``rounds`` times and returns every symbol it got."""
+    got = []
+    for _ in range(rounds):
+        got += (yield blocks)
+    return got
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_decoders_driven_in_waves_get_the_symbols_of_one_lock_step(threads):
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(6)
+    specs = []
+    for k in range(17):
+        cdf = rans.lane_cdf(_random_table(rng, 30, 500), 12)
+        count = [0, 1, 3000, int(rng.integers(2, 6000))][k % 4]
+        lanes = int(rng.integers(1, min(count, 50) + 1)) if count else 0
+        symbols = rng.choice(30, size=count, p=np.diff(cdf) / 4096)
+        specs.append(([rans.LaneBlock(encode_lanes(symbols, cdf, 12, lanes), rans.LaneTable(cdf, 12), count, lanes)]
+                      * (1 + k % 2), 1 + k % 3, symbols))
+    with ThreadPoolExecutor(threads) as pool:
+        for waves in (1, 2, 5, 40):
+            got = rans.run_all([_decoder(blocks, rounds) for blocks, rounds, _ in specs],
+                               map if threads == 1 else pool.map, waves)
+            for (blocks, rounds, symbols), out in zip(specs, got):
+                assert len(out) == len(blocks) * rounds
+                for s in out:
+                    np.testing.assert_array_equal(s, symbols)
+    damaged = [s[0] for s in specs]
+    damaged[2] = [damaged[2][0]._replace(words=damaged[2][0].words[:-1])]
+    with pytest.raises(CorruptionError):
+        rans.run_all([_decoder(blocks, 1) for blocks in damaged], map, 3)
+
+
 def _reference_context_decode(words: list[int], cdfs: list[list[int]], classes: list[int], precision: int,
                               count: int, n_lanes: int) -> list[int]:
     """SPEC's context-lane decoder, one symbol at a time in Python integers."""
