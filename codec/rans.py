@@ -425,13 +425,14 @@ def start_all(decoders: "Sequence[Steps[T]]", map_fn: MapFn = map, waves: int = 
     """Start many decoder generators together; the returned function waits for their results.
 
     Every decoder takes its first step (parsing its body, charging the budget) here, in order.
-    Each round lock-steps the blocks the decoders wait for (:func:`decode_blocks`) in ``waves``
-    waves of consecutive decoders, and hands each decoder its symbols through ``map_fn`` as soon
-    as its wave is decoded. With ``ThreadPoolExecutor.map`` (which takes its items as they come)
-    the first round's lock steps run here, in the calling thread, while the decoders' finishing
-    work (levels, reconstruction) runs on the pool, until the returned function is called. The
-    results are the same for any ``map_fn`` and wave count; with the builtin ``map`` everything
-    runs in the returned function and the first failure in decoding order is raised."""
+    The first round lock-steps the blocks the decoders wait for (:func:`decode_blocks`) in
+    ``waves`` waves of consecutive decoders, and hands each decoder its symbols through
+    ``map_fn`` as soon as its wave is decoded; later rounds (for decoders that wait again) are
+    one lock step each. With ``ThreadPoolExecutor.map`` (which takes its items as they come) the
+    first round's lock steps run here, in the calling thread, while the decoders' finishing work
+    (levels, reconstruction) runs on the pool; with the builtin ``map`` they run in the returned
+    function. The results are the same for any ``map_fn`` and wave count; with the builtin
+    ``map`` and one wave, the first failure in decoding order is raised."""
     results: list = [None] * len(decoders)
     waiting: dict[int, list[Block]] = {}
     for i, d in enumerate(decoders):
@@ -456,7 +457,7 @@ def start_all(decoders: "Sequence[Steps[T]]", map_fn: MapFn = map, waves: int = 
                     nxt[i] = value
             if not nxt:
                 return results
-            rounds = map_fn(advance, _lock_stepped(nxt, waves))
+            rounds = map_fn(advance, _lock_stepped(nxt, 1))   # one lock step: its error is the first
     return finish
 
 
@@ -470,14 +471,14 @@ def _lock_stepped(waiting: "dict[int, list[Block]]", waves: int) -> "Iterator[tu
     for n, i in enumerate(waiting, 1):
         part.append(i)
         done += size[i]
-        if n < len(waiting) and (cut == waves - 1 or done * waves < (cut + 1) * total):
+        if n < len(waiting) and (cut >= waves - 1 or done * waves < (cut + 1) * max(total, 1)):
             continue
         symbols = decode_blocks([b for j in part for b in waiting[j]])
         at = 0
         for j in part:
             yield j, symbols[at:at + len(waiting[j])]
             at += len(waiting[j])
-        part, cut = [], cut + 1
+        part, cut = [], max(cut + 1, done * waves // max(total, 1))
 
 
 def _advance(decoder: "Steps[T]", symbols: list[np.ndarray]) -> tuple[bool, object]:

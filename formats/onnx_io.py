@@ -294,7 +294,7 @@ class ExternalData:
     def __exit__(self, *exc) -> bool | None:
         return self._writer.__exit__(*exc)
 
-    def place(self, tensor: TensorProto, data: bytes, typed: bool = False) -> None:
+    def place(self, tensor: TensorProto, data: bytes | memoryview, typed: bool = False) -> None:
         """Put one tensor's values in: to the data file when large (64-byte aligned), else, or
         when they go back into a typed field, into the tensor itself."""
         if typed or len(data) < self.size_threshold:

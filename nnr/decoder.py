@@ -20,7 +20,7 @@ from nnr.formats.container import CODING_LOSSY, CODING_NAMES, Container, TensorU
 from nnr.formats.fileio import map_input
 from nnr.formats.onnx_io import STORAGE_DTYPES, ExternalData, Slot, fill_tensor, save_model, tensor_slots
 
-from .errors import CorruptionError, FormatError
+from .errors import CorruptionError, FormatError, NnrError
 from .tensorcodec import decode_unit, storage_dtype, unit_array, unit_decoder
 from .threads import pool_map, resolve as resolve_threads
 
@@ -119,8 +119,8 @@ class NnrFile:
               threads: int | None = None) -> ModelProto:
         """Decode every tensor and put it back into the graph; ``progress(done, total, name)``
         is told after each batch of tensors. ``place(tensor, data, typed)``, when given, puts
-        each decoded tensor's bytes in place of fill_tensor (e.g. into an external-data file),
-        so at most two batches of decoded tensors are in memory at a time. On ``threads``
+        each decoded tensor's bytes (a bytes-like object: bytes or a memoryview) in place of
+        fill_tensor (e.g. into an external-data file), so at most two batches of decoded tensors are in memory at a time. On ``threads``
         threads (default: every core) one batch is entropy-decoded while the tensors of the one
         before are reconstructed on the others; the file is parsed and the memory budget
         charged in file order, so the model, and the error a damaged file raises, are the same
@@ -137,11 +137,13 @@ class NnrFile:
         model = self.graph()
         slots = tensor_slots(model)
         _refuse_external_references(model, slots)
-        batches = _Batches(self.version, budget, self._typed_fields(), place or _fill, map_fn, waves)
+        total = len(self._container.index)
+        report = None if progress is None else (lambda done, name: progress(done, total, name))
+        batches = _Batches(self.version, budget, self._typed_fields(), place or _fill, report, map_fn, waves)
         seen: set[int] = set()
         batch: list[tuple[TensorUnit, Slot]] = []
         elements = 0
-        total = len(self._container.index)
+        failure = None
         try:
             for unit in self.units():
                 slot = _matching_slot(slots, unit)
@@ -154,12 +156,17 @@ class NnrFile:
                 batch.append((unit, slot))
                 elements += unit.numel
                 if elements >= BATCH_ELEMENTS:
-                    if batches.add(batch) and progress is not None:
-                        progress(batches.placed, total, batches.last_name)
+                    batches.add(batch, reported=True)
                     batch, elements = [], 0
-            batches.add(batch)
-        finally:
-            batches.close()
+            batches.add(batch, reported=False)
+        except NnrError as exc:
+            failure = exc   # the batch still being decoded comes first in a one-thread decode
+        except BaseException:
+            batches.drop()
+            raise
+        batches.close()
+        if failure is not None:
+            raise failure
         _refuse_missing_data(slots, seen)
         if progress is not None:
             progress(total, total, "")
@@ -192,57 +199,62 @@ class NnrFile:
 class _Batches:
     """Decodes batches of units into their slots, in file order. With threads (``waves`` > 1),
     a batch's lock steps run in the calling thread while the batch before it finishes on the
-    pool. Whatever fails, the error raised is the one a one-thread decode raises: the batch
-    before comes first, and a batch whose waves fail is decoded again in one lock step. (Every
-    budget charge happens in the calling thread, in file order, on threads as on one.)"""
+    pool. Whatever fails, the error raised is the one a one-thread decode raises: every budget
+    charge is made in the calling thread in file order, the batch before is placed (and
+    reported) first, and a batch whose lock steps fail is decoded again in one lock step."""
 
     def __init__(self, version: int, budget: Budget, typed: set[int],
-                 place: Callable[[TensorProto, bytes | memoryview, bool], None], map_fn, waves: int) -> None:
-        self.version, self.budget, self.typed, self.place = version, budget, typed, place
+                 place: Callable[[TensorProto, bytes | memoryview, bool], None],
+                 report: Callable[[int, str], None] | None, map_fn, waves: int) -> None:
+        self.version, self.budget, self.typed, self.place, self.report = version, budget, typed, place, report
         self.map_fn, self.waves = map_fn, waves
         self.pending: tuple | None = None   # a started batch (see _start)
-        self.placed, self.last_name = 0, ""
+        self.placed = 0
 
-    def _start(self, batch: list, map_fn=map, waves: int = 1) -> tuple:
-        """(batch, the waiter for its tensors), the units' first steps taken; with a pool, the
-        lock steps done too and the finishing work under way."""
-        return batch, start_all([unit_decoder(u, self.version, self.budget) for u, _ in batch], map_fn, waves)
+    def _start(self, batch: list, reported: bool, map_fn=map, waves: int = 1) -> tuple:
+        """(batch, reported, the waiter for its tensors), the units' first steps taken; with a
+        pool, the lock steps done too and the finishing work under way."""
+        decoders = [unit_decoder(u, self.version, self.budget) for u, _ in batch]
+        return batch, reported, start_all(decoders, map_fn, waves)
 
-    def add(self, batch: list) -> bool:
-        """Start decoding ``batch``; place the batch before it. True when a batch was placed."""
+    def add(self, batch: list, reported: bool) -> None:
+        """Start decoding ``batch`` (told to ``report`` once placed, if ``reported``). One thread
+        decodes and places it now; with threads, the batch started before it is placed now."""
         if self.waves == 1:
-            self._place(self._start(batch))
-            return True
+            self._place(self._start(batch, reported))
+            return
         before = self.budget.remaining
         try:
-            started = self._start(batch, self.map_fn, self.waves)
+            started = self._start(batch, reported, self.map_fn, self.waves)
         except Exception:
-            self.close()   # the batch before comes first in a one-thread decode
+            started = None
+        self.close()
+        if started is None:   # decode it again in one lock step: its error is the one to raise
             self.budget.remaining = before
-            self._place(self._start(batch))   # one thread: raises the error a one-thread decode raises
-            return True
-        placed = self.close()
+            self._place(self._start(batch, reported))
         self.pending = started
-        return placed
 
-    def close(self) -> bool:
-        """Wait for the started batch and place it. True when there was one."""
-        if self.pending is None:
-            return False
-        started, self.pending = self.pending, None
-        self._place(started)
-        return True
+    def close(self) -> None:
+        """Wait for the started batch, if any, and place it."""
+        if self.pending is not None:
+            started, self.pending = self.pending, None
+            self._place(started)
+
+    def drop(self) -> None:
+        """Forget the started batch (decoding stops on something other than a damaged file)."""
+        self.pending = None
 
     def _place(self, started: tuple) -> None:
         """Wait for a started batch's tensors (the first failure in file order is raised, on
-        threads as on one) and place them."""
-        batch, wait = started
+        threads as on one), place them, and report the batch."""
+        batch, reported, wait = started
         datas = wait()
         for i, ((unit, slot), data) in enumerate(zip(batch, datas)):
             self.place(slot.tensor, data, unit.slot in self.typed)
             datas[i] = None  # placed: let it go before the next one is placed
-        if batch:
-            self.placed, self.last_name = self.placed + len(batch), batch[-1][0].name
+        self.placed += len(batch)
+        if reported and self.report is not None:
+            self.report(self.placed, batch[-1][0].name)
 
 
 def _fill(tensor: TensorProto, data: bytes | memoryview, typed: bool) -> None:

@@ -39,8 +39,13 @@ def pool_map(workers: int, name: str) -> Iterator[Callable[[Callable, Iterable],
     items as they come and runs them on the pool, results in order."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max(1, workers), thread_name_prefix=name) as pool:
+    pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix=name)
+    try:
         yield pool.map
+    except BaseException:  # on a failure, what has not started yet never will
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int, name: str, ahead: int = 2) -> Iterator[R]:

@@ -277,11 +277,36 @@ def test_decoding_gives_the_same_model_or_error_whatever_the_thread_count():
 
 
 
-def test_a_file_damaged_in_two_tensors_fails_alike_whatever_the_thread_count():
-    """Threads lock-step a batch's tensors in several waves; when two tensors are damaged, the
-    error raised must still be the one a one-thread decode raises (its one lock step's)."""
+def _failure(data: bytes, threads: int, progress=None) -> list[str]:
+    """The exception a decode raises, with the chain of exceptions it was raised during."""
+    try:
+        nnr.open(data).model(progress, threads=threads)
+    except Exception as exc:  # noqa: BLE001 - the outcome is what is compared
+        chain = []
+        while exc is not None:
+            chain.append(f"{type(exc).__name__}: {exc}")
+            exc = exc.__context__
+        return chain
+    return ["decoded"]
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop(done: int, total: int, name: str) -> None:
+    raise _Stop(name)
+
+
+@pytest.mark.parametrize("batch_elements", [None, 1000])
+def test_a_file_damaged_in_two_tensors_fails_alike_whatever_the_thread_count(monkeypatch, batch_elements):
+    """Threads lock-step a batch's tensors in several waves, and the next batch while the one
+    before is reconstructed; when two tensors are damaged, the error raised (and what it was
+    raised during) must still be the one-thread decode's, and so must a progress callback's."""
     from conformance.vectors import _rebuilt, _unit_edit
 
+    if batch_elements:   # a batch per tensor: the batches overlap
+        monkeypatch.setattr("nnr.decoder.BATCH_ELEMENTS", batch_elements)
     good = nnr.encode(mlp(seed=3, hidden=256), probe=False)
     units = list(nnr.open(good).units())
     big = [i for i, u in enumerate(units) if u.numel > 1000]
@@ -294,9 +319,13 @@ def test_a_file_damaged_in_two_tensors_fails_alike_whatever_the_thread_count():
             body_a[-back_a] ^= 0x5A
             body_b[-back_b] ^= 0x21
             damaged = _rebuilt(_rebuilt(good, _unit_edit(a, body=bytes(body_a))), _unit_edit(b, body=bytes(body_b)))
-            one = _outcome(damaged, 1)
-            assert _outcome(damaged, 2) == one == _outcome(damaged, 3), (back_a, back_b)
-            outcomes.add(one)
+            one = _failure(damaged, 1)
+            assert _failure(damaged, 2) == one == _failure(damaged, 3), (back_a, back_b)
+            outcomes.add(one[0])
+            only_b = _rebuilt(good, _unit_edit(b, body=bytes(body_b)))
+            one = _failure(only_b, 1, _stop)
+            assert _failure(only_b, 2, _stop) == one == _failure(only_b, 3, _stop), (back_b,)
+            assert one[0].startswith("_Stop" if batch_elements else "CorruptionError")
     assert len(outcomes) > 1 and all(o.startswith("CorruptionError") for o in outcomes), outcomes
 
 
