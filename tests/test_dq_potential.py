@@ -1,0 +1,80 @@
+"""tools/dq_potential.py: its dependent quantizer is the 4-state machine it describes, its
+Viterbi search is optimal, and its bodies are measured with nnr's own level coder."""
+
+import numpy as np
+
+from tools.dq_potential import (TRANSITIONS, _viterbi, code_dq, conditional_bits, dq_quantize, dq_reconstruction,
+                                equal_snr_saving, pick, states_of)
+
+
+def _replay(levels: np.ndarray) -> np.ndarray:
+    states, s = np.empty(levels.size, np.int64), 0
+    for i, k in enumerate(np.abs(levels).tolist()):
+        states[i] = s
+        s = TRANSITIONS[s, k & 1]
+    return states
+
+
+def test_states_replay_like_the_state_machine():
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        levels = rng.integers(-6, 7, size=int(rng.integers(1, 60)))
+        assert np.array_equal(states_of(levels), _replay(levels))
+
+
+def test_viterbi_beats_every_greedy_path():
+    rng = np.random.default_rng(4)
+    v = rng.laplace(scale=3.0, size=400)
+    bits = np.zeros(64)   # λ = 0: pure squared error
+    levels, states = _viterbi(v, 0.0, bits, TRANSITIONS)
+    assert np.array_equal(states, _replay(levels))
+    best = float(np.sum((np.abs(v) - np.abs(dq_reconstruction(levels, states))) ** 2))
+    s, greedy = 0, 0.0
+    for a in np.abs(v):   # the nearest reconstruction of the current state's quantizer, level by level
+        odd = s >> 1
+        k = min(range(64), key=lambda k: (a - (0.0 if k == 0 else 2.0 * k - odd)) ** 2)
+        greedy += (a - (0.0 if k == 0 else 2.0 * k - odd)) ** 2
+        s = TRANSITIONS[s, k & 1]
+    assert best <= greedy + 1e-9
+    assert np.all(np.sign(levels) * np.sign(v) >= 0)
+
+
+def test_dq_uses_fewer_bits_than_rounding_for_the_same_error_on_laplacian_data():
+    rng = np.random.default_rng(5)
+    x = rng.laplace(scale=1.0, size=60000)
+    levels, states = dq_quantize(x, 0.25, 0.0)
+    dq_err = float(np.mean((dq_reconstruction(levels, states) * 0.25 - x) ** 2))
+    dq_bits = conditional_bits(np.abs(levels), np.zeros(levels.size)) + np.count_nonzero(levels)
+    # uniform rounding with the step that gives the same squared error
+    step = float(np.sqrt(12.0 * dq_err))
+    q = np.round(x / step).astype(np.int64)
+    assert abs(float(np.mean((q * step - x) ** 2)) / dq_err - 1.0) < 0.05
+    sq_bits = conditional_bits(np.abs(q), np.zeros(q.size)) + np.count_nonzero(q)
+    assert dq_bits < 0.98 * sq_bits
+
+
+def test_code_dq_keeps_the_gain_and_codes_with_nnr():
+    from nnr.codec.lossy_encode import encode_lossy
+    from nnr.codec.lossy_decode import lossy_step
+
+    rng = np.random.default_rng(6)
+    x = rng.laplace(scale=0.02, size=(64, 48))
+    ecsq = encode_lossy(x, 0.01)
+    recon, size, saved = code_dq(x, ecsq.body, float(lossy_step(ecsq.body)), 0.2)
+    assert recon.shape == x.shape
+    assert abs(float(np.sum(recon * x)) / float(np.sum(x * x)) - 1.0) < 1.0 / 128
+    assert 0 < size and saved >= 0.0
+    assert float(np.mean((recon - x) ** 2)) < float(np.mean(x * x))
+
+
+def test_picks_and_equal_snr_saving():
+    points = [{"qp": q, "ecsq_bytes": 1000 - 100 * i, "dq_bytes": 950 - 100 * i, "state_saves": 10.0,
+               "ecsq_err": 1.0 + i, "dq_err": 1.0 + i, "energy": 100.0,
+               "ecsq_metric": 35.0 - 4 * i, "dq_metric": 34.0 - 4 * i} for i, q in enumerate([-12, -10, -8, -6])]
+    strict = pick(points, "snr_db", "strict", "ecsq")
+    assert strict["qp"] == -10 and strict["bytes"] == 900
+    assert pick(points, "snr_db", "strict", "dq")["bytes"] == 850
+    assert pick(points, "snr_db", "strict", "dq_state")["bytes"] == 840
+    assert pick(points, "snr_db", "loose", "dq")["qp"] == -6
+    assert pick([dict(p, dq_metric=10.0) for p in points], "snr_db", "loose", "dq") is None
+    assert equal_snr_saving(points) > 0.0   # same error, fewer bytes
