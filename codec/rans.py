@@ -202,7 +202,8 @@ def decode_lane_blocks(blocks: Sequence[LaneBlock]) -> list[np.ndarray]:
     so a model of many small tensors decodes at the speed of one large one. Blocks whose
     lock steps differ widely in length go in separate groups, so that memory stays within
     twice the symbols."""
-    results = [np.zeros(b.count if b.count > 0 else 0, dtype=np.int32) for b in blocks]
+    results: list = [np.zeros(b.count if b.count > 0 else 0, dtype=np.int32) if _constant(b) else None
+                     for b in blocks]
     live = []
     for i, b in enumerate(blocks):
         prepared = _prepare(b)
@@ -223,23 +224,60 @@ def decode_lane_blocks(blocks: Sequence[LaneBlock]) -> list[np.ndarray]:
         size = b.table.contexts << b.table.precision
         if group and (_steps(blocks[group[0][0]]) * (lanes + b.n_lanes) > 2 * (symbols + b.count) + GROUP_SLACK
                       or slots + size > MAX_GROUP_SLOTS):
-            _decode_group(blocks, group, results)
+            _gather_group(blocks, group, results)
             group, lanes, symbols, slots = [], 0, 0, 0
         group.append(item)
         lanes += b.n_lanes
         symbols += b.count
         slots += size
     if group:
-        _decode_group(blocks, group, results)
+        _gather_group(blocks, group, results)
     return results
+
+
+def _gather_group(blocks: Sequence[LaneBlock], group: list, results: list) -> None:
+    """Lock-step ``group`` and put each of its blocks' symbols in ``results``."""
+    symbol, columns = _decode_group(blocks, group)
+    for i, cols in columns:
+        results[i] = _gathered(cols, symbol, blocks[i])
+
+
+TRANSPOSE_STEPS = 256
+"""Steps gathered at a time when a context block's symbols are turned from step-major to
+lane-major order: the pieces stay in cache, where a whole-block transpose does not."""
+
+
+def _constant(b: LaneBlock) -> bool:
+    """Whether a block's symbols are known without a lock step: none, or a one-symbol table's."""
+    return b.count <= 0 or b.table is None or b.table.size == 1
+
+
+def _gathered(cols: np.ndarray, symbol: np.ndarray, b: LaneBlock) -> np.ndarray:
+    """Block ``b``'s symbols from its columns of a lock step's slots (row t: every lane's t-th
+    slot), in the block's symbol order."""
+    if not b.contiguous:   # symbol i is lane i mod L's ⌊i / L⌋-th: the slots row by row
+        return symbol.take(cols).reshape(-1)[:b.count]
+    steps, lanes = cols.shape
+    runs = np.empty((lanes, steps), dtype=symbol.dtype)   # lane j's run is row j
+    for t in range(0, steps, TRANSPOSE_STEPS):
+        runs[:, t:t + TRANSPOSE_STEPS] = symbol.take(cols[t:t + TRANSPOSE_STEPS]).T
+    q, r = divmod(b.count, lanes)
+    if not r:
+        return runs.reshape(-1)
+    out = np.empty(b.count, dtype=symbol.dtype)   # the lanes past count mod L are one shorter
+    out[:r * steps] = runs[:r].reshape(-1)
+    out[r * steps:].reshape(lanes - r, q)[:] = runs[r:, :q]
+    return out
 
 
 def _steps(b: LaneBlock) -> int:
     return -(-b.count // b.n_lanes)
 
 
-def _decode_group(blocks: Sequence[LaneBlock], group: list, results: list) -> None:
-    """One lock step over the lanes of ``group`` ((block index, (initial states, words)) pairs)."""
+def _decode_group(blocks: Sequence[LaneBlock], group: list) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
+    """One lock step over the lanes of ``group`` ((block index, (initial states, words)) pairs):
+    the symbol of each table slot, and per block (its index, its lanes' columns of the slots
+    they read, row t holding step t)."""
     live = [i for i, _ in group]
     nb = len(live)
     tables = [blocks[i].table for i in live]
@@ -317,17 +355,8 @@ def _decode_group(blocks: Sequence[LaneBlock], group: list, results: list) -> No
         raise CorruptionError("a lane does not end in its initial state")
     if (pos != body_len).any():
         raise CorruptionError("lane block has words left over after its last symbol")
-    symbol = np.concatenate([t.symbol for t in tables])
-    for k, i in enumerate(live):   # slots hold offsets into the tables laid end to end
-        b = blocks[i]
-        cols = slots[:_steps(b), lane_start[k]:lane_start[k + 1]]
-        if b.contiguous:  # lane j's run is column j; the lanes past count mod L are one shorter
-            runs = cols.T
-            if b.count % b.n_lanes:
-                runs = runs[np.arange(_steps(b)) < lane_lengths(b.count, b.n_lanes)[:, None]]
-            results[i] = symbol.take(runs.reshape(-1))
-        else:
-            results[i] = symbol.take(cols.reshape(-1)[:b.count])
+    symbol = np.concatenate([t.symbol for t in tables])   # slots are offsets into the tables laid end to end
+    return symbol, [(i, slots[:_steps(blocks[i]), lane_start[k]:lane_start[k + 1]]) for k, i in enumerate(live)]
 
 
 class _ContextStep:

@@ -337,6 +337,14 @@ def test_context_lanes_decode_as_the_spec_reads_them():
         np.testing.assert_array_equal(rans.decode_lane_blocks([block])[0], symbols)
 
 
+def test_context_lanes_longer_than_one_gathering_piece_come_back_in_order():
+    rng = np.random.default_rng(13)
+    piece = rans.TRANSPOSE_STEPS
+    for count, lanes in [(3 * piece + 1, 3), (4 * piece, 4), (2 * piece + 7, 2), (piece + 1, 1), (5 * piece - 3, 5)]:
+        symbols, block, _, _ = _context_block(rng, count, lanes, 3)
+        np.testing.assert_array_equal(rans.decode_lane_blocks([block])[0], symbols)
+
+
 def test_context_and_plain_blocks_decode_together_in_one_lock_step():
     rng = np.random.default_rng(12)
     blocks, expected = [], []

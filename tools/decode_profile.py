@@ -5,8 +5,9 @@
 Encodes the model (default: EfficientNet-Lite0, default options) once per lane length (the
 most symbols the encoder puts in a lane, codec.rans_encode.LANE_SYMBOLS; 2048 is the
 default), then decodes each file --repeat times and reports, for the fastest run, the time
-of each stage of ``nnr.decode``: the lane lock step (codec.rans._decode_group), building lane
-tables, turning symbols into levels, reconstructing floats, and everything else (container,
+of each stage of ``nnr.decode``: the lane lock step (codec.rans._decode_group), gathering each
+block's symbols from its slots (codec.rans._gathered), building lane tables, turning symbols
+into levels, reconstructing floats, and everything else (container,
 graph, ONNX assembly); plus the file size and the lock step's nanoseconds per symbol. More
 lanes mean fewer lock-step iterations but more state bytes in the file.
 """
@@ -30,7 +31,7 @@ import nnr.codec.rans as rans  # noqa: E402
 import nnr.codec.rans_encode as rans_encode  # noqa: E402
 import nnr  # noqa: E402
 
-STAGES = {"lock step": (rans, "_decode_group"), "lane tables": (levelcode, "LaneTable"),
+STAGES = {"lock step": (rans, "_decode_group"), "symbols": (rans, "_gathered"), "lane tables": (levelcode, "LaneTable"),
           "levels": (levelcode.LevelJob, "finish"), "reconstruction": (lossy_decode, "dequantize")}
 
 
@@ -72,12 +73,12 @@ class StageClock:
 
 def profile(data: bytes, repeat: int) -> tuple[float, dict, int]:
     """(total seconds, seconds per stage, symbols) of the fastest of ``repeat`` decodes."""
-    nnr.decode(data)
+    nnr.decode(data, threads=1)
     best = None
     for _ in range(repeat):
         with StageClock() as clock:
             t0 = time.perf_counter()
-            nnr.decode(data)
+            nnr.decode(data, threads=1)
             total = time.perf_counter() - t0
         if best is None or total < best[0]:
             best = (total, dict(clock.seconds), clock.symbols)
