@@ -3,8 +3,11 @@ Viterbi search is optimal, and its bodies are measured with nnr's own level code
 
 import numpy as np
 
+import itertools
+import math
+
 from tools.dq_potential import (TRANSITIONS, _viterbi, code_dq, conditional_bits, dq_quantize, dq_reconstruction,
-                                equal_snr_saving, pick, states_of)
+                                equal_snr_saving, level_block, pick, states_of)
 
 
 def _replay(levels: np.ndarray) -> np.ndarray:
@@ -39,6 +42,25 @@ def test_viterbi_beats_every_greedy_path():
     assert np.all(np.sign(levels) * np.sign(v) >= 0)
 
 
+def test_viterbi_finds_the_cheapest_path_of_all():
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        v = np.clip(rng.laplace(scale=2.0, size=4), -10.0, 10.0)   # optimal levels stay below 7
+        bits = np.array([1.0, 2.5, 3.5, 4.5, 5.5, 6.5, 7.0, 7.5])
+        lam = float(rng.uniform(0.0, 2.0))
+        levels, states = _viterbi(v, lam, bits, TRANSITIONS)
+
+        def cost(mags) -> float:
+            s, total = 0, 0.0
+            for a, k in zip(np.abs(v), mags):
+                r = 0.0 if k == 0 else 2.0 * k - (s >> 1)
+                total += (a - r) ** 2 + lam * bits[min(k, bits.size - 1)]
+                s = TRANSITIONS[s, k & 1]
+            return total
+        best = min(cost(m) for m in itertools.product(range(8), repeat=v.size))
+        assert math.isclose(cost(np.abs(levels)), best, rel_tol=1e-12, abs_tol=1e-12)
+
+
 def test_dq_uses_fewer_bits_than_rounding_for_the_same_error_on_laplacian_data():
     rng = np.random.default_rng(5)
     x = rng.laplace(scale=1.0, size=60000)
@@ -60,10 +82,15 @@ def test_code_dq_keeps_the_gain_and_codes_with_nnr():
     rng = np.random.default_rng(6)
     x = rng.laplace(scale=0.02, size=(64, 48))
     ecsq = encode_lossy(x, 0.01)
-    recon, size, saved = code_dq(x, ecsq.body, float(lossy_step(ecsq.body)), 0.2)
+    recon, body, saved = code_dq(x, ecsq.body, float(lossy_step(ecsq.body)), 0.2)
     assert recon.shape == x.shape
     assert abs(float(np.sum(recon * x)) / float(np.sum(x * x)) - 1.0) < 1.0 / 128
-    assert 0 < size and saved >= 0.0
+    _, levels = level_block(body, x.size)   # the body carries the DQ levels, which rebuild recon
+    scale = float(np.sum(x * x)) / float(np.sum(dq_reconstruction(levels, states_of(levels)).reshape(x.shape) * x))
+    ratio = recon / np.where(levels.reshape(x.shape) == 0, np.nan, dq_reconstruction(levels, states_of(levels)).reshape(x.shape))
+    assert np.nanmax(np.abs(ratio / scale - 1.0)) < 1.0 / 128
+    assert np.all(recon[levels.reshape(x.shape) == 0] == 0)
+    assert saved >= 0.0
     assert float(np.mean((recon - x) ** 2)) < float(np.mean(x * x))
 
 
@@ -77,4 +104,5 @@ def test_picks_and_equal_snr_saving():
     assert pick(points, "snr_db", "strict", "dq_state")["bytes"] == 840
     assert pick(points, "snr_db", "loose", "dq")["qp"] == -6
     assert pick([dict(p, dq_metric=10.0) for p in points], "snr_db", "loose", "dq") is None
-    assert equal_snr_saving(points) > 0.0   # same error, fewer bytes
+    expected = np.mean([1.0 - (950 - 100 * i) / (1000 - 100 * i) for i in range(4)])   # same error, fewer bytes
+    assert math.isclose(equal_snr_saving(points), expected, rel_tol=1e-9)

@@ -16,7 +16,8 @@ data-free rule's step of the default options:
 * **ecsq**: nnr's tensor coder as it is (codec.lossy_encode via nnr.encoder.code_float);
   bytes are its bodies.
 * **dq**: the Viterbi search with Δ = step / 2 and one rate table (the magnitudes' code
-  lengths, re-estimated from counts three times, as the ECSQ search does), Δ then scaled to
+  lengths, re-estimated from counts three times; the encoder's ECSQ search does it once), and
+  λ = 0.2 Δ² per bit by default, i.e. 0.05 step² (ECSQ's is 0.1 step²); Δ then scaled to
   keep each tensor's gain (Σ x̂·x = Σ x², the default reconstruction's principle) and snapped
   to the format's 8-bit step mantissa. Bytes are exact for a body that differs from today's
   only in a flag: each ECSQ body with its level block replaced by nnr's level coder run on
@@ -152,8 +153,9 @@ def level_block(body: bytes, count: int) -> tuple[int, np.ndarray]:
     return offset, decode_levels(ByteReader(bytes(body[offset:]), "level block"), count)
 
 
-def code_dq(x: np.ndarray, ecsq_body: bytes, step: float, lam: float) -> tuple[np.ndarray, int, float]:
-    """(reconstruction, body bytes, bytes saved by state contexts) of one tensor."""
+def code_dq(x: np.ndarray, ecsq_body: bytes, step: float, lam: float) -> tuple[np.ndarray, bytes, float]:
+    """(reconstruction, body, bytes state contexts would save) of one tensor: the body is the
+    ECSQ body with its main level block, its last part, coded from the DQ levels instead."""
     from nnr.codec.levelcode import encode_levels
     from nnr.codec.lossy_decode import step_values
     from nnr.codec.lossy_encode import dyadic_steps
@@ -167,10 +169,12 @@ def code_dq(x: np.ndarray, ecsq_body: bytes, step: float, lam: float) -> tuple[n
     mant, shifts, e = dyadic_steps(np.array([delta]))
     delta = float(step_values(mant, e - shifts)[0])
     offset, old = level_block(ecsq_body, x.size)
-    size = offset + len(encode_levels(levels))
+    if old.size != x.size:
+        raise RuntimeError("the ECSQ body's main level block is not its last part")
+    body = bytes(ecsq_body[:offset]) + encode_levels(levels)
     mags = np.abs(levels)
     saved = (conditional_bits(mags, np.zeros_like(mags)) - conditional_bits(mags, states >> 1)) / 8.0
-    return r * delta, size, saved
+    return r * delta, body, saved
 
 
 def measure(name: str, manifest: Any, qps: list[float], lam: float, log: Callable[[str], None]) -> dict:
@@ -215,11 +219,13 @@ def measure(name: str, manifest: Any, qps: list[float], lam: float, log: Callabl
             row["ecsq_bytes"] += len(body)
             row["energy"] += float(np.sum(x * x))
             row["ecsq_err"] += float(np.sum((to_float64(rebuilt, w.fmt) - x) ** 2))
-            if coding != CODING_LOSSY:   # kept exact (range too wide for the step): alike in both
+            step = lossy_step(body) if coding == CODING_LOSSY else None
+            if step is None:   # kept exact (range too wide for the step), or per-channel steps: alike in both
                 dq[w.slot] = rebuilt
                 row["dq_bytes"] += len(body)
                 continue
-            r, size, saved = code_dq(x, body, float(lossy_step(body)), lam)
+            r, dq_body, saved = code_dq(x, body, float(step), lam)
+            size = len(dq_body)
             dq[w.slot] = to_storage(r, w.fmt).reshape(w.storage.shape)
             row["dq_bytes"] += size
             row["state_saves"] += saved
