@@ -202,17 +202,18 @@ def decode_lane_blocks(blocks: Sequence[LaneBlock]) -> list[np.ndarray]:
     so a model of many small tensors decodes at the speed of one large one. Blocks whose
     lock steps differ widely in length go in separate groups, so that memory stays within
     twice the symbols."""
-    results: list = [np.zeros(b.count if b.count > 0 else 0, dtype=np.int32) if _constant(b) else None
-                     for b in blocks]
+    results: list = [None] * len(blocks)
     live = []
     for i, b in enumerate(blocks):
         prepared = _prepare(b)
         if prepared is None:
+            results[i] = np.zeros(0, dtype=np.int32)
             continue
         if b.table.size == 1:  # one symbol: it owns every slot, states never move, no words
             x0, body = prepared
             if body.size or np.any(x0 != LANE_STATE_LOW):
                 raise CorruptionError("a lane of a one-symbol table must hold its initial state and no words")
+            results[i] = np.zeros(b.count, dtype=np.int32)
             continue
         live.append((i, prepared))
     live.sort(key=lambda item: -_steps(blocks[item[0]]))
@@ -245,11 +246,6 @@ def _gather_group(blocks: Sequence[LaneBlock], group: list, results: list) -> No
 TRANSPOSE_STEPS = 256
 """Steps gathered at a time when a context block's symbols are turned from step-major to
 lane-major order: the pieces stay in cache, where a whole-block transpose does not."""
-
-
-def _constant(b: LaneBlock) -> bool:
-    """Whether a block's symbols are known without a lock step: none, or a one-symbol table's."""
-    return b.count <= 0 or b.table is None or b.table.size == 1
 
 
 def _gathered(cols: np.ndarray, symbol: np.ndarray, b: LaneBlock) -> np.ndarray:

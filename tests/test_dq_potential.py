@@ -1,13 +1,14 @@
 """tools/dq_potential.py: its dependent quantizer is the 4-state machine it describes, its
 Viterbi search is optimal, and its bodies are measured with nnr's own level coder."""
 
-import numpy as np
-
 import itertools
 import math
 
-from tools.dq_potential import (TRANSITIONS, _viterbi, code_dq, conditional_bits, dq_quantize, dq_reconstruction,
+import numpy as np
+
+from tools.dq_potential import (TRANSITIONS, _viterbi, code_dq, dq_quantize, dq_reconstruction,
                                 equal_snr_saving, level_block, pick, states_of)
+from tools.where_bytes_go import entropy_bytes
 
 
 def _replay(levels: np.ndarray) -> np.ndarray:
@@ -66,12 +67,12 @@ def test_dq_uses_fewer_bits_than_rounding_for_the_same_error_on_laplacian_data()
     x = rng.laplace(scale=1.0, size=60000)
     levels, states = dq_quantize(x, 0.25, 0.0)
     dq_err = float(np.mean((dq_reconstruction(levels, states) * 0.25 - x) ** 2))
-    dq_bits = conditional_bits(np.abs(levels), np.zeros(levels.size)) + np.count_nonzero(levels)
+    dq_bits = 8 * entropy_bytes(np.abs(levels)) + np.count_nonzero(levels)
     # uniform rounding with the step that gives the same squared error
     step = float(np.sqrt(12.0 * dq_err))
     q = np.round(x / step).astype(np.int64)
     assert abs(float(np.mean((q * step - x) ** 2)) / dq_err - 1.0) < 0.05
-    sq_bits = conditional_bits(np.abs(q), np.zeros(q.size)) + np.count_nonzero(q)
+    sq_bits = 8 * entropy_bytes(np.abs(q)) + np.count_nonzero(q)
     assert dq_bits < 0.98 * sq_bits
 
 

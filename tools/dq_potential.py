@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import compare_nncodec as cn  # noqa: E402
 from tools._emit import emit  # noqa: E402
+from tools.where_bytes_go import entropy_bytes  # noqa: E402
 
 TRANSITIONS = np.array([[0, 2], [2, 0], [1, 3], [3, 1]], dtype=np.int64)
 RATE_PASSES = 3
@@ -134,15 +135,6 @@ def dq_quantize(x: np.ndarray, delta: float, lam: float) -> tuple[np.ndarray, np
     return levels, states
 
 
-def conditional_bits(mags: np.ndarray, ctx: np.ndarray) -> float:
-    """Empirical entropy (bits) of ``mags`` given ``ctx``, all contexts summed."""
-    total = 0.0
-    for c in np.unique(ctx):
-        _, n = np.unique(mags[ctx == c], return_counts=True)
-        total -= float(np.sum(n * np.log2(n / n.sum())))
-    return total
-
-
 def level_block(body: bytes, count: int) -> tuple[int, np.ndarray]:
     """(offset of the main level block, its levels) of an ECSQ body."""
     from nnr.codec.bytestream import ByteReader
@@ -173,7 +165,7 @@ def code_dq(x: np.ndarray, ecsq_body: bytes, step: float, lam: float) -> tuple[n
         raise RuntimeError("the ECSQ body's main level block is not its last part")
     body = bytes(ecsq_body[:offset]) + encode_levels(levels)
     mags = np.abs(levels)
-    saved = (conditional_bits(mags, np.zeros_like(mags)) - conditional_bits(mags, states >> 1)) / 8.0
+    saved = entropy_bytes(mags) - entropy_bytes(mags, states >> 1)
     return r * delta, body, saved
 
 
@@ -241,14 +233,15 @@ def measure(name: str, manifest: Any, qps: list[float], lam: float, log: Callabl
 
 def pick(points: list[dict], metric: str, level: str, codec: str) -> dict | None:
     """Smallest payload of ``codec`` meeting ``level``."""
-    limit = cn.THRESHOLDS[level][metric]
-    key = "ecsq_bytes" if codec == "ecsq" else "dq_bytes"
-    ok = [p for p in points if p[f"{'ecsq' if codec == 'ecsq' else 'dq'}_metric"] >= limit]
+    side = "ecsq" if codec == "ecsq" else "dq"
+
+    def size(p: dict) -> float:
+        return p[f"{side}_bytes"] - (p["state_saves"] if codec == "dq_state" else 0.0)
+    ok = [p for p in points if p[f"{side}_metric"] >= cn.THRESHOLDS[level][metric]]
     if not ok:
         return None
-    best = min(ok, key=lambda p: p[key] - (p["state_saves"] if codec == "dq_state" else 0.0))
-    return {"qp": best["qp"], "bytes": best[key] - (best["state_saves"] if codec == "dq_state" else 0.0),
-            "metric": best["ecsq_metric" if codec == "ecsq" else "dq_metric"]}
+    best = min(ok, key=size)
+    return {"qp": best["qp"], "bytes": size(best), "metric": best[f"{side}_metric"]}
 
 
 def weight_snr(err: float, energy: float) -> float:
