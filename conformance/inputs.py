@@ -114,6 +114,14 @@ def mnist_test() -> tuple[np.ndarray, np.ndarray]:
     return x[held], y[held]
 
 
+def mnist_calibration(n: int = 500) -> np.ndarray:
+    """``n`` digits spread evenly over the 4000 the classifier trained on (none of mnist_test's):
+    the data a user who trained the model has at hand to calibrate with."""
+    x, y = mnist()
+    train = np.flatnonzero(~mnist_held_out(y))
+    return x[train[np.linspace(0, train.size - 1, n).astype(np.int64)]]
+
+
 TEXT_LINES = (
     "Compressed networks keep accuracy",
     "The decoder is bit exact on every platform",
@@ -153,22 +161,22 @@ def _ppocr_normalise(images) -> np.ndarray:
 LINE_STYLES = ((30, 255, 0), (26, 235, 40), (34, 210, 20))  # (font px, paper grey, ink grey)
 
 
-def text_lines(width: int = 720) -> tuple[np.ndarray, list[str]]:
+def text_lines(width: int = 720, texts: tuple[str, ...] = TEXT_LINES) -> tuple[np.ndarray, list[str]]:
     """Every text line in three sizes and contrasts at PP-OCR's recognition height (48 px),
     and the true text of each."""
     images, truth = [], []
     for size, paper, ink in LINE_STYLES:
-        images += [_line_image(t, width, size, paper=paper, ink=ink) for t in TEXT_LINES]
-        truth += list(TEXT_LINES)
+        images += [_line_image(t, width, size, paper=paper, ink=ink) for t in texts]
+        truth += list(texts)
     return _ppocr_normalise(images), truth
 
 
-def text_orientation(width: int = 192) -> tuple[np.ndarray, np.ndarray]:
+def text_orientation(width: int = 192, texts: tuple[str, ...] = TEXT_LINES) -> tuple[np.ndarray, np.ndarray]:
     """48×192 text-line crops, upright (label 0) and turned 180° (label 1), for PP-OCR cls."""
     from PIL import Image
 
     images, labels = [], []
-    for i, text in enumerate(TEXT_LINES):
+    for i, text in enumerate(texts):
         for words in (text.split()[:3], text.split()[-3:]):
             im = _line_image(" ".join(words), width, size=26 + (i % 3) * 2)
             images += [im, im.transpose(Image.ROTATE_180)]
@@ -176,20 +184,21 @@ def text_orientation(width: int = 192) -> tuple[np.ndarray, np.ndarray]:
     return _ppocr_normalise(images), np.array(labels)
 
 
-def text_pages(n: int = 4, size: int = 640) -> np.ndarray:
-    """Photos with printed text lines pasted on them, ImageNet-normalised NCHW (PP-OCR det)."""
+def text_pages(n: int = 4, size: int = 640, first: int = 0, texts: tuple[str, ...] = TEXT_LINES) -> np.ndarray:
+    """``n`` of the labelled photos, from number ``first`` on, with printed ``texts`` pasted on
+    them, ImageNet-normalised NCHW (PP-OCR det)."""
     from PIL import Image, ImageDraw
 
     from nnr.images import labelled_photos
 
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
     pages = []
-    for k, (path, _) in enumerate(labelled_photos(PHOTOS)[:n]):
+    for k, (path, _) in enumerate(labelled_photos(PHOTOS)[first:first + n]):
         with Image.open(path) as im:
             page = im.convert("RGB").resize((size, size), Image.BILINEAR)
         draw = ImageDraw.Draw(page)
         for j in range(5):
-            text = TEXT_LINES[(k * 5 + j) % len(TEXT_LINES)]
+            text = texts[(k * 5 + j) % len(texts)]
             y = 30 + j * (size - 60) // 5
             font = _font(22 + 4 * ((j + k) % 3))
             box = draw.textbbox((20, y), text, font=font)
@@ -204,13 +213,13 @@ SENTENCES = ("Compressed networks keep their accuracy.", "The decoder is bit exa
              "Seven small models were measured today.")
 
 
-def speech(sr: int = 16000) -> np.ndarray:
-    """espeak-ng speech with half-second pauses between sentences, 16 kHz mono float32."""
+def speech(sr: int = 16000, sentences: tuple[str, ...] = SENTENCES) -> np.ndarray:
+    """espeak-ng speech of ``sentences`` with half-second pauses between them, 16 kHz mono float32."""
     if shutil.which("espeak-ng") is None:
         raise CorpusMissing("espeak-ng is needed for the speech inputs: apt-get install espeak-ng (.ci/run does)")
     parts = []
     with tempfile.TemporaryDirectory() as tmp:
-        for i, text in enumerate(SENTENCES):
+        for i, text in enumerate(sentences):
             wav = Path(tmp) / f"{i}.wav"
             subprocess.run(["espeak-ng", "-v", "en", "-s", "150", "-w", str(wav), text], check=True)
             with wave.open(str(wav)) as w:
@@ -248,17 +257,67 @@ def _prose(rst: str) -> str:
 def sentences(n: int = 64) -> list[str]:
     """``n`` English sentences of 6–40 words from the dataset descriptions scikit-learn ships
     (prose written by people, never seen by the encoder)."""
+    texts = [_prose(package_file("sklearn", f"datasets/descr/{name}.rst").read_text(encoding="utf-8"))
+             for name in DESCRIPTION_FILES]
+    return _spread_sentences(texts, n, "scikit-learn's dataset descriptions")
+
+
+def _spread_sentences(texts: list[str], n: int, where: str) -> list[str]:
+    """``n`` sentences of 6–40 words spread evenly over those of ``texts``, in order."""
     found = []
-    for name in DESCRIPTION_FILES:
-        text = _prose(package_file("sklearn", f"datasets/descr/{name}.rst").read_text(encoding="utf-8"))
+    for text in texts:
         for s in re.split(r"(?<=[.!?])\s+(?=[A-Z])", text):
             s = s.strip()
             if 6 <= len(s.split()) <= 40 and s[-1] in ".!?":
                 found.append(s)
     if len(found) < n:
-        raise InputError(f"only {len(found)} sentences found in scikit-learn's dataset descriptions, need {n}")
+        raise InputError(f"only {len(found)} sentences found in {where}, need {n}")
     step = len(found) / n
     return [found[int(i * step)] for i in range(n)]
+
+
+DOCSTRING_FILES = ("linear_model/_base.py", "linear_model/_ridge.py", "ensemble/_forest.py", "cluster/_kmeans.py",
+                   "svm/_classes.py", "tree/_classes.py", "decomposition/_pca.py", "naive_bayes.py",
+                   "neighbors/_classification.py", "pipeline.py")
+
+
+def calibration_sentences(n: int = 64) -> list[str]:
+    """``n`` English sentences of 6–40 words from the opening paragraphs of scikit-learn's
+    public docstrings (read from its source, never imported): text for calibration inputs,
+    none of it from the dataset descriptions :func:`sentences` evaluates on."""
+    import ast
+
+    texts = []
+    for rel in DOCSTRING_FILES:
+        tree = ast.parse(package_file("sklearn", rel).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.ClassDef, ast.FunctionDef)) or node.name.startswith("_"):
+                continue
+            doc = ast.get_docstring(node) or ""
+            texts.append(" ".join(" ".join(block.split()) for block in doc.split("\n\n")[:3]
+                                  if "`" not in block and not re.search(
+                                      r"^\s*(Parameters|Returns|Read more|See Also|\.\.|>>>)", block, re.M)))
+    return _spread_sentences(texts, n, "scikit-learn's docstrings")
+
+
+def calibration_lines(n: int = 12, chars: int = 40) -> tuple[str, ...]:
+    """``n`` text lines of at most ``chars`` characters (the first words of calibration
+    sentences): text to render that the OCR evaluation never shows."""
+    lines = []
+    for s in calibration_sentences(n):
+        line = ""
+        for w in s.split():
+            if len(line) + len(w) + 1 > chars:
+                break
+            line = f"{line} {w}".strip()
+        lines.append(line or s[:chars])
+    return tuple(lines)
+
+
+CALIBRATION_SPEECH = ("Neural networks can be stored in far fewer bits.",
+                      "A voice reads these words for the calibration set.",
+                      "Silence follows every sentence, then speech returns.")
+"""Sentences spoken for calibration inputs: none of SENTENCES, which the evaluation hears."""
 
 
 def tokens(n: int = 64) -> tuple[np.ndarray, np.ndarray]:

@@ -183,3 +183,24 @@ TASKS: dict[str, Task] = {
     "vad": Task("espeak-ng speech with pauses, 512-sample chunks; speech/non-speech decision agreement",
                 "decision_agreement", lambda m: vad_probabilities(m, _cached(inputs.speech)), _vad_measure),
 }
+
+
+def _calibration_tokens() -> dict[str, np.ndarray]:
+    ids, mask = encode_batch(inputs.calibration_sentences(), _cached(_vocabulary))
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+CALIBRATION: dict[str, Callable[[], dict[str, np.ndarray]]] = {
+    "imagenet": lambda: {"image": inputs.unlabelled_views()},
+    "mnist": lambda: {"image": inputs.mnist_calibration()},
+    "ocr_cls": lambda: {"x": inputs.text_orientation(texts=inputs.calibration_lines())[0]},
+    "ocr_rec": lambda: {"x": inputs.text_lines(texts=inputs.calibration_lines())[0]},
+    "ocr_det": lambda: {"x": inputs.text_pages(n=8, first=4, texts=inputs.calibration_lines())},
+    "sentence_embedding": _calibration_tokens,
+    "pitch": lambda: {"frames": inputs.crepe_frames(inputs.speech(sentences=inputs.CALIBRATION_SPEECH))},
+}
+"""Calibration inputs (one array per graph input, batch along axis 0, as nnr-encode
+--calibration takes them) for each task whose model can be fed that way, disjoint from the
+task's evaluation inputs: other photos, digits the classifier trained on, other text, other
+speech. The recurrent VADs are missing: their state input is not batched along axis 0, and
+complex_mnist runs outside onnxruntime."""

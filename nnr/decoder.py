@@ -50,6 +50,12 @@ def default_memory_limit(file_bytes: int) -> int:
     return max(DEFAULT_MEMORY_FLOOR, MEMORY_PER_FILE_BYTE * file_bytes)
 
 
+OWN_OUTPUT_MEMORY = 1 << 62
+"""Budget for decoding a file this process has just encoded (rate control, nnr-search): it
+cannot be hostile, and a file coarse enough to be tiny may legitimately need more than
+1024 × its size (16 bytes per slot of a 2**16-slot table, 14 or so per weight)."""
+
+
 def _dtype_name(dtype: int) -> str:
     try:
         return TensorProto.DataType.Name(dtype).lower()

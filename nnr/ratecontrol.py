@@ -77,9 +77,9 @@ def _bisect(lo: float, hi: float, good: Callable[[float], bool], resolution: flo
 
 
 def _decode(data: bytes) -> ModelProto:
-    from .decoder import decode
+    from .decoder import OWN_OUTPUT_MEMORY, decode
 
-    return decode(data)
+    return decode(data, max_memory=OWN_OUTPUT_MEMORY)
 
 
 def search(model_src: str | Path | ModelProto, base: EncoderOptions, *, constraint: Constraint | None = None,

@@ -59,7 +59,7 @@ def sweep(model_path: str | Path, cal, todo: list[dict], budget_seconds: float =
     """Encode, decode and measure every setting; returns the points and whether time ran out."""
     import onnx
 
-    from .decoder import decode
+    from .decoder import OWN_OUTPUT_MEMORY, decode
     from .encoder import encode
     from .options import EncoderOptions
     from .evaluation import Evaluator
@@ -75,7 +75,7 @@ def sweep(model_path: str | Path, cal, todo: list[dict], budget_seconds: float =
             progress(i, len(todo), ", ".join(f"{k} {v}" for k, v in override.items()))
         opts = dataclasses.replace(base, **override)
         data = encode(model_path, opts, calibration=cal.inputs)
-        metrics = evaluator.measure(decode(data))
+        metrics = evaluator.measure(decode(data, max_memory=OWN_OUTPUT_MEMORY))
         points.append({"options": opts.to_json(), "bytes": len(data), "metrics": metrics})
     if progress:
         progress(len(todo), len(todo), "done")

@@ -231,3 +231,20 @@ def test_cli_rate_control_errors(tmp_path, capsys, argv, message):
     assert code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and not out.exists()
+
+
+def test_the_search_decodes_its_own_files_whatever_the_default_memory_limit(monkeypatch):
+    """A coarse trial file is tiny, and may need more than 1024 × its size to decode: the search
+    made it, so it decodes it without the limit meant for files from elsewhere."""
+    import nnr.decoder
+    from nnr.errors import LimitError
+
+    monkeypatch.setattr(nnr.decoder, "DEFAULT_MEMORY_FLOOR", 1 << 10)
+    monkeypatch.setattr(nnr.decoder, "MEMORY_PER_FILE_BYTE", 1)
+    model = mlp(seed=3)
+    x = np.random.default_rng(1).standard_normal((40, 32)).astype(np.float32)
+    res = rc.search(model, EncoderOptions(), constraint=Constraint("snr_db", 20.0), cal=Calibration({"x": x}),
+                    budget_seconds=60)
+    assert res.metrics["snr_db"] >= 20.0 and len(res.trials) >= 3
+    with pytest.raises(LimitError, match="max-memory"):
+        nnr.decode(res.data)

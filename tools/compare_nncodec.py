@@ -419,7 +419,8 @@ def measure_model(name: str, manifest: Any, cache: NncodecCache, nnr_qps: list[f
         result.note = "complex-valued weights: NNCodec codes real tensors only"
         log(f"NNCodec skipped: {result.note}")
         return result
-    result.nncodec, stale = _nncodec_sweep(name, model, slots, task, ref, result, cache, nnc_qps, refresh, log)
+    result.nncodec, stale = nncodec_sweep(name, model, slots, task, ref, result.sha256, metric, cache, nnc_qps,
+                                          refresh, log)
     if stale:
         result.note = ("NNCodec's cached fidelity was measured on other reference outputs (the task's inputs "
                        "changed): re-run in NNCodec's venv with --refresh-nncodec")
@@ -433,13 +434,13 @@ def _nnr_default(source: Path | ModelProto, task: Any, ref: Any, metric: str, lo
     return point
 
 
-def _nncodec_sweep(name: str, model: ModelProto, slots: list[int], task: Any, ref: Any, result: ModelResult,
-                   cache: NncodecCache, qps: list[float], refresh: bool,
-                   log: Callable[[str], None]) -> tuple[list[Point], bool]:
+def nncodec_sweep(name: str, model: ModelProto, slots: list[int], task: Any, ref: Any, sha256: str, metric: str,
+                  cache: NncodecCache, qps: list[float], refresh: bool,
+                  log: Callable[[str], None]) -> tuple[list[Point], bool]:
     """NNCodec's sweep, from the cache where it has the point; True when the cached points
     were measured on different reference outputs."""
     reference = fingerprint(ref)
-    entry = cache.entry(name, result.sha256, reference, log)
+    entry = cache.entry(name, sha256, reference, log)
     if refresh:
         entry["points"], entry["reference"] = {}, reference
     stale = entry.get("reference") != reference and bool(entry["points"])
@@ -457,9 +458,9 @@ def _nncodec_sweep(name: str, model: ModelProto, slots: list[int], task: Any, re
                 state["skeleton"] = stripped_bytes(model, slots)
             point = nncodec_point(state["nnc"], model, slots, state["skeleton"], qp, task, ref)
             cache.put(entry, point)
-        return _logged(log, "NNCodec", result.metric, point)
+        return _logged(log, "NNCodec", metric, point)
 
-    return sweep(measure, qps, result.metric, QP_LIMITS["NNCodec"], log), stale
+    return sweep(measure, qps, metric, QP_LIMITS["NNCodec"], log), stale
 
 
 def _elements(model: ModelProto, slots: list[int]) -> int:
