@@ -191,9 +191,12 @@ def text_pages(n: int = 4, size: int = 640, first: int = 0, texts: tuple[str, ..
 
     from nnr.images import labelled_photos
 
+    photos = labelled_photos(PHOTOS)
+    if first + n > len(photos):
+        raise InputError(f"photos {first} to {first + n - 1} asked for, only {len(photos)} in {PHOTOS}")
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
     pages = []
-    for k, (path, _) in enumerate(labelled_photos(PHOTOS)[first:first + n]):
+    for k, (path, _) in enumerate(photos[first:first + n]):
         with Image.open(path) as im:
             page = im.convert("RGB").resize((size, size), Image.BILINEAR)
         draw = ImageDraw.Draw(page)
@@ -213,8 +216,9 @@ SENTENCES = ("Compressed networks keep their accuracy.", "The decoder is bit exa
              "Seven small models were measured today.")
 
 
-def speech(sr: int = 16000, sentences: tuple[str, ...] = SENTENCES) -> np.ndarray:
-    """espeak-ng speech of ``sentences`` with half-second pauses between them, 16 kHz mono float32."""
+def speech(sr: int = 16000, sentences: tuple[str, ...] = SENTENCES, seed: int = 0) -> np.ndarray:
+    """espeak-ng speech of ``sentences`` with half-second pauses between them and a little
+    noise (drawn with ``seed``, so other speech never repeats the same pauses), 16 kHz mono float32."""
     if shutil.which("espeak-ng") is None:
         raise CorpusMissing("espeak-ng is needed for the speech inputs: apt-get install espeak-ng (.ci/run does)")
     parts = []
@@ -227,7 +231,7 @@ def speech(sr: int = 16000, sentences: tuple[str, ...] = SENTENCES) -> np.ndarra
                 pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float32) / 32768
             t_out = np.arange(int(pcm.size * sr / rate)) / sr
             parts += [np.interp(t_out, np.arange(pcm.size) / rate, pcm), np.zeros(sr // 2)]
-    noise = np.random.default_rng(0).standard_normal(sum(p.size for p in parts)) * 0.002
+    noise = np.random.default_rng(seed).standard_normal(sum(p.size for p in parts)) * 0.002
     return (np.concatenate(parts) + noise).astype(np.float32)
 
 
@@ -282,9 +286,10 @@ DOCSTRING_FILES = ("linear_model/_base.py", "linear_model/_ridge.py", "ensemble/
 
 
 def calibration_sentences(n: int = 64) -> list[str]:
-    """``n`` English sentences of 6–40 words from the opening paragraphs of scikit-learn's
+    """``n`` English sentences of 6–40 words from the first three paragraphs of scikit-learn's
     public docstrings (read from its source, never imported): text for calibration inputs,
-    none of it from the dataset descriptions :func:`sentences` evaluates on."""
+    none of it from the dataset descriptions :func:`sentences` evaluates on. Some are
+    parameter descriptions that follow a blank line, and a few repeat: it is text, not prose."""
     import ast
 
     texts = []
@@ -318,6 +323,8 @@ CALIBRATION_SPEECH = ("Neural networks can be stored in far fewer bits.",
                       "A voice reads these words for the calibration set.",
                       "Silence follows every sentence, then speech returns.")
 """Sentences spoken for calibration inputs: none of SENTENCES, which the evaluation hears."""
+CALIBRATION_SEED = 1
+"""Noise seed of the calibration speech (the evaluation's is 0), so no pause repeats."""
 
 
 def tokens(n: int = 64) -> tuple[np.ndarray, np.ndarray]:

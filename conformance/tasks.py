@@ -197,7 +197,8 @@ CALIBRATION: dict[str, Callable[[], dict[str, np.ndarray]]] = {
     "ocr_rec": lambda: {"x": inputs.text_lines(texts=inputs.calibration_lines())[0]},
     "ocr_det": lambda: {"x": inputs.text_pages(n=8, first=4, texts=inputs.calibration_lines())},
     "sentence_embedding": _calibration_tokens,
-    "pitch": lambda: {"frames": inputs.crepe_frames(inputs.speech(sentences=inputs.CALIBRATION_SPEECH))},
+    "pitch": lambda: {"frames": inputs.crepe_frames(inputs.speech(sentences=inputs.CALIBRATION_SPEECH,
+                                                                  seed=inputs.CALIBRATION_SEED))},
 }
 """Calibration inputs (one array per graph input, batch along axis 0, as nnr-encode
 --calibration takes them) for each task whose model can be fed that way, disjoint from the

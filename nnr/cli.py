@@ -326,7 +326,7 @@ def _report_speedup(args: argparse.Namespace, data: bytes | str) -> None:
     """Time the original and the channel-removed model in onnxruntime (one batch) and print it."""
     from nnr.formats.onnx_io import read_model
 
-    from .decoder import decode
+    from .decoder import OWN_OUTPUT_MEMORY, decode
     from .removal import inference_ms, synthetic_inputs
 
     original, _ = read_model(args.input)
@@ -339,7 +339,7 @@ def _report_speedup(args: argparse.Namespace, data: bytes | str) -> None:
     if feed is None:
         print("inference speed not measured: give --calibration inputs for this model", file=sys.stderr)
         return
-    before, after = inference_ms(original, feed), inference_ms(decode(data), feed)
+    before, after = inference_ms(original, feed), inference_ms(decode(data, max_memory=OWN_OUTPUT_MEMORY), feed)
     shape = "; ".join(f"{k} {'x'.join(map(str, v.shape))}" for k, v in feed.items())
     print(f"inference ({shape}, median of 30 onnxruntime runs): {before:.3f} ms -> {after:.3f} ms "
           f"({before / after:.2f}x)", file=sys.stderr)

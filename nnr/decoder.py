@@ -53,7 +53,8 @@ def default_memory_limit(file_bytes: int) -> int:
 OWN_OUTPUT_MEMORY = 1 << 62
 """Budget for decoding a file this process has just encoded (rate control, nnr-search): it
 cannot be hostile, and a file coarse enough to be tiny may legitimately need more than
-1024 × its size (16 bytes per slot of a 2**16-slot table, 14 or so per weight)."""
+1024 × its size (a float32 weight is charged 30 bytes: storage, reconstruction, level and
+symbol; so below about 0.24 bit per weight the default refuses it)."""
 
 
 def _dtype_name(dtype: int) -> str:

@@ -98,3 +98,21 @@ def test_options_replay_refuses_mixing_and_bad_files(tmp_path, capsys):
     bad.write_text('{"qp": -20, "colour": "red"}')
     assert encode_main([str(MNIST), "-o", str(out), "--options", str(bad)]) == 2
     assert "unknown encoder option" in capsys.readouterr().err and not out.exists()
+
+
+def test_the_sweep_decodes_its_own_files_whatever_the_default_memory_limit(tmp_path, monkeypatch):
+    import onnx
+
+    import nnr.decoder
+    from conformance.toy_models import mlp
+    from nnr.calibration import Calibration
+    from nnr.search import sweep
+
+    monkeypatch.setattr(nnr.decoder, "DEFAULT_MEMORY_FLOOR", 1 << 10)
+    monkeypatch.setattr(nnr.decoder, "MEMORY_PER_FILE_BYTE", 1)
+    path = tmp_path / "mlp.onnx"
+    onnx.save(mlp(seed=4), str(path))
+    x = np.random.default_rng(2).standard_normal((16, 32)).astype(np.float32)
+    points, out_of_time = sweep(path, Calibration({"x": x}), [{"qp": -30.0}, {"qp": -10.0}])
+    assert not out_of_time and [p["options"]["qp"] for p in points] == [-30.0, -10.0]
+    assert points[0]["metrics"]["snr_db"] > points[1]["metrics"]["snr_db"]

@@ -413,7 +413,7 @@ def measure_model(name: str, manifest: Any, cache: NncodecCache, nnr_qps: list[f
                        nnr_qps, metric, QP_LIMITS["nnr"], log)
     for target in targets:
         point = nnr_point(path or model, None, task, ref, target, options)
-        log(f"nnr probe {target:g} dB: {point.bytes:,} B, {_fidelity(metric, point)}, {point.seconds:.1f} s")
+        log(f"nnr probe {target:g} dB: {point.bytes:,} B, {fidelity_text(metric, point)}, {point.seconds:.1f} s")
         result.nnr_probe.append(point)
     if is_complex(model):
         result.note = "complex-valued weights: NNCodec codes real tensors only"
@@ -430,7 +430,7 @@ def measure_model(name: str, manifest: Any, cache: NncodecCache, nnr_qps: list[f
 def _nnr_default(source: Path | ModelProto, task: Any, ref: Any, metric: str, log: Callable[[str], None],
                  options: dict | None = None) -> Point:
     point = nnr_point(source, None, task, ref, options=options)
-    log(f"nnr default: {point.bytes:,} B, {_fidelity(metric, point)}")
+    log(f"nnr default: {point.bytes:,} B, {fidelity_text(metric, point)}")
     return point
 
 
@@ -471,13 +471,14 @@ def _elements(model: ModelProto, slots: list[int]) -> int:
 
 
 def _logged(log: Callable[[str], None], codec: str, metric: str, point: Point) -> Point:
-    log(f"{codec} qp {point.qp:g}: {point.bytes:,} B, {_fidelity(metric, point)}, {point.seconds:.1f} s")
+    log(f"{codec} qp {point.qp:g}: {point.bytes:,} B, {fidelity_text(metric, point)}, {point.seconds:.1f} s")
     return point
 
 
 # --- output --------------------------------------------------------------------------------
 
-def _fidelity(metric: str, point: Point) -> str:
+def fidelity_text(metric: str, point: Point) -> str:
+    """A point's fidelity on the threshold metric, as the tables show it."""
     value = point.metrics.get(metric, float("nan"))
     return f"{value:.4f} agreement" if metric == "agreement" else f"{value:.1f} dB"
 
@@ -512,7 +513,7 @@ def render(command: str, results: list[ModelResult]) -> str:
              "|---|---|--:|---|--:|--:|--:|--:|--:|--:|"]
     for r in results:
         cells = [r.name, r.metric, f"{r.nnr_default.bytes:,}",
-                 f"{_fidelity(r.metric, r.nnr_default)} ({_level(r.metric, r.nnr_default)})"]
+                 f"{fidelity_text(r.metric, r.nnr_default)} ({_level(r.metric, r.nnr_default)})"]
         for level in THRESHOLDS:
             ratio = r.ratio(level)
             nnc = "–" if not r.nncodec else _cell(r.best("NNCodec", level))
