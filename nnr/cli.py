@@ -185,7 +185,8 @@ def encode_main(argv: Sequence[str] | None = None, prog: str = "nnr-encode") -> 
     goal.add_argument("--max-accuracy-drop", type=float, metavar="POINTS",
                       help="top-1 accuracy may drop by at most this many percentage points (needs labels; judged "
                            "as counted and in expectation over the measured output noise)")
-    goal.add_argument("--min-snr", type=float, metavar="DB", help="output SNR of the first output, in dB")
+    goal.add_argument("--min-snr", type=float, metavar="DB",
+                      help="output SNR of the first floating-point output, in dB")
     goal.add_argument("--target-size", metavar="SIZE", help="file size to hit within 2%%, e.g. 1.5MB or 800KB")
     goal.add_argument("--bits-per-weight", type=float, metavar="B",
                       help="file size as bits per coded float weight, within 2%%")

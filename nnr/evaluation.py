@@ -68,7 +68,7 @@ class Evaluator:
         return fidelity.run(fidelity.session(model), self.cal.inputs, self.batch).astype(np.float64)
 
     def scores_classes(self) -> bool:
-        """Whether the first output looks like class scores (top-1 metrics make sense)."""
+        """Whether the first float output looks like class scores (top-1 metrics make sense)."""
         return self.reference.ndim >= 2 and self.reference.shape[-1] > 1
 
     def measurable(self) -> set[str]:

@@ -35,13 +35,25 @@ def session(model: ModelProto | bytes | str, quiet: bool = False, threads: int |
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
+def first_float_output(sess) -> str:
+    """Name of the first floating-point output of ``sess``, the one fidelity is measured on: an
+    integer output (token ids or a shape passed through) does not depend on the weights."""
+    for o in sess.get_outputs():
+        if "float" in o.type or o.type == "tensor(double)":
+            return o.name
+    from .errors import InputError
+
+    raise InputError("the model has no floating-point output to measure fidelity on")
+
+
 def run(sess, inputs: dict[str, np.ndarray], batch: int = 16) -> np.ndarray:
-    """First output of ``sess`` on inputs batched along axis 0, concatenated."""
+    """First floating-point output of ``sess`` on inputs batched along axis 0, concatenated."""
+    name = first_float_output(sess)
     n = len(next(iter(inputs.values())))
     outs = []
     for i in range(0, n, batch):
         feed = {k: v[i:i + batch] for k, v in inputs.items()}
-        outs.append(sess.run(None, feed)[0])
+        outs.append(sess.run([name], feed)[0])
     return np.concatenate(outs)
 
 

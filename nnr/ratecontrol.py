@@ -123,7 +123,8 @@ def search(model_src: str | Path | ModelProto, base: EncoderOptions, *, constrai
         log(f"layer statistics of {len(feedback)} layers from {len(fit)} inputs; judging on {len(cal)} others")
     evaluator = Evaluator(model, cal) if cal is not None else None
     if constraint is not None and constraint.metric not in evaluator.measurable():
-        raise OptionError(f"{constraint} cannot be measured: the model's first output is not class scores")
+        raise OptionError(f"{constraint} cannot be measured: the model's first floating-point output "
+                          "is not class scores")
 
     means = None
     if evaluator is not None and bias_correction:

@@ -82,3 +82,24 @@ def test_expected_agreement_falls_with_noise():
     values = [fm.expected_agreement(ref, v) for v in (0.0, 1e-4, 0.01, 1.0, 1e6)]
     assert values[0] == 1.0 and all(a >= b for a, b in zip(values, values[1:], strict=False))
     assert values[-1] == pytest.approx(0.5, abs=0.01)
+
+
+def test_fidelity_is_measured_on_the_first_floating_point_output():
+    """An integer output before it (token ids or a shape passed through) does not depend on the
+    weights: judged on it, rate control would take the coarsest file."""
+    from onnx import TensorProto, helper
+
+    from conformance.toy_models import mlp
+    from nnr.errors import InputError
+    from nnr.fidelity import run, session
+
+    model = mlp(seed=5)
+    graph = model.graph
+    graph.node.append(helper.make_node("Shape", ["x"], ["x_shape"]))
+    graph.output.insert(0, helper.make_tensor_value_info("x_shape", TensorProto.INT64, [2]))
+    x = np.random.default_rng(0).standard_normal((6, 32)).astype(np.float32)
+    out = run(session(model), {"x": x}, batch=4)
+    assert out.dtype.kind == "f" and out.shape[0] == 6 and out.ndim == 2
+    del graph.output[1:]
+    with pytest.raises(InputError, match="no floating-point output"):
+        run(session(model), {"x": x})
