@@ -203,5 +203,12 @@ CALIBRATION: dict[str, Callable[[], dict[str, np.ndarray]]] = {
 """Calibration inputs (one array per graph input, batch along axis 0, as nnr-encode
 --calibration takes them) for each task whose model can be fed that way, disjoint from the
 task's evaluation inputs: other photos, digits the classifier trained on, other text, other
-speech. The recurrent VADs are missing: their state input is not batched along axis 0, and
-complex_mnist runs outside onnxruntime."""
+speech. The tasks of NO_CALIBRATION are missing, for the reason it gives."""
+
+_STATEFUL = "its recurrent state input is not batched along axis 0, as calibration inputs are"
+NO_CALIBRATION: dict[str, str] = {
+    "vad": _STATEFUL,
+    "vad_gru": _STATEFUL,
+    "complex_mnist": "complex-valued, run outside onnxruntime",
+}
+"""Why a task has no CALIBRATION inputs: every task is in exactly one of the two."""

@@ -125,6 +125,10 @@ def encode_main(argv: Sequence[str] | None = None, prog: str = "nnr-encode") -> 
                         "usually fare better); larger is finer and bigger")
     p.add_argument("--data-free", action="store_true",
                    help="skip the probe: the data-free step rule at --qp (the same bytes on every machine)")
+    p.add_argument("--probe-channels", action="store_true",
+                   help="let the probe give a tensor per-channel steps where they move the output less "
+                        "at the same entropy on its synthetic inputs (measured, not the default: "
+                        "docs/techniques.md, section 10)")
     p.add_argument("--step-rule", choices=("scale", "channel", "uniform"), default=None,
                    help="steps relative to each tensor's scale (default), to each output "
                         "channel's, or one absolute step for all tensors (NNC-like)")
@@ -219,6 +223,9 @@ def encode_main(argv: Sequence[str] | None = None, prog: str = "nnr-encode") -> 
     if searching and (args.synthetic_snr is not None or args.data_free):
         p.error("--synthetic-snr and --data-free choose how the default sets steps; a rate-control goal "
                 "searches them instead")
+    if args.probe_channels and (searching or args.data_free or args.qp is not None or args.options):
+        p.error("--probe-channels steers the probe; --qp, --data-free, --options and rate-control goals "
+                "do not run it")
     if args.prune_levels is not None and args.options:
         p.error("--prune-levels searches the pruning level; --options replays a setting whole")
     if args.json and args.output == STDIO:
@@ -264,6 +271,7 @@ def _encoder_options(p: argparse.ArgumentParser, args: argparse.Namespace):
                              ("prune_criterion", args.criterion), ("prune_steps", args.prune_steps),
                              ("prune_include", args.prune_include), ("prune_exclude", args.prune_exclude),
                              ("lossless", args.lossless or None), ("error_feedback", args.error_feedback or None),
+                             ("probe_channels", args.probe_channels or None),
                              ("nonfinite", "refuse" if args.refuse_nonfinite else None)) if v is not None}
     prune_options = {}
     if args.prune_levels is not None:

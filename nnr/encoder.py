@@ -55,7 +55,7 @@ def code_float(name: str, storage: np.ndarray, fmt: str, opts: EncoderOptions,
     if opts.lossless or not finite or not np.any(values):
         return CODING_FLOAT_LOSSLESS, encode_float_fields(storage, storage.dtype.itemsize), float("inf"), storage
     quantizer = parse_quantizer(opts.quantizer)
-    steps = steps_for(values, opts.qp_of(name), opts.step_rule, opts.vector_qp, opts.size_exponent)
+    steps = steps_for(values, opts.qp_of(name), opts.rule_of(name), opts.vector_qp, opts.size_exponent)
     out_dtype = compute_dtype(fmt)
     try:
         if quantizer.kind == "ecsq":
@@ -105,7 +105,7 @@ def _prune(proto: ModelProto, base_dir, opts: EncoderOptions,
     return report
 
 
-LEVEL_KEYS = frozenset({"qp", "lossless", "tensor_qp", "quantizer", "error_feedback", "prune"})
+LEVEL_KEYS = frozenset({"qp", "lossless", "tensor_qp", "channel_steps", "quantizer", "error_feedback", "prune"})
 """Keyword options that choose the coding level or method themselves: given any of them, the
 probe stays off unless asked for (``probe=True``)."""
 

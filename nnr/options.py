@@ -40,6 +40,11 @@ class EncoderOptions:
         ``refuse`` makes encoding fail.
     tensor_qp: per-tensor qp offsets by tensor name (added to qp), as rate control sets
         them from measured sensitivities; replaying a file's options reproduces it.
+    channel_steps: names of tensors whose steps follow their output channels (axis 0) under
+        the ``scale`` rule, as the probe chooses them with ``probe_channels``.
+    probe_channels: under the ``scale`` rule, let the probe give a tensor per-channel steps
+        where, on its synthetic inputs, they move the output less at the same entropy
+        (docs/techniques.md, section 10).
     quantizer: ``ecsq`` (the default RDO deadzone), ``midtread``, ``midrise``,
         ``deadzone:δ``, ``mulaw:μ`` or ``minifloat:EeMm`` (``fp16``, ``e4m3``, ``e5m2``);
         see codec/quantizers.py for the formulas.
@@ -69,6 +74,8 @@ class EncoderOptions:
     min_elements: int = 16
     nonfinite: str = "lossless"
     tensor_qp: dict = dataclasses.field(default_factory=dict)
+    channel_steps: tuple = ()
+    probe_channels: bool = False
     quantizer: str = "ecsq"
     error_feedback: bool = False
     prune: str = ""
@@ -105,6 +112,15 @@ class EncoderOptions:
                 isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
                 and math.isfinite(v) and -64 <= v <= 64 for k, v in self.tensor_qp.items()):
             raise OptionError("tensor_qp must map tensor names to qp offsets in [-64, 64]")
+        if isinstance(self.channel_steps, str) or not isinstance(self.channel_steps, (list, tuple)) \
+                or not all(isinstance(v, str) for v in self.channel_steps):
+            raise OptionError(f"channel_steps must be a list of tensor names, got {self.channel_steps!r}")
+        object.__setattr__(self, "channel_steps", tuple(self.channel_steps))
+        if not isinstance(self.probe_channels, bool):
+            raise OptionError(f"probe_channels must be true or false, got {self.probe_channels!r}")
+        if self.channel_steps and self.step_rule != "scale":
+            raise OptionError(f"channel_steps move tensors from the scale rule to per-channel steps; "
+                              f"with step_rule {self.step_rule!r} they have no meaning")
 
         try:
             parse_quantizer(self.quantizer)
@@ -168,15 +184,25 @@ class EncoderOptions:
         """The qp a tensor is coded at: qp plus its tensor_qp offset, if any."""
         return self.qp + self.tensor_qp.get(name, 0.0)
 
+    def rule_of(self, name: str) -> str:
+        """The step rule a tensor is coded with: ``channel`` if it is in channel_steps, else step_rule."""
+        return "channel" if name in self.channel_steps else self.step_rule
+
     def to_json(self) -> dict:
-        """JSON-able dict; tensor_qp, quantizer, error_feedback and pruning only when not the default,
-        reconstruction only when not ``mse`` (compact metadata, and files from before an option
-        existed keep their options text)."""
+        """JSON-able dict; tensor_qp, channel_steps, probe_channels, quantizer, error_feedback and
+        pruning only when not the default, reconstruction only when not ``mse`` (compact
+        metadata, and files from before an option existed keep their options text)."""
         d = dataclasses.asdict(self)
         if self.reconstruction == LEGACY_RECONSTRUCTION:
             del d["reconstruction"]
         if not self.tensor_qp:
             del d["tensor_qp"]
+        if self.channel_steps:
+            d["channel_steps"] = list(self.channel_steps)
+        else:
+            del d["channel_steps"]
+        if not self.probe_channels:
+            del d["probe_channels"]
         if self.quantizer == "ecsq":
             del d["quantizer"]
         if not self.error_feedback:

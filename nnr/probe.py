@@ -51,6 +51,8 @@ MAX_RETRIES = 3
 FALLBACK_QP_OFFSET = -4.0  # a model that can't be probed is coded with the data-free rule this much finer
 PROBE_ELEMENTS = 1 << 18   # input elements per sensitivity run (the fidelity check uses the whole batch)
 PROBE_GROUP = 10           # tensors probed through one onnxruntime session
+CHANNEL_GAIN = 0.8         # probe_channels: where they cut the output distortion at equal entropy by 20 %
+CHANNEL_SIDE_BITS = 16     # what a channel's own step costs in the file (a shift and a mantissa)
 
 
 class ProbeUnavailable(Exception):
@@ -67,6 +69,7 @@ class ProbeReport:
     expected_snr_db: float = math.nan     # measured on the synthetic inputs with the coded weights
     seconds: float = 0.0
     levels: list[tuple[float, float]] = field(default_factory=list)   # (qp, SNR) of each coding tried
+    channel_steps: int = 0                 # tensors given per-channel steps
     notice: str = ""                       # why the probe fell back to the data-free rule, if it did
     fallback_qp: float = math.nan          # the data-free rule's qp used then
 
@@ -80,7 +83,8 @@ class ProbeReport:
             return f"probe skipped ({self.notice}); coded with the data-free step rule at qp {self.fallback_qp:g}"
         shapes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in self.inputs.items())
         return (f"probe: {self.tensors} tensors measured on synthetic inputs ({shapes}) in {self.seconds:.1f} s; "
-                f"expected output SNR {self.expected_snr_db:.1f} dB on them (target {self.target_snr_db:g} dB)")
+                f"expected output SNR {self.expected_snr_db:.1f} dB on them (target {self.target_snr_db:g} dB)"
+                + (f"; per-channel steps on {self.channel_steps} of them" if self.channel_steps else ""))
 
 
 @dataclass
@@ -119,7 +123,7 @@ def float_weights(model: ModelProto, base_dir: Path | None, opts: EncoderOptions
         values = to_float64(storage, fmt).reshape(tuple(t.dims))
         if not np.all(np.isfinite(values)) or not np.any(values):
             continue
-        steps = steps_for(values, 0.0, opts.step_rule, opts.vector_qp, opts.size_exponent)
+        steps = steps_for(values, 0.0, opts.rule_of(slot.name), opts.vector_qp, opts.size_exponent)
         found.append(Weight(slot.name, slot.index, numel, fmt, storage.reshape(tuple(t.dims)),
                             float(exactmath.exp(float(np.mean(exactmath.log(steps)))))))
     return found
@@ -412,6 +416,50 @@ def _rounded(w: Weight, step: float) -> np.ndarray:
     return to_storage(np.round(values / step) * step, w.fmt).reshape(w.storage.shape)
 
 
+def _channel_steps(w: Weight, step: float) -> np.ndarray | None:
+    """Steps per output channel (axis 0), each in proportion to its channel's Laplace scale,
+    of geometric mean ``step`` (so about the bits of one step ``step`` at high rate), shaped to
+    broadcast over the tensor; None for a tensor of one channel."""
+    values = to_float64(w.storage, w.fmt)
+    if values.ndim < 2 or values.shape[0] < 2:
+        return None
+    scales = np.mean(np.abs(values.reshape(values.shape[0], -1)), axis=1)
+    scales = np.where(scales > 0, scales, float(np.mean(np.abs(values))))
+    logs = exactmath.log2(scales)
+    steps = step * exactmath.exp2(logs - float(np.mean(logs)))
+    return steps.reshape((-1,) + (1,) * (values.ndim - 1))
+
+
+def _level_bits(values: np.ndarray, step: float | np.ndarray) -> float:
+    """Order-0 entropy, in bits, of the levels of ``values`` rounded at ``step``."""
+    levels = np.round(values / step).astype(np.int64).ravel()
+    counts = np.bincount(levels - levels.min())
+    counts = counts[counts > 0]
+    return float(-np.sum(counts * exactmath.log2(counts / levels.size)))
+
+
+def _equal_rate_channel_steps(w: Weight, step: float) -> tuple[np.ndarray, float] | None:
+    """Per-channel steps (:func:`_channel_steps` scaled by a factor) whose levels, with each
+    channel's own step written (CHANNEL_SIDE_BITS), take the entropy of one step ``step``'s
+    levels, and that factor; None for one channel, or when no factor within 16× reaches it."""
+    base = _channel_steps(w, step)
+    if base is None:
+        return None
+    values = to_float64(w.storage, w.fmt)
+    budget = _level_bits(values, step) - CHANNEL_SIDE_BITS * base.size
+    lo, hi = -4.0, 4.0                      # log2 of the factor; coarser steps take fewer bits
+    if _level_bits(values, base * exactmath.exp2(hi)) > budget:
+        return None
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        if _level_bits(values, base * exactmath.exp2(mid)) > budget:
+            lo = mid
+        else:
+            hi = mid
+    scale = float(exactmath.exp2(hi))
+    return base * scale, scale
+
+
 def _grid(q: float) -> float:
     return math.floor(q / QP_GRID + 0.5) * QP_GRID
 
@@ -442,19 +490,36 @@ def plan(model: ModelProto, opts: EncoderOptions, target_snr_db: float = DEFAULT
                                f"{_first_line(exc)}") from None
     weights = float_weights(model, base_dir, opts, probe.arrays)
     sens: dict[str, float] = {}
+    channel: list[str] = []
 
-    def measured(i: int) -> float | None:  # output distortion per unit of weight error, rounding weight i
+    def measured(i: int) -> tuple[float, bool] | None:
+        """(output distortion per unit of weight error, rounding weight i; whether its steps
+        should follow its channels), None when rounding does not move it."""
         w = weights[i]
-        rounded = _rounded(w, w.unit_step * exactmath.exp2((opts.qp + PROBE_QP) / 4.0))
+        step = w.unit_step * exactmath.exp2((opts.qp + PROBE_QP) / 4.0)
+        rounded = _rounded(w, step)
         error = float(np.sum((to_float64(rounded, w.fmt) - to_float64(w.storage, w.fmt)) ** 2))
         if error <= 0:
             return None
         group = [v.slot for v in weights[i - i % PROBE_GROUP:i - i % PROBE_GROUP + PROBE_GROUP]]
-        try:
-            d = probe.distortion({w.slot: rounded}, small=True, group=group, workers=1)
-        except Exception as exc:  # onnxruntime cannot run the model with this tensor fed or replaced
-            raise ProbeUnavailable(f"onnxruntime failed probing {w.name}: {_first_line(exc)}") from None
-        return d / error if d > 0 and math.isfinite(d) else None
+
+        def distortion(replacement: np.ndarray) -> float:
+            try:
+                return probe.distortion({w.slot: replacement}, small=True, group=group, workers=1)
+            except Exception as exc:  # onnxruntime cannot run the model with this tensor fed or replaced
+                raise ProbeUnavailable(f"onnxruntime failed probing {w.name}: {_first_line(exc)}") from None
+
+        d = distortion(rounded)
+        if not (d > 0 and math.isfinite(d)):
+            return None
+        per_channel = False
+        matched = _equal_rate_channel_steps(w, step) if opts.probe_channels and opts.step_rule == "scale" else None
+        if matched is not None:
+            steps, scale = matched
+            d_channel = distortion(_rounded(w, steps))
+            if math.isfinite(d_channel) and d_channel < CHANNEL_GAIN * d:
+                d, per_channel = d_channel / (scale * scale), True   # as at steps of geometric mean ``step``
+        return d / error, per_channel
 
     # with threads, several tensors are measured at once, each run on one onnxruntime thread
     workers = probe.workers if probe.workers > 1 else 0
@@ -463,12 +528,18 @@ def plan(model: ModelProto, opts: EncoderOptions, target_snr_db: float = DEFAULT
             if progress:
                 progress(i, len(weights), f"probe {w.name}")
             if sensitivity is not None:
-                sens[w.name] = sensitivity
+                sens[w.name], by_channel = sensitivity
+                if by_channel:
+                    channel.append(w.name)
     probe.forget()
     if progress:
         progress(len(weights), len(weights), "probe done")
     report.tensors = len(sens)
+    report.channel_steps = len(channel)
     report.seconds = time.perf_counter() - t0
+    if channel:   # their steps' geometric mean is what the allocation sets
+        opts = dataclasses.replace(opts, channel_steps=tuple(channel))
+        weights = float_weights(model, base_dir, opts, probe.arrays)
     return _allocate(weights, sens, opts, target_snr_db, offset_weight, max_offset), probe, report
 
 

@@ -70,7 +70,8 @@ def test_compare_runs_picks_each_runs_smallest_passing_file_and_pairs_equal_qps(
     before = {"m": {"metric": "snr_db", "nnr": [point(-8.0, 100, 31.0), point(-6.0, 80, 21.0)],
                     "nnr_probe": [point(None, 70, 20.5, target=14.0)]}}
     after = {"m": {"metric": "snr_db", "nnr": [point(-8.0, 100, 32.0), point(-6.0, 80, 22.0),
-                                               point(-4.0, 60, 20.1)], "nnr_probe": []}}
+                                               point(-4.0, 60, 20.1)],
+                   "nnr_probe": [point(None, 66, 20.2, target=14.0)]}}
     paths = []
     for name, run in (("a", before), ("b", after)):
         paths.append(tmp_path / f"{name}.json")
@@ -79,9 +80,13 @@ def test_compare_runs_picks_each_runs_smallest_passing_file_and_pairs_equal_qps(
     main([str(paths[0]), str(paths[1]), "--markdown", str(out)])
     text = out.read_text()
     assert "| m | 100 (qp -8) | 100 (qp -8) | +0.0 % | 80 (qp -6) | 60 (qp -4) | +25.0 % |" in text
-    assert "| m | loose | -6 | 80 B, 21.0 dB | 80 B, 22.0 dB |" in text
+    assert "| m | loose | qp -6 | 80 B, 21.0 dB | 80 B, 22.0 dB |" in text
     main([str(paths[0]), str(paths[1]), "--sweep", "best", "--markdown", str(out)])
     assert "70 (probe 14 dB) | 60 (qp -4) | +14.3 % |" in out.read_text()
+    main([str(paths[0]), str(paths[1]), "--sweep", "probe", "--markdown", str(out)])
+    text = out.read_text()
+    assert "| m | not met | not met | – | 70 (probe 14 dB) | 66 (probe 14 dB) | +5.7 % |" in text   # rule points left out
+    assert "| m | loose | probe 14 dB | 70 B, 20.5 dB | 66 B, 20.2 dB |" in text
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(SystemExit, match="not a compare_nncodec.py --json run"):
         main([str(tmp_path / "bad.json"), str(paths[1])])
@@ -100,3 +105,30 @@ def test_tensor_rd_tables_show_coding_ratios_hybrids_and_single_tensor_runs():
     assert "| m | -14 | snr_db | 100 B, 26.0 dB | 110 B, 27.3 dB | 111 B, 27.2 dB |" in text
     assert "| m | w | (4, 3) | 26.00 dB | 25.50 dB | 26.50 dB |" in text
     assert "One tensor at a time" not in render("cmd", [-20], {"m": {**model, "one_at_a_time": []}})
+
+
+def test_a_sweep_point_decodes_its_own_file_whatever_the_default_memory_limit(monkeypatch):
+    """A coarse point can need more than the default budget to decode (as minilm_l3 at qp -4
+    did); the tool decodes its own fresh file without that limit."""
+    import numpy as np
+
+    import nnr.decoder
+    from conformance.toy_models import mlp
+    from tools.compare_nncodec import nnr_point
+
+    class Task:
+        def infer(self, model):
+            from nnr.fidelity import session
+
+            return session(model).run(None, {"x": np.ones((2, 32), np.float32)})[0]
+
+        def measure(self, ref, out):
+            return {"snr_db": float(10 * np.log10(np.sum(ref ** 2) / max(np.sum((out - ref) ** 2), 1e-30)))}
+
+    monkeypatch.setattr(nnr.decoder, "DEFAULT_MEMORY_FLOOR", 1 << 10)
+    monkeypatch.setattr(nnr.decoder, "MEMORY_PER_FILE_BYTE", 1)
+    model = mlp(seed=4)
+    with pytest.raises(nnr.LimitError):
+        nnr.decode(nnr.encode(model, qp=-10.0))
+    point = nnr_point(model, -10.0, Task(), Task().infer(model))
+    assert point.qp == -10.0 and point.bytes > 0 and np.isfinite(point.metrics["snr_db"])

@@ -198,3 +198,71 @@ def test_the_probe_keeps_one_session_and_shares_the_weights(monkeypatch):
                                     if t.name in probe.arrays)
     probe.release()
     assert not probe._sessions
+
+
+def rescaled_pair(width: int = 24, seed: int = 1) -> onnx.ModelProto:
+    """x → A → B, with A's hidden features of very different scales and B's rows scaled by
+    the inverse: B's small rows meet large activations, so its error matters row by row."""
+    rng = np.random.default_rng(seed)
+    scales = 2.0 ** np.linspace(-4, 4, width)
+    a = rng.laplace(0, 0.2, (width, width)) * scales[None, :]
+    b = rng.laplace(0, 0.2, (width, width)) / scales[:, None]
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "A"], ["h"]), helper.make_node("MatMul", ["h", "B"], ["y"])], "pair",
+        [_value("x", TensorProto.FLOAT, [8, width])], [_value("y", TensorProto.FLOAT, [8, width])],
+        [numpy_helper.from_array(a.astype(np.float32), "A"), numpy_helper.from_array(b.astype(np.float32), "B")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_the_probe_gives_per_channel_steps_where_rows_differ_in_what_they_drive():
+    from nnr.probe import plan
+
+    opts, _, report = plan(rescaled_pair(), EncoderOptions(probe_channels=True))
+    assert opts.channel_steps == ("B",) and report.channel_steps == 1   # A's rows are alike
+    assert plan(rescaled_pair(), EncoderOptions())[0].channel_steps == ()   # only when asked
+    data = nnr.encode(rescaled_pair(), probe_channels=True)
+    recorded = EncoderOptions.from_json(nnr.open(data).metadata()["options"])
+    assert recorded.channel_steps == ("B",)
+    assert nnr.encode(rescaled_pair(), recorded) == data    # the choice replays from the file
+
+
+def test_channel_steps_code_the_named_tensors_per_channel():
+    from nnr.formats.container import read_container, read_tensor_unit
+
+    data = nnr.encode(rescaled_pair(), EncoderOptions(qp=-24, channel_steps=("B",)))
+    container = read_container(data, 1 << 30)
+    flags = {e.name: read_tensor_unit(data, e).body[0] & 1 for e in container.index}
+    assert flags == {"A": 0, "B": 1}
+    # per-row steps on B cut the output error a per-tensor step leaves, at the same size
+    plain = nnr.encode(rescaled_pair(), EncoderOptions(qp=-24))
+    from nnr.fidelity import output_snr_db, session
+
+    feed = synthetic_inputs(rescaled_pair())
+    ref = session(rescaled_pair()).run(None, feed)[0]
+    snr = {k: output_snr_db(ref, session(nnr.decode(d)).run(None, feed)[0])
+           for k, d in (("channel", data), ("plain", plain))}
+    assert snr["channel"] > snr["plain"] + 2 and len(data) < 1.02 * len(plain)
+
+
+@pytest.mark.parametrize("value, message", [("B", "list of tensor names"), ([3], "list of tensor names")])
+def test_channel_steps_must_be_names(value, message):
+    with pytest.raises(OptionError, match=message):
+        EncoderOptions(channel_steps=value)
+
+
+def test_channel_steps_belong_to_the_scale_rule():
+    with pytest.raises(OptionError, match="no meaning"):
+        EncoderOptions(step_rule="uniform", channel_steps=("B",))
+    opts = EncoderOptions(channel_steps=["B"])
+    assert opts.rule_of("B") == "channel" and opts.rule_of("A") == "scale"
+    assert EncoderOptions.from_json(opts.to_json()) == opts
+    assert not {"channel_steps", "probe_channels"} & set(EncoderOptions().to_json())   # older options text kept
+
+
+def test_cli_probe_channels_needs_the_probe(tmp_path, capsys):
+    src = tmp_path / "pair.onnx"
+    onnx.save(rescaled_pair(), src)
+    assert exit_code(encode_main, [str(src), "-o", str(tmp_path / "a.nnr"), "--probe-channels", "--data-free"]) == 2
+    assert "steers the probe" in capsys.readouterr().err
+    assert encode_main([str(src), "-o", str(tmp_path / "b.nnr"), "--probe-channels"]) == 0
+    assert "per-channel steps on 1 of them" in capsys.readouterr().err

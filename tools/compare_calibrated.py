@@ -122,7 +122,7 @@ def measure_model(name: str, manifest: Any, cache: NncodecCache, nnc_qps: list[f
                   budget: float) -> CalibratedResult:
     """Both thresholds' searches on one corpus model, or why it has none."""
     from conformance.corpus import load_model
-    from conformance.tasks import CALIBRATION, TASKS
+    from conformance.tasks import CALIBRATION, NO_CALIBRATION, TASKS
 
     def log(msg: str) -> None:
         print(f"[{name}] {msg}", file=sys.stderr, flush=True)
@@ -131,9 +131,8 @@ def measure_model(name: str, manifest: Any, cache: NncodecCache, nnc_qps: list[f
     task = TASKS[entry.task]
     metric = threshold_metric(task.primary)
     if entry.task not in CALIBRATION:
-        return CalibratedResult(name, entry.task, metric, 0, [], {}, "no calibration inputs: " + (
-            "complex-valued, run outside onnxruntime" if entry.task == "complex_mnist"
-            else "its recurrent state input is not batched along axis 0, as calibration inputs are"))
+        return CalibratedResult(name, entry.task, metric, 0, [], {},
+                                "no calibration inputs: " + NO_CALIBRATION[entry.task])
     model, path = load_model(name, manifest)
     ref = task.infer(model)
     inputs = CALIBRATION[entry.task]()

@@ -249,6 +249,7 @@ def nnr_point(source: Path | ModelProto, qp: float | None, task: Any, ref: Any, 
     """Encode with nnr's public API (its defaults; only qp, or only the probe's target SNR,
     given, plus any ``options`` of a variant being measured), decode, measure."""
     import nnr
+    from nnr.decoder import OWN_OUTPUT_MEMORY
 
     options = options or {}
     t0 = time.perf_counter()
@@ -256,7 +257,7 @@ def nnr_point(source: Path | ModelProto, qp: float | None, task: Any, ref: Any, 
         data = nnr.encode(source, qp=qp, **options)
     else:
         data = nnr.encode(source, **options) if target is None else nnr.encode(source, target_snr_db=target, **options)
-    decoded = nnr.decode(data)
+    decoded = nnr.decode(data, max_memory=OWN_OUTPUT_MEMORY)   # a coarse point may be below the default's bits
     seconds = time.perf_counter() - t0
     return Point(qp, len(data), _floats(task.measure(ref, task.infer(decoded))), seconds, target=target)
 

@@ -3,10 +3,11 @@
     python tools/compare_runs.py BEFORE.json AFTER.json --markdown docs/some_table.md
 
 Per corpus model and threshold (strict, loose): nnr's smallest file meeting it in each run,
-from the qp sweep of the data-free rule (``--sweep rule``, the default) or from the rule and
-the probe's target sweep together (``--sweep best``), and the share of bytes the second run
-saves. Then, at the qp of the first run's pick, the task's metric in both runs: the same
-levels when a change only moves reconstructions, so this is fidelity bought at no bytes.
+from the qp sweep of the data-free rule (``--sweep rule``, the default), from the probe's
+target sweep (``--sweep probe``) or from both together (``--sweep best``), and the share of
+bytes the second run saves. Then, at the qp (or probe target) of the first run's pick, the
+task's metric in both runs: the same levels when a change only moves reconstructions, so this
+is fidelity bought at no bytes.
 """
 
 from __future__ import annotations
@@ -31,8 +32,11 @@ def load(path: Path) -> dict:
         raise SystemExit(f"compare_runs: {path} is not a compare_nncodec.py --json run ({exc})") from None
 
 
+SWEEPS = {"rule": "data-free rule", "probe": "probe target", "best": "rule or probe"}
+
+
 def points(model: dict, sweep: str) -> list[Point]:
-    raw = model.get("nnr", []) + (model.get("nnr_probe", []) if sweep == "best" else [])
+    raw = (model.get("nnr", []) if sweep != "probe" else []) + (model.get("nnr_probe", []) if sweep != "rule" else [])
     return [Point.from_json(p) for p in raw]
 
 
@@ -43,8 +47,8 @@ def _fmt(metric: str, value: float) -> str:
 def render(command: str, before: dict, after: dict, sweep: str) -> str:
     names = [n for n in before if n in after]
     lines = ["```sh", command, "```", "",
-             f"nnr's smallest file meeting each threshold ({'data-free rule' if sweep == 'rule' else 'rule or probe'} "
-             "sweep) in the first run and the second, and what the second saves:", "",
+             f"nnr's smallest file meeting each threshold ({SWEEPS[sweep]} sweep) in the first run and the "
+             "second, and what the second saves:", "",
              "| model | strict: first | second | saves | loose: first | second | saves |",
              "|---|--:|--:|--:|--:|--:|--:|"]
     same_qp = []
@@ -54,15 +58,16 @@ def render(command: str, before: dict, after: dict, sweep: str) -> str:
         for level in THRESHOLDS:
             a, b = (best_point(points(r[n], sweep), metric, level) for r in (before, after))
             cells += [_cell(a), _cell(b), f"{100 * (1 - b.bytes / a.bytes):+.1f} %" if a and b else "–"]
-            if a is not None and a.target is None:
-                twin = next((p for p in points(after[n], "rule") if p.qp == a.qp), None)
+            if a is not None:
+                twin = next((p for p in points(after[n], sweep) if (p.qp, p.target) == (a.qp, a.target)), None)
                 if twin is not None:
                     same_qp.append((n, level, metric, a, twin))
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
-    lines += ["", "At the qp of the first run's pick (rule sweep), both runs' bytes and metric:", "",
-              "| model | threshold | qp | first | second |", "|---|---|--:|--:|--:|"]
+    lines += ["", "At the qp (or probe target) of the first run's pick, both runs' bytes and metric:", "",
+              "| model | threshold | setting | first | second |", "|---|---|--:|--:|--:|"]
     for n, level, metric, a, b in same_qp:
-        lines.append(f"| {n} | {level} | {a.qp:g} | {a.bytes:,} B, {_fmt(metric, a.metrics[metric])} | "
+        setting = f"qp {a.qp:g}" if a.target is None else f"probe {a.target:g} dB"
+        lines.append(f"| {n} | {level} | {setting} | {a.bytes:,} B, {_fmt(metric, a.metrics[metric])} | "
                      f"{b.bytes:,} B, {_fmt(metric, b.metrics[metric])} |")
     return "\n".join(lines) + "\n"
 
@@ -73,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("before", type=Path, help="the first run's --json")
     ap.add_argument("after", type=Path, help="the second run's --json")
-    ap.add_argument("--sweep", choices=("rule", "best"), default="rule",
-                    help="pick from the data-free rule's qp sweep (default) or from it and the probe's")
+    ap.add_argument("--sweep", choices=tuple(SWEEPS), default="rule",
+                    help="pick from the data-free rule's qp sweep (default), the probe's target sweep, or both")
     ap.add_argument("--markdown", type=Path, help="write the tables here (else stdout)")
     args = ap.parse_args(argv)
     command = shlex.join(["python", "tools/compare_runs.py", *argv])
