@@ -40,11 +40,12 @@ class EncoderOptions:
         ``refuse`` makes encoding fail.
     tensor_qp: per-tensor qp offsets by tensor name (added to qp), as rate control sets
         them from measured sensitivities; replaying a file's options reproduces it.
-    channel_steps: names of tensors whose steps follow their output channels (axis 0) under
-        the ``scale`` rule, as the probe chooses them with ``probe_channels``.
-    probe_channels: under the ``scale`` rule, let the probe give a tensor per-channel steps
-        where, on its synthetic inputs, they move the output less at the same entropy
-        (docs/techniques.md, section 10).
+    channel_steps: names of tensors whose steps follow their slices along axis 0 (output
+        channels; a MatMul weight's input features) under the ``scale`` rule, as the probe
+        chooses them with ``probe_channels``.
+    probe_channels: let the probe give a tensor per-channel steps where, on its synthetic
+        inputs, they move the output over 20 % less at the same entropy (docs/techniques.md,
+        section 10); it steers the probe and is not recorded (``channel_steps`` is).
     quantizer: ``ecsq`` (the default RDO deadzone), ``midtread``, ``midrise``,
         ``deadzone:δ``, ``mulaw:μ`` or ``minifloat:EeMm`` (``fp16``, ``e4m3``, ``e5m2``);
         see codec/quantizers.py for the formulas.
@@ -118,9 +119,9 @@ class EncoderOptions:
         object.__setattr__(self, "channel_steps", tuple(self.channel_steps))
         if not isinstance(self.probe_channels, bool):
             raise OptionError(f"probe_channels must be true or false, got {self.probe_channels!r}")
-        if self.channel_steps and self.step_rule != "scale":
-            raise OptionError(f"channel_steps move tensors from the scale rule to per-channel steps; "
-                              f"with step_rule {self.step_rule!r} they have no meaning")
+        if (self.channel_steps or self.probe_channels) and self.step_rule != "scale":
+            raise OptionError(f"channel_steps and probe_channels move tensors from the scale rule to "
+                              f"per-channel steps; with step_rule {self.step_rule!r} they have no meaning")
 
         try:
             parse_quantizer(self.quantizer)
@@ -189,9 +190,9 @@ class EncoderOptions:
         return "channel" if name in self.channel_steps else self.step_rule
 
     def to_json(self) -> dict:
-        """JSON-able dict; tensor_qp, channel_steps, probe_channels, quantizer, error_feedback and
-        pruning only when not the default, reconstruction only when not ``mse`` (compact
-        metadata, and files from before an option existed keep their options text)."""
+        """JSON-able dict; tensor_qp, channel_steps, quantizer, error_feedback and pruning only
+        when not the default, reconstruction only when not ``mse``, never probe_channels
+        (compact metadata, and files from before an option existed keep their options text)."""
         d = dataclasses.asdict(self)
         if self.reconstruction == LEGACY_RECONSTRUCTION:
             del d["reconstruction"]
@@ -201,8 +202,7 @@ class EncoderOptions:
             d["channel_steps"] = list(self.channel_steps)
         else:
             del d["channel_steps"]
-        if not self.probe_channels:
-            del d["probe_channels"]
+        del d["probe_channels"]   # it steers the probe, whose choice channel_steps records
         if self.quantizer == "ecsq":
             del d["quantizer"]
         if not self.error_feedback:

@@ -51,7 +51,7 @@ MAX_RETRIES = 3
 FALLBACK_QP_OFFSET = -4.0  # a model that can't be probed is coded with the data-free rule this much finer
 PROBE_ELEMENTS = 1 << 18   # input elements per sensitivity run (the fidelity check uses the whole batch)
 PROBE_GROUP = 10           # tensors probed through one onnxruntime session
-CHANNEL_GAIN = 0.8         # probe_channels: where they cut the output distortion at equal entropy by 20 %
+CHANNEL_GAIN = 0.8         # probe_channels: where they cut the output distortion at equal entropy by over 20 %
 CHANNEL_SIDE_BITS = 16     # what a channel's own step costs in the file (a shift and a mantissa)
 
 
@@ -104,8 +104,6 @@ def float_weights(model: ModelProto, base_dir: Path | None, opts: EncoderOptions
     """The ≥ 2-D float tensors the encoder quantizes (biases and norms are few bits, and the
     data-free rule keeps them fine), finite and not all zero. A main-graph initializer found
     in ``arrays`` (the probe's) is used from there rather than read again."""
-    from nnr.codec import exactmath
-    from nnr.codec.allocation import steps_for
     from nnr.formats.onnx_io import FLOAT_TYPES
 
     from .tensorcodec import FLOAT_FORMAT_OF
@@ -123,10 +121,17 @@ def float_weights(model: ModelProto, base_dir: Path | None, opts: EncoderOptions
         values = to_float64(storage, fmt).reshape(tuple(t.dims))
         if not np.all(np.isfinite(values)) or not np.any(values):
             continue
-        steps = steps_for(values, 0.0, opts.rule_of(slot.name), opts.vector_qp, opts.size_exponent)
         found.append(Weight(slot.name, slot.index, numel, fmt, storage.reshape(tuple(t.dims)),
-                            float(exactmath.exp(float(np.mean(exactmath.log(steps)))))))
+                            _unit_step(values, opts.rule_of(slot.name), opts)))
     return found
+
+
+def _unit_step(values: np.ndarray, rule: str, opts: EncoderOptions) -> float:
+    """Geometric mean of a tensor's steps under ``rule`` at qp 0."""
+    from nnr.codec.allocation import steps_for
+
+    steps = steps_for(values, 0.0, rule, opts.vector_qp, opts.size_exponent)
+    return float(exactmath.exp(float(np.mean(exactmath.log(steps)))))
 
 
 SHARED_BYTES = 1 << 16      # initializers this large are held once and shared by the probe's sessions
@@ -432,23 +437,23 @@ def _channel_steps(w: Weight, step: float) -> np.ndarray | None:
 
 def _level_bits(values: np.ndarray, step: float | np.ndarray) -> float:
     """Order-0 entropy, in bits, of the levels of ``values`` rounded at ``step``."""
-    levels = np.round(values / step).astype(np.int64).ravel()
-    counts = np.bincount(levels - levels.min())
-    counts = counts[counts > 0]
-    return float(-np.sum(counts * exactmath.log2(counts / levels.size)))
+    _, counts = np.unique(np.round(values / step).astype(np.int64), return_counts=True)
+    return float(-np.sum(counts * exactmath.log2(counts / values.size)))
 
 
 def _equal_rate_channel_steps(w: Weight, step: float) -> tuple[np.ndarray, float] | None:
     """Per-channel steps (:func:`_channel_steps` scaled by a factor) whose levels, with each
     channel's own step written (CHANNEL_SIDE_BITS), take the entropy of one step ``step``'s
-    levels, and that factor; None for one channel, or when no factor within 16× reaches it."""
+    levels, and that factor; None for one channel, or when no factor within 16× either way
+    reaches it."""
     base = _channel_steps(w, step)
     if base is None:
         return None
     values = to_float64(w.storage, w.fmt)
     budget = _level_bits(values, step) - CHANNEL_SIDE_BITS * base.size
     lo, hi = -4.0, 4.0                      # log2 of the factor; coarser steps take fewer bits
-    if _level_bits(values, base * exactmath.exp2(hi)) > budget:
+    if (_level_bits(values, base * exactmath.exp2(hi)) > budget
+            or _level_bits(values, base * exactmath.exp2(lo)) <= budget):
         return None
     for _ in range(12):
         mid = (lo + hi) / 2
@@ -512,14 +517,15 @@ def plan(model: ModelProto, opts: EncoderOptions, target_snr_db: float = DEFAULT
         d = distortion(rounded)
         if not (d > 0 and math.isfinite(d)):
             return None
-        per_channel = False
+        channel_unit = None
         matched = _equal_rate_channel_steps(w, step) if opts.probe_channels and opts.step_rule == "scale" else None
         if matched is not None:
             steps, scale = matched
             d_channel = distortion(_rounded(w, steps))
-            if math.isfinite(d_channel) and d_channel < CHANNEL_GAIN * d:
-                d, per_channel = d_channel / (scale * scale), True   # as at steps of geometric mean ``step``
-        return d / error, per_channel
+            if 0 < d_channel < CHANNEL_GAIN * d:
+                d = d_channel / (scale * scale)   # as at steps of geometric mean ``step``
+                channel_unit = _unit_step(to_float64(w.storage, w.fmt), "channel", opts)
+        return d / error, channel_unit
 
     # with threads, several tensors are measured at once, each run on one onnxruntime thread
     workers = probe.workers if probe.workers > 1 else 0
@@ -528,18 +534,17 @@ def plan(model: ModelProto, opts: EncoderOptions, target_snr_db: float = DEFAULT
             if progress:
                 progress(i, len(weights), f"probe {w.name}")
             if sensitivity is not None:
-                sens[w.name], by_channel = sensitivity
-                if by_channel:
+                sens[w.name], channel_unit = sensitivity
+                if channel_unit is not None:
                     channel.append(w.name)
+                    weights[i] = dataclasses.replace(w, unit_step=channel_unit)
     probe.forget()
     if progress:
         progress(len(weights), len(weights), "probe done")
     report.tensors = len(sens)
     report.channel_steps = len(channel)
     report.seconds = time.perf_counter() - t0
-    if channel:   # their steps' geometric mean is what the allocation sets
-        opts = dataclasses.replace(opts, channel_steps=tuple(channel))
-        weights = float_weights(model, base_dir, opts, probe.arrays)
+    opts = dataclasses.replace(opts, channel_steps=tuple(channel))   # their unit steps are the channel rule's
     return _allocate(weights, sens, opts, target_snr_db, offset_weight, max_offset), probe, report
 
 

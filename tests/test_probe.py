@@ -253,6 +253,9 @@ def test_channel_steps_must_be_names(value, message):
 def test_channel_steps_belong_to_the_scale_rule():
     with pytest.raises(OptionError, match="no meaning"):
         EncoderOptions(step_rule="uniform", channel_steps=("B",))
+    with pytest.raises(OptionError, match="no meaning"):
+        EncoderOptions(step_rule="channel", probe_channels=True)
+    assert "probe_channels" not in EncoderOptions(probe_channels=True).to_json()   # steers; channel_steps records
     opts = EncoderOptions(channel_steps=["B"])
     assert opts.rule_of("B") == "channel" and opts.rule_of("A") == "scale"
     assert EncoderOptions.from_json(opts.to_json()) == opts
@@ -262,7 +265,43 @@ def test_channel_steps_belong_to_the_scale_rule():
 def test_cli_probe_channels_needs_the_probe(tmp_path, capsys):
     src = tmp_path / "pair.onnx"
     onnx.save(rescaled_pair(), src)
-    assert exit_code(encode_main, [str(src), "-o", str(tmp_path / "a.nnr"), "--probe-channels", "--data-free"]) == 2
-    assert "steers the probe" in capsys.readouterr().err
+    for other in (["--data-free"], ["--lossless"], ["--qp", "-20"]):
+        assert exit_code(encode_main, [str(src), "-o", str(tmp_path / "a.nnr"), "--probe-channels", *other]) == 2
+        assert "steers the probe" in capsys.readouterr().err and not (tmp_path / "a.nnr").exists()
     assert encode_main([str(src), "-o", str(tmp_path / "b.nnr"), "--probe-channels"]) == 0
     assert "per-channel steps on 1 of them" in capsys.readouterr().err
+
+
+def test_a_per_channel_rounding_that_moves_nothing_is_not_chosen(monkeypatch):
+    """Outputs that do not move at all (quantized activations downstream, say) give no
+    sensitivity to allocate by: the tensor stays per-tensor and the probe does not fail."""
+    from nnr.probe import Probe, plan
+
+    calls = {}
+    original = Probe.distortion
+
+    def second_is_zero(self, replaced, *args, **kwargs):
+        key = tuple(replaced)
+        calls[key] = calls.get(key, 0) + 1
+        return 0.0 if calls[key] == 2 else original(self, replaced, *args, **kwargs)
+
+    monkeypatch.setattr(Probe, "distortion", second_is_zero)
+    opts, _, report = plan(rescaled_pair(), EncoderOptions(probe_channels=True))
+    assert opts.channel_steps == () and report.channel_steps == 0 and report.tensors == 2
+
+
+def test_equal_rate_channel_steps_spend_the_per_tensor_entropy():
+    from nnr.probe import CHANNEL_SIDE_BITS, Weight, _equal_rate_channel_steps, _level_bits
+
+    rng = np.random.default_rng(3)
+    values = rng.laplace(0, 1, (16, 64)) * 2.0 ** np.linspace(-3, 3, 16)[:, None]
+    values[5] = 0.0                                   # an all-zero channel takes the tensor's scale
+    w = Weight("w", 0, values.size, "float64", values, 1.0)
+    steps, scale = _equal_rate_channel_steps(w, 0.5)
+    assert steps.shape == (16, 1) and np.all(steps > 0)
+    bits = _level_bits(values, steps) + CHANNEL_SIDE_BITS * 16
+    assert _level_bits(values, 0.5) * 0.99 <= bits <= _level_bits(values, 0.5)
+    one = Weight("v", 0, 64, "float64", values[:1], 1.0)
+    assert _equal_rate_channel_steps(one, 0.5) is None                  # one channel: nothing to choose
+    tiny = Weight("t", 0, 32, "float64", values[:16, :2], 1.0)
+    assert _equal_rate_channel_steps(tiny, 0.5) is None                 # the step fields alone cost more

@@ -6,8 +6,9 @@ Per corpus model and threshold (strict, loose): nnr's smallest file meeting it i
 from the qp sweep of the data-free rule (``--sweep rule``, the default), from the probe's
 target sweep (``--sweep probe``) or from both together (``--sweep best``), and the share of
 bytes the second run saves. Then, at the qp (or probe target) of the first run's pick, the
-task's metric in both runs: the same levels when a change only moves reconstructions, so this
-is fidelity bought at no bytes.
+task's metric in both runs. At a qp these are the same levels when a change only moves
+reconstructions, so the difference is fidelity bought at no bytes. At a probe target the
+second run's probe may land elsewhere.
 """
 
 from __future__ import annotations
