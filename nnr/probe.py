@@ -497,9 +497,10 @@ def plan(model: ModelProto, opts: EncoderOptions, target_snr_db: float = DEFAULT
     sens: dict[str, float] = {}
     channel: list[str] = []
 
-    def measured(i: int) -> tuple[float, bool] | None:
-        """(output distortion per unit of weight error, rounding weight i; whether its steps
-        should follow its channels), None when rounding does not move it."""
+    def measured(i: int) -> tuple[float, float | None] | None:
+        """(output distortion per unit of weight error, rounding weight i; its unit step under
+        the channel rule if its steps should follow its channels, else None), None when
+        rounding does not move it."""
         w = weights[i]
         step = w.unit_step * exactmath.exp2((opts.qp + PROBE_QP) / 4.0)
         rounded = _rounded(w, step)
@@ -544,7 +545,8 @@ def plan(model: ModelProto, opts: EncoderOptions, target_snr_db: float = DEFAULT
     report.tensors = len(sens)
     report.channel_steps = len(channel)
     report.seconds = time.perf_counter() - t0
-    opts = dataclasses.replace(opts, channel_steps=tuple(channel))   # their unit steps are the channel rule's
+    if opts.probe_channels:   # the probe's choice replaces any given; their unit steps are the channel rule's
+        opts = dataclasses.replace(opts, channel_steps=tuple(channel))
     return _allocate(weights, sens, opts, target_snr_db, offset_weight, max_offset), probe, report
 
 

@@ -220,6 +220,7 @@ def test_the_probe_gives_per_channel_steps_where_rows_differ_in_what_they_drive(
     opts, _, report = plan(rescaled_pair(), EncoderOptions(probe_channels=True))
     assert opts.channel_steps == ("B",) and report.channel_steps == 1   # A's rows are alike
     assert plan(rescaled_pair(), EncoderOptions())[0].channel_steps == ()   # only when asked
+    assert plan(rescaled_pair(), EncoderOptions(channel_steps=("A",)))[0].channel_steps == ("A",)   # given: kept
     data = nnr.encode(rescaled_pair(), probe_channels=True)
     recorded = EncoderOptions.from_json(nnr.open(data).metadata()["options"])
     assert recorded.channel_steps == ("B",)
