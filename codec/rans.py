@@ -307,6 +307,9 @@ def _decode_group(blocks: Sequence[LaneBlock], group: list) -> tuple[np.ndarray,
     low16 = np.uint32(0xFFFF)
     alive = None
     ends = np.unique(length).tolist()
+    e = np.empty_like(x)      # reused at every step: the lane-wide operations allocate nothing
+    freq = np.empty_like(x)
+    need = np.empty(x.size, dtype=bool)
     for t in range(steps):
         if t == ends[0]:  # lanes that are done must end where they started; they read no more words
             done = length == t
@@ -318,17 +321,18 @@ def _decode_group(blocks: Sequence[LaneBlock], group: list) -> tuple[np.ndarray,
         np.bitwise_and(x, mask, out=g)
         if off is not None:
             g += off
-        e = packed.take(g)
+        packed.take(g, out=e, mode="clip")   # g < packed.size by construction: clip only skips the checks
         if context is not None:
             off = context.next(g)
         x >>= shift
-        x *= e >> 16
+        np.right_shift(e, 16, out=freq)
+        x *= freq
         e &= low16
         x += e
-        need = x < low
+        np.less(x, low, out=need)
         if alive is not None:
             need &= alive
-        idx = need.nonzero()[0]
+        idx = np.flatnonzero(need)
         k = idx.size
         if not k:
             continue
@@ -370,19 +374,23 @@ class _ContextStep:
                                        for t in tables])
         self.base = (blk * 16).astype(np.uint32)
         self.key = self.base.copy()   # block·16 + 4·class of the previous symbol
+        self._cls = np.empty_like(self.key)
+        self._off = np.empty_like(self.key)
 
     def first(self) -> np.ndarray:
         """Offsets of every lane's first symbol (context 0)."""
         return self.offsets.take(self.key)
 
     def next(self, slots: np.ndarray) -> np.ndarray:
-        """Offsets of every lane's next symbol, given the slots its current symbol was read from."""
-        cls = self.classes.take(slots)
+        """Offsets of every lane's next symbol, given the slots its current symbol was read from
+        (an array this object overwrites at its next call). Slots and keys are in range by
+        construction, so the gathers skip their checks."""
+        cls = self.classes.take(slots, out=self._cls, mode="clip")
         self.key += cls
-        off = self.offsets.take(self.key)
+        self.offsets.take(self.key, out=self._off, mode="clip")
         cls <<= 2
         np.add(self.base, cls, out=self.key)
-        return off
+        return self._off
 
 
 def _prepare(b: LaneBlock) -> tuple[np.ndarray, np.ndarray] | None:
