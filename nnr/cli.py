@@ -308,11 +308,13 @@ def _encoded(args: argparse.Namespace, shown: str, data: bytes | None, seconds: 
     """After encoding: the channel-removal speed-up, the summary line, and the --json document."""
     from nnr.formats.onnx_io import model_bytes_on_disk
 
+    from .decoder import OWN_OUTPUT_MEMORY, default_memory_limit
     from .decoder import open as nnr_open
     from .options import EncoderOptions
 
     written = data if data is not None else args.output
-    stored = EncoderOptions.from_json(nnr_open(written).metadata()["options"])
+    coded = nnr_open(written, OWN_OUTPUT_MEMORY)
+    stored = EncoderOptions.from_json(coded.metadata()["options"])
     if stored.prune_remove and not args.quiet:
         _report_speedup(args, written)
     lossy = not stored.lossless or bool(stored.prune)
@@ -320,9 +322,14 @@ def _encoded(args: argparse.Namespace, shown: str, data: bytes | None, seconds: 
     size = len(data) if data is not None else os.path.getsize(args.output)
     _say(args, f"{printable(shown)} ({_human(src)}) -> {printable(args.output)} ({_human(size)}, "
                f"{src / max(size, 1):.2f}x smaller, {'lossy' if lossy else 'lossless'}) in {seconds:.1f} s")
+    needed = coded.memory_needed()
+    if needed > default_memory_limit(size):
+        _say(args, f"note: decode this file with --max-memory {-(-needed // 10**6)}MB or more: it decodes to more "
+                   f"than the default memory limit allows (max(64 MiB, 1024 x the file's size) = "
+                   f"{default_memory_limit(size):,} bytes; it needs {needed:,})")
     if args.json:
         print_json({"input": shown, "output": args.output, "input_bytes": src, "output_bytes": size, "lossy": lossy,
-                    "seconds": round(seconds, 3), "options": stored.to_json(),
+                    "seconds": round(seconds, 3), "decode_memory": needed, "options": stored.to_json(),
                     "probe": dataclasses.asdict(probed) if probed is not None else None})
 
 

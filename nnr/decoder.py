@@ -138,9 +138,35 @@ class NnrFile:
         with pool_map(n - 1, "nnr-decode") as map_fn:   # the calling thread is the n-th: it lock-steps
             return self._model(progress, place, map_fn, WAVES_PER_THREAD * n)
 
+    def memory_needed(self) -> int:
+        """Bytes a whole-model decode charges to its memory budget (formats/SPEC.md, section 4):
+        the least ``max_memory`` that decodes this file. Parses every unit and decodes no
+        symbol; meant for a file this process trusts (its own output), as parsing is not limited."""
+        budget = Budget(OWN_OUTPUT_MEMORY)
+        self._charge_graph(budget)
+        typed = self._typed_fields()
+        for unit in self.units():
+            self._charge_typed(budget, unit, typed)
+            decoder = unit_decoder(unit, self.version, budget)   # its first step charges all it allocates
+            try:
+                next(decoder)
+            except StopIteration:
+                pass
+            decoder.close()
+        return budget.limit - budget.remaining
+
+    def _charge_graph(self, budget: Budget) -> None:
+        budget.charge(2 * len(self._container.graph), "the graph")
+
+    @staticmethod
+    def _charge_typed(budget: Budget, unit: TensorUnit, typed: set[int]) -> None:
+        if unit.slot in typed:
+            budget.charge(2 * unit.numel * storage_dtype(unit.dtype).itemsize,
+                          f"tensor {unit.name!r} in its typed field")
+
     def _model(self, progress, place, map_fn, waves: int) -> ModelProto:
         budget = Budget(self.max_memory)
-        budget.charge(2 * len(self._container.graph), "the graph")
+        self._charge_graph(budget)
         model = self.graph()
         slots = tensor_slots(model)
         _refuse_external_references(model, slots)
@@ -157,9 +183,7 @@ class NnrFile:
                 if unit.slot in seen:
                     raise CorruptionError(f"tensor slot {unit.slot} is coded twice")
                 seen.add(unit.slot)
-                if unit.slot in batches.typed:
-                    budget.charge(2 * unit.numel * storage_dtype(unit.dtype).itemsize,
-                                  f"tensor {unit.name!r} in its typed field")
+                self._charge_typed(budget, unit, batches.typed)
                 batch.append((unit, slot))
                 elements += unit.numel
                 if elements >= BATCH_ELEMENTS:

@@ -346,6 +346,29 @@ def test_max_memory_limit_is_enforced(tmp_path, model_path, capsys):
     assert info_main([str(src), "--max-memory", "1K"]) == 0
 
 
+def test_encode_says_what_memory_a_file_beyond_the_default_limit_needs(tmp_path, capsys, monkeypatch):
+    """A file compressed further than the default decoding limit (max(64 MiB, 1024 x its size))
+    assumes decodes only with a raised --max-memory: nnr-encode says how much, and only then."""
+    import re
+
+    monkeypatch.setattr("nnr.decoder.DEFAULT_MEMORY_FLOOR", 0)   # the same rule, scaled to a size a test affords
+    monkeypatch.setattr("nnr.decoder.MEMORY_PER_FILE_BYTE", 100)
+    src = tmp_path / "wide.onnx"
+    onnx.save(mlp(hidden=2000), src)
+    coded, out = tmp_path / "w.nnr", tmp_path / "o.onnx"
+    assert encode_main([str(src), "-o", str(coded), "--data-free", "--prune", "magnitude:0.99", "--json"]) == 0
+    captured = capsys.readouterr()
+    needed = json.loads(captured.out)["decode_memory"]
+    hint = re.search(r"--max-memory (\d+)MB", captured.err)
+    assert hint and int(hint.group(1)) * 10**6 >= needed
+    assert decode_main([str(coded), "-o", str(out), "-q"]) == 3
+    assert decode_main([str(coded), "-o", str(out), "-q", "--max-memory", str(needed - 1)]) == 3
+    assert decode_main([str(coded), "-o", str(out), "-q", "--max-memory", f"{hint.group(1)}MB"]) == 0
+    capsys.readouterr()
+    assert encode_main([str(src), "-o", str(tmp_path / "fine.nnr"), "--data-free"]) == 0
+    assert "--max-memory" not in _no_traceback(capsys)
+
+
 def test_nnr_command_dispatches_to_each_tool(tmp_path, model_path, capsys):
     from nnr.cli import COMMANDS, main
 

@@ -347,3 +347,21 @@ def test_reconstruction_option_defaults_to_gain_and_old_records_replay_as_mse():
         proj = {k: float(numpy_helper.to_array(next(t for t in m.graph.initializer if t.name == name))
                          .astype(np.float64).ravel() @ w / (w @ w)) for k, m in (("gain", gain), ("mse", mse))}
         assert abs(proj["gain"] - 1) < abs(proj["mse"] - 1)
+
+
+@pytest.mark.parametrize("model, options", [
+    (mlp(seed=4), {}),
+    (mlp(seed=4, typed=True), {}),
+    (mlp(seed=4, dtype=TensorProto.FLOAT16), {}),
+    (mlp(seed=4, row_scales=True), {"step_rule": "channel"}),
+    (mlp(seed=4), {"lossless": True}),
+])
+def test_memory_needed_is_the_least_budget_that_decodes_the_file(model, options):
+    from nnr.decoder import OWN_OUTPUT_MEMORY
+
+    data = nnr.encode(model, probe=False, **options)
+    needed = nnr.open(data, OWN_OUTPUT_MEMORY).memory_needed()
+    assert needed > 0
+    nnr.decode(data, max_memory=needed)
+    with pytest.raises(nnr.LimitError):
+        nnr.decode(data, max_memory=needed - 1)
