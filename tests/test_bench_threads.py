@@ -10,3 +10,15 @@ def test_thread_scaling_rows_cover_each_method_and_count():
     assert all(r["seconds"] > 0 and r["encode_MBps"] > 0 and r["decode_MBps"] > 0 for r in rows)
     table = bench.threads_table(rows, "2MB")
     assert table.count("| nnr ") == 4 and table.count("1.00×") >= 4
+    for r in rows:
+        for key in ("encode_steal", "decode_steal"):
+            assert r[key] is None or 0.0 <= r[key] <= 1.0
+
+
+def test_stolen_share_comes_from_the_machine_counters(monkeypatch):
+    ticks = iter([(1000, 10), (1400, 110)])
+    monkeypatch.setattr(bench, "cpu_ticks", lambda: next(ticks))
+    seconds, stolen = bench.timed_steal(lambda: None, repeat=1)
+    assert seconds >= 0 and stolen == 0.25
+    monkeypatch.setattr(bench, "cpu_ticks", lambda: None)
+    assert bench.timed_steal(lambda: None, repeat=1)[1] is None
