@@ -22,3 +22,12 @@ def test_stolen_share_comes_from_the_machine_counters(monkeypatch):
     assert seconds >= 0 and stolen == 0.25
     monkeypatch.setattr(bench, "cpu_ticks", lambda: None)
     assert bench.timed_steal(lambda: None, repeat=1)[1] is None
+
+
+def test_cpu_ticks_reads_the_steal_field_and_leaves_idle_out(tmp_path):
+    stat = tmp_path / "stat"   # user nice system idle iowait irq softirq steal guest guest_nice
+    stat.write_text("cpu  100 2 30 5000 40 6 7 80 9 0\ncpu0 50 1 15 2500 20 3 3 40 4 0\n")
+    assert bench.cpu_ticks(stat) == (100 + 2 + 30 + 6 + 7 + 80, 80)
+    stat.write_text("cpu  1 2 3\n")
+    assert bench.cpu_ticks(stat) is None
+    assert bench.cpu_ticks(tmp_path / "missing") is None

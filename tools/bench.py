@@ -213,20 +213,25 @@ def encode_time_ratios(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def cpu_ticks() -> tuple[int, int] | None:
-    """(all, stolen) CPU ticks of this machine so far, from /proc/stat (None where there is none):
-    stolen ticks are those a hypervisor gave another guest while this one wanted to run."""
+def cpu_ticks(stat: Path = Path("/proc/stat")) -> tuple[int, int] | None:
+    """(wanted, stolen) CPU ticks of this machine so far, from /proc/stat (None where there is
+    none): ticks its CPUs ran or wanted to run (user, nice, system, irq, softirq, steal; not
+    idle or iowait), and the stolen ones, which a hypervisor gave another guest meanwhile."""
     try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        fields = [int(v) for v in stat.read_text().split("\n", 1)[0].split()[1:9]]
     except (OSError, ValueError):
         return None
-    return sum(fields[:8]), (fields[7] if len(fields) > 7 else 0)
+    if len(fields) < 8:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return user + nice + system + irq + softirq + steal, steal
 
 
 def timed_steal(fn, repeat: int) -> tuple[float, float | None]:
-    """(median seconds of ``fn`` as :func:`timed`, the share of the machine's CPU time stolen by
-    its hypervisor meanwhile, or None): a speed-up measured while a host gives the guest's cores
-    to others is not the code's."""
+    """(median seconds of ``fn`` as :func:`timed`, the share of the CPU time this guest wanted
+    meanwhile that its hypervisor gave to others, or None): a speed-up measured while the host
+    takes the guest's cores is not the code's. Idle time is left out, so runs on one thread and
+    on all compare."""
     before = cpu_ticks()
     seconds, _ = timed(fn, repeat)
     after = cpu_ticks()
@@ -278,8 +283,10 @@ def threads_table(rows: list[dict], size: str) -> str:
                      f"{one['seconds'] / r['seconds']:.2f}× | {_share(r.get('encode_steal'))} | "
                      f"{r['decode_seconds']:.1f} | {r['decode_MBps']:.1f} | "
                      f"{one['decode_seconds'] / r['decode_seconds']:.2f}× | {_share(r.get('decode_steal'))} |")
-    lines += ["", "\"stolen\": the share of the machine's CPU time its hypervisor gave to other guests during "
-              "those runs (/proc/stat); a speed-up measured while it is high says more about the host than the code."]
+    lines += ["", "\"stolen\": of the CPU time this machine's cores ran or wanted to run during those runs, the "
+              "share its hypervisor gave to other guests (/proc/stat steal); a speed-up measured while it is high "
+              "says more about the host than the code. Contention from other processes on the machine itself "
+              "does not show here."]
     return "\n".join(lines)
 
 
