@@ -150,6 +150,10 @@ class LaneTable:
     def __init__(self, cdf: np.ndarray, precision: int, classes: np.ndarray | None = None) -> None:
         cdfs = np.atleast_2d(np.asarray(cdf, dtype=np.int64))
         freq = np.diff(cdfs, axis=1)
+        if (cdfs.ndim != 2 or cdfs.shape[1] < 2 or np.any(cdfs[:, 0] != 0)
+                or np.any(cdfs[:, -1] != 1 << precision) or np.any(freq <= 0)):
+            # the lock step's gathers skip bounds checks: every slot must belong to a symbol
+            raise ValueError(f"a lane table needs cdfs rising strictly from 0 to 2**{precision}")
         self.precision = precision
         self.contexts = int(cdfs.shape[0])
         self.size = int(freq.shape[1])

@@ -153,6 +153,16 @@ def test_lane_encoder_writes_the_reference_words_and_decodes_back():
         np.testing.assert_array_equal(decoded, symbols)
 
 
+def test_lane_table_refuses_a_cdf_that_leaves_slots_without_a_symbol():
+    # the lock step gathers from the table without bounds checks, so its size must be C·2**P
+    good = rans.lane_cdf(np.array([3, 1]), 4)
+    assert rans.LaneTable(good, 4).symbol.size == 16
+    assert rans.LaneTable(np.stack([good, good]), 4, np.array([0, 1])).symbol.size == 32
+    for cdf in ([0, 10, 15], [1, 10, 16], [0, 10, 10, 16], [0, 12, 8, 16], [16]):
+        with pytest.raises(ValueError, match="from 0 to 2\\*\\*4"):
+            rans.LaneTable(np.array(cdf), 4)
+
+
 def test_lane_decoder_refuses_damaged_blocks():
     rng = np.random.default_rng(4)
     cdf = rans.lane_cdf(np.array([50, 20, 10, 5, 1]), 12)
