@@ -8,8 +8,9 @@ def test_thread_scaling_rows_cover_each_method_and_count():
     assert {(r["method"], r["threads"]) for r in rows} == {(m, n) for m in ("nnr --data-free", "nnr default")
                                                            for n in (1, 2)}
     assert all(r["seconds"] > 0 and r["encode_MBps"] > 0 and r["decode_MBps"] > 0 for r in rows)
+    assert all(r["decode_alone_seconds"] > 0 and r["concurrent_decode_seconds"] > 0 for r in rows if r["threads"] == 2)
     table = bench.threads_table(rows, "2MB")
-    assert table.count("| nnr ") == 4 and table.count("1.00×") >= 4
+    assert table.count("| nnr ") == 4 and table.count("1.00×") >= 6   # speed-ups and ceiling of the 1-thread rows
     for r in rows:
         for key in ("encode_steal", "decode_steal"):
             assert r[key] is None or 0.0 <= r[key] <= 1.0
@@ -31,3 +32,44 @@ def test_cpu_ticks_reads_the_steal_field_and_leaves_idle_out(tmp_path):
     stat.write_text("cpu  1 2 3\n")
     assert bench.cpu_ticks(stat) is None
     assert bench.cpu_ticks(tmp_path / "missing") is None
+
+
+def test_ceiling_is_the_speed_up_of_independent_processes():
+    two = {"threads": 2, "decode_alone_seconds": 2.0, "concurrent_decode_seconds": 2.5}   # two at once: 2.5 s
+    assert bench.ceiling(two) == 2 * 2.0 / 2.5
+    assert bench.ceiling({"threads": 1}) == 1.0
+    assert bench.ceiling({"threads": 2}) is None
+
+
+def test_timed_rounds_alternates_and_counts_steal_per_function(monkeypatch):
+    calls = []
+    ticks = iter([(0, 0), (100, 10), (100, 10), (300, 10), (300, 10), (400, 30), (400, 30), (600, 30)])
+    monkeypatch.setattr(bench, "cpu_ticks", lambda: next(ticks))
+    got = bench.timed_rounds({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeat=2)
+    assert calls == ["a", "b", "a", "b", "a", "b"]   # a warm-up each, then rounds in turn
+    assert got["a"][1] == (10 + 20) / (100 + 100) and got["b"][1] == 0.0
+
+
+def test_concurrent_decodes_times_every_round(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    import nnr
+    import numpy as np
+
+    w = np.random.default_rng(0).laplace(size=(64, 64)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+                              [onnx.numpy_helper.from_array(w, "w")])
+    path = tmp_path / "m.nnr"
+    nnr.encode_to_file(helper.make_model(graph), path, probe=False)
+    alone, at_once = bench.concurrent_decodes(path, 2, repeat=2)
+    assert alone > 0 and at_once > 0
+
+
+def test_concurrent_decodes_stops_when_a_worker_fails(tmp_path):
+    import pytest
+
+    with pytest.raises(SystemExit, match="concurrent decode"):
+        bench.concurrent_decodes(tmp_path / "missing.nnr", 2, repeat=1)

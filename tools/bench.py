@@ -12,7 +12,10 @@ encode and decode at a git commit or tag (e.g. the previous release) in the same
 temporary git worktree with this checkout's installed packages, and prints the ratios.
 ``--scaling SIZE`` also encodes a generated transformer-shaped model of SIZE (external data;
 tools/bench_memory.make_model) at each ``--threads`` count, checks the files are identical,
-and reports MB/s of weights and the speed-up over one thread, measured in the same run.
+and reports MB/s of weights and the speed-up over one thread, measured in the same run, next
+to the machine's ceiling for it: n one-thread decodes of the same file run at once in n
+processes (no shared interpreter lock, no shared work), and n × one's time ÷ their time is the
+about the most an n-thread decode doing the same work could reach on this machine.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import statistics
 import subprocess
 import sys
@@ -240,9 +244,78 @@ def timed_steal(fn, repeat: int) -> tuple[float, float | None]:
     return seconds, (after[1] - before[1]) / (after[0] - before[0])
 
 
+def timed_rounds(fns: dict, repeat: int) -> dict:
+    """{key: (median seconds, stolen share as :func:`timed_steal`)} of each function, after a
+    warm-up each, timed in ``repeat`` rounds that run every function once in turn: a slow spell
+    of the machine then falls on all of them, not on one."""
+    for fn in fns.values():
+        fn()
+    times: dict = {k: [] for k in fns}
+    ticks: dict = {k: [0, 0] for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            before = cpu_ticks()
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+            after = cpu_ticks()
+            if before is not None and after is not None:
+                ticks[k][0] += after[0] - before[0]
+                ticks[k][1] += after[1] - before[1]
+    return {k: (statistics.median(times[k]), ticks[k][1] / ticks[k][0] if ticks[k][0] > 0 else None) for k in fns}
+
+
+def _decode_at_barrier(path: str, worker: int, repeat: int, barrier, results) -> None:
+    """Worker of :func:`concurrent_decodes`: a warm-up decode, then per round a one-thread
+    decode by worker 0 alone and one by every worker at once, reporting (kind, round, seconds)."""
+    nnr.decode(path, threads=1)
+    for i in range(repeat):
+        barrier.wait()
+        if worker == 0:
+            t0 = time.perf_counter()
+            nnr.decode(path, threads=1)
+            results.put(("alone", i, time.perf_counter() - t0))
+        barrier.wait()
+        t0 = time.perf_counter()
+        nnr.decode(path, threads=1)
+        results.put(("at once", i, time.perf_counter() - t0))
+
+
+def concurrent_decodes(path: Path, processes: int, repeat: int) -> tuple[float, float]:
+    """(median seconds of a one-thread decode of ``path`` alone, median seconds of
+    ``processes`` of them run at once in separate processes), from ``repeat`` rounds that do
+    both; a round of simultaneous decodes lasts as long as its slowest."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")   # a fresh interpreter: safe from any caller's threads
+    barrier, results = ctx.Barrier(processes), ctx.Queue()
+    workers = [ctx.Process(target=_decode_at_barrier, args=(str(path), i, repeat, barrier, results), daemon=True)
+               for i in range(processes)]
+    for w in workers:
+        w.start()
+    rounds: dict = {"alone": {}, "at once": {}}
+    try:
+        for _ in range((processes + 1) * repeat):
+            while True:
+                try:
+                    kind, i, seconds = results.get(timeout=1)
+                    break
+                except queue.Empty:
+                    if any(w.exitcode not in (None, 0) for w in workers):   # the others wait at the barrier
+                        raise SystemExit(f"bench: a concurrent decode of {path} failed") from None
+            rounds[kind][i] = max(rounds[kind].get(i, 0.0), seconds)
+    finally:
+        for w in workers:
+            w.join(timeout=60)
+            if w.is_alive():
+                w.kill()
+    return statistics.median(rounds["alone"].values()), statistics.median(rounds["at once"].values())
+
+
 def bench_threads(size: str, counts: list[int], repeat: int) -> list[dict]:
     """Encode and decode throughput of a generated model at each thread count (the default and
-    the data-free rule), with the files and the decoded weights checked identical across counts."""
+    the data-free rule), with the files and the decoded weights checked identical across counts;
+    the decodes of all counts are timed in alternation (:func:`timed_rounds`)."""
     from nnr.sizes import parse_size
     from tools.bench_memory import make_model
 
@@ -251,43 +324,68 @@ def bench_threads(size: str, counts: list[int], repeat: int) -> list[dict]:
         model = make_model(Path(tmp), parse_size(size))
         weights = (Path(tmp) / "model.onnx.data").stat().st_size
         for method, options in (("nnr --data-free", {"probe": False}), ("nnr default", {})):
-            files, decoded = {}, {}
+            files, decoded, encoded = {}, {}, {}
             for n in counts:
                 out = Path(tmp) / f"m{n}.nnr"
-                seconds, steal = timed_steal(lambda: nnr.encode_to_file(model, out, threads=n, **options), repeat)
+                encoded[n] = timed_steal(lambda: nnr.encode_to_file(model, out, threads=n, **options), repeat)
                 files[n] = out.read_bytes()
-                # CPU work, no disk writes
-                dec_seconds, dec_steal = timed_steal(lambda: nnr.decode(out, threads=n), repeat)
                 back = Path(tmp) / f"d{n}.onnx"
                 nnr.decode_to_file(out, back, external_data=True, threads=n)
                 decoded[n] = hashlib.sha256(Path(f"{back}.data").read_bytes()).hexdigest()
-                rows.append({"method": method, "threads": n, "weight_bytes": weights, "seconds": seconds,
-                             "encode_MBps": weights / 1e6 / seconds, "encode_steal": steal,
-                             "decode_seconds": dec_seconds, "decode_MBps": weights / 1e6 / dec_seconds,
-                             "decode_steal": dec_steal})
             if len(set(files.values())) != 1 or len(set(decoded.values())) != 1:
                 raise SystemExit(f"bench: {method} made different files at thread counts {counts}")
+            out = Path(tmp) / f"m{counts[0]}.nnr"
+            # CPU work, no disk writes
+            decodes = timed_rounds({n: (lambda n=n: nnr.decode(out, threads=n)) for n in counts}, repeat)
+            for n in counts:
+                (seconds, steal), (dec_seconds, dec_steal) = encoded[n], decodes[n]
+                row = {"method": method, "threads": n, "weight_bytes": weights, "seconds": seconds,
+                       "encode_MBps": weights / 1e6 / seconds, "encode_steal": steal,
+                       "decode_seconds": dec_seconds, "decode_MBps": weights / 1e6 / dec_seconds,
+                       "decode_steal": dec_steal}
+                if n > 1:
+                    row["decode_alone_seconds"], row["concurrent_decode_seconds"] = concurrent_decodes(out, n, repeat)
+                rows.append(row)
     return rows
 
 
 def threads_table(rows: list[dict], size: str) -> str:
     lines = [f"Encoding a generated {size} transformer-shaped model (weights in external data) to a file, then "
-             "decoding that file in memory (`nnr.decode`), same run; the files, and the weights decoded to external "
-             "data, are identical at every thread count:", "",
+             "decoding that file in memory (`nnr.decode`), same run, the decodes at each thread count in turn; the "
+             "files, and the weights decoded to external data, are identical at every thread count:", "",
              "| method | threads | encode s | encode MB/s | speed-up | stolen | decode s | decode MB/s | speed-up "
-             "| stolen |",
-             "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+             "| stolen | ceiling |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for r in rows:
         one = next(x for x in rows if x["method"] == r["method"] and x["threads"] == 1)
         lines.append(f"| {r['method']} | {r['threads']} | {r['seconds']:.1f} | {r['encode_MBps']:.1f} | "
                      f"{one['seconds'] / r['seconds']:.2f}× | {_share(r.get('encode_steal'))} | "
                      f"{r['decode_seconds']:.1f} | {r['decode_MBps']:.1f} | "
-                     f"{one['decode_seconds'] / r['decode_seconds']:.2f}× | {_share(r.get('decode_steal'))} |")
+                     f"{one['decode_seconds'] / r['decode_seconds']:.2f}× | {_share(r.get('decode_steal'))} | "
+                     f"{_ceiling(r)} |")
     lines += ["", "\"stolen\": of the CPU time this machine's cores ran or wanted to run during those runs, the "
               "share its hypervisor gave to other guests (/proc/stat steal); a speed-up measured while it is high "
               "says more about the host than the code. Contention from other processes on the machine itself "
-              "does not show here."]
+              "does not show here.",
+              "", "\"ceiling\": the same file decoded on one thread by as many processes as the row has threads, all "
+              "at once, alternating with one such decode alone: threads × the time alone ÷ the time at once. A decode "
+              "of the same work on that many threads can hardly beat it on this machine: the processes share no "
+              "interpreter lock and no work, only the cores, caches and memory bandwidth."]
     return "\n".join(lines)
+
+
+def ceiling(row: dict) -> float | None:
+    """The decode speed-up ``row``'s thread count could reach at most here (see threads_table)."""
+    if row["threads"] == 1:
+        return 1.0
+    if "concurrent_decode_seconds" not in row:
+        return None
+    return row["threads"] * row["decode_alone_seconds"] / row["concurrent_decode_seconds"]
+
+
+def _ceiling(row: dict) -> str:
+    c = ceiling(row)
+    return "–" if c is None else f"{c:.2f}×"
 
 
 def _share(x: float | None) -> str:
