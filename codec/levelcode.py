@@ -293,25 +293,17 @@ class LevelJob:
         self.escapes, self.packed, self.n_plain = escapes, packed, n_plain
 
     def finish(self, symbols: np.ndarray) -> np.ndarray:
-        """Levels (int32) from the block's decoded symbols."""
+        """Levels (int32) from the block's decoded symbols; an int32 ``symbols`` array is
+        overwritten with them (a block's symbols are not needed once it has its levels)."""
         k, s, n_esc = self.k, self.s, self.escapes.size
-        esc_mask = symbols == self.n_sym - 1
-        esc_pos = np.flatnonzero(esc_mask)
+        esc_pos = np.flatnonzero(symbols == self.n_sym - 1)
         if esc_pos.size != n_esc:
             raise CorruptionError(f"level block has {esc_pos.size} escape symbols but {n_esc} escape values")
-        levels = symbols.astype(np.int32)
+        levels = symbols if symbols.dtype == np.int32 else symbols.astype(np.int32)
         levels += self.lo
         if s:
             levels <<= s
-            plane_bytes = (self.n_plain + 7) // 8
-            planes = np.frombuffer(self.packed, dtype=np.uint8).reshape(s, plane_bytes)
-            fine = np.unpackbits(planes[0], count=self.n_plain, bitorder="little").astype(np.int32)
-            for j in range(1, s):
-                fine |= np.unpackbits(planes[j], count=self.n_plain, bitorder="little").astype(np.int32) << j
-            if n_esc:
-                levels[~esc_mask] |= fine
-            else:
-                levels |= fine
+            np.bitwise_or(levels, self._fine_bits(esc_pos), out=levels)
         if n_esc:
             escapes = self.escapes
             if np.any(escapes >> np.uint64(1) > np.uint64(MAX_LEVEL - k - 1)):
@@ -319,6 +311,21 @@ class LevelJob:
             mags = ((escapes >> np.uint64(1)).astype(np.int64) + k + 1).astype(np.int32)
             levels[esc_pos] = np.where(escapes & np.uint64(1), -mags, mags)
         return levels
+
+    def _fine_bits(self, esc_pos: np.ndarray) -> np.ndarray:
+        """Each level's s low bits from the bit planes (0 at the escapes, which have none),
+        gathered in bytes when they fit: the planes are as long as the tensor."""
+        s, n = self.s, self.n_plain
+        planes = np.frombuffer(self.packed, dtype=np.uint8).reshape(s, (n + 7) // 8)
+        wide = np.int32 if s > 8 else np.uint8
+        fine = np.unpackbits(planes[0], count=n, bitorder="little").astype(wide, copy=False)
+        for j in range(1, s):
+            bits = np.unpackbits(planes[j], count=n, bitorder="little").astype(wide, copy=False)
+            bits <<= j
+            fine |= bits
+        if esc_pos.size:
+            fine = np.insert(fine, esc_pos - np.arange(esc_pos.size), 0)
+        return fine
 
 
 def read_levels(r: ByteReader, count: int, lanes: int) -> LevelJob:

@@ -65,6 +65,8 @@ def dequantize(levels: np.ndarray, theta: int, steps: np.ndarray, shape: tuple[i
         lo, hi = int(q.min()), int(q.max())
         if hi - lo < (1 << 20) and hi - lo < q.size:
             table = _reconstruct(np.arange(lo, hi + 1, dtype=np.int64), theta, step).astype(out_dtype)
+            if lo <= 0 <= hi:   # levels 0..hi, then lo..−1: a negative level indexes from the end
+                return np.concatenate((table[-lo:], table[:-lo]))[q].reshape(shape)
             return table[q - lo].reshape(shape)
     return _reconstruct(q, theta, step).astype(out_dtype).reshape(shape)
 

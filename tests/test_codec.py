@@ -10,7 +10,7 @@ from nnr.codec.entropy import ans_encode, geometric_freqs
 from nnr.codec.rans import stack_decode
 from nnr.codec.floatcast import bfloat16_bits
 from nnr.codec.floatplanes import decode_float_fields, decode_float_planes, encode_float_fields, encode_float_planes
-from nnr.codec.levelcode import decode_levels, encode_levels
+from nnr.codec.levelcode import CONTEXT_LANES, LANES, decode_levels, encode_levels
 from nnr.codec.lossy_decode import decode_lossy
 from nnr.codec.lossy_encode import LevelOverflow, dyadic_steps, encode_lossy
 from nnr.errors import CorruptionError
@@ -52,6 +52,22 @@ def test_levels_with_runs_of_scale_round_trip_in_every_dialect(levels, run, fine
     levels = levels * np.repeat(np.arange(levels.size // run + 1) % 4, run)[:levels.size]  # runs of zeros, runs of large
     for dialect in (CONTEXT_LANES, LANES):
         block = encode_levels(levels, fine_bits=fine_bits, lanes=dialect)
+        r = ByteReader(block)
+        np.testing.assert_array_equal(decode_levels(r, levels.size, dialect), levels)
+        r.expect_end()
+
+
+@pytest.mark.parametrize("fine_bits", [1, 3, 8, 9, 11])
+def test_fine_bits_round_trip_around_escapes(fine_bits):
+    # the low bits are gathered in bytes up to 8 planes, in int32 beyond; escapes carry none
+    rng = np.random.default_rng(fine_bits)
+    levels = np.round(rng.laplace(0.0, 2.0 ** (fine_bits + 2), 20000)).astype(np.int64)
+    k = 1 << (fine_bits + 3)
+    levels[rng.choice(levels.size, 300, replace=False)] = rng.integers(k + 1, 40 * k, 300) * rng.choice([-1, 1], 300)
+    levels[:5] = k + 7                                   # escapes at the start, back to back
+    levels[-3:] = -(k + 1)                               # and at the end
+    for dialect in (CONTEXT_LANES, LANES):
+        block = encode_levels(levels, k=k, fine_bits=fine_bits, lanes=dialect)
         r = ByteReader(block)
         np.testing.assert_array_equal(decode_levels(r, levels.size, dialect), levels)
         r.expect_end()
