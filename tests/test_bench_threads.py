@@ -1,4 +1,4 @@
-"""tools/bench.py --scaling: thread counts timed on a generated model, files checked identical."""
+"""tools/bench.py: --scaling (thread counts timed on a generated model, files checked identical) and the --baseline harness."""
 
 from tools import bench
 
@@ -73,3 +73,18 @@ def test_concurrent_decodes_stops_when_a_worker_fails(tmp_path):
 
     with pytest.raises(SystemExit, match="concurrent decode"):
         bench.concurrent_decodes(tmp_path / "missing.nnr", 2, repeat=1)
+
+
+def test_baseline_harness_imports_every_layer_from_the_tree(tmp_path):
+    import subprocess
+    import sys
+
+    for folder in ("nnr", "codec", "formats"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "__init__.py").write_text(f"WHERE = {folder!r}\n")
+    (tmp_path / "codec" / "levelcode.py").write_text("TREE = True\n")
+    probe = "import nnr, nnr.codec, nnr.formats, nnr.codec.levelcode as lc; print(nnr.WHERE, nnr.codec.WHERE, " \
+            "nnr.formats.WHERE, lc.TREE, lc.__file__)"
+    out = subprocess.run([sys.executable, "-c", bench.TREE_IMPORTS + probe, str(tmp_path)],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out[:4] == ["nnr", "codec", "formats", "True"] and out[4].startswith(str(tmp_path))

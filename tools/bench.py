@@ -118,9 +118,24 @@ def bench_model(item: dict, repeat: int) -> list[dict]:
     return rows
 
 
-BASELINE_RUN = r"""
-import inspect, json, statistics, sys, time
-sys.path.insert(0, sys.argv[1])
+TREE_IMPORTS = r"""
+import importlib.util, sys
+class _Tree:   # nnr and its codec and formats layers from the tree in argv[1], not the installed ones
+    folders = {"nnr": "nnr", "nnr.codec": "codec", "nnr.formats": "formats"}
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name not in cls.folders:
+            return None
+        folder = f"{sys.argv[1]}/{cls.folders[name]}"
+        return importlib.util.spec_from_file_location(name, f"{folder}/__init__.py", submodule_search_locations=[folder])
+sys.meta_path.insert(0, _Tree)
+"""
+"""Makes the interpreter import nnr from a checkout: its package folders map to three
+subpackages (pyproject.toml), so a path on sys.path alone would leave nnr.codec and
+nnr.formats to the installed copy."""
+
+BASELINE_RUN = TREE_IMPORTS + r"""
+import inspect, json, statistics, time
 import nnr
 source, repeat, out = open(sys.argv[2], "rb").read(), int(sys.argv[3]), {}
 one = lambda fn: {"threads": 1} if "threads" in inspect.signature(fn).parameters else {}  # older: one thread
