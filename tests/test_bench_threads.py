@@ -88,3 +88,32 @@ def test_baseline_harness_imports_every_layer_from_the_tree(tmp_path):
     out = subprocess.run([sys.executable, "-c", bench.TREE_IMPORTS + probe, str(tmp_path)],
                          capture_output=True, text=True, check=True).stdout.split()
     assert out[:4] == ["nnr", "codec", "formats", "True"] and out[4].startswith(str(tmp_path))
+
+
+def test_baseline_rows_at_head_match_this_checkout(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+    import numpy as np
+
+    w = np.random.default_rng(1).laplace(size=(32, 32)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32])],
+                              [onnx.numpy_helper.from_array(w, "w")])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph), path)
+    rows = bench.bench_baseline({"name": "toy", "path": path}, "HEAD", repeat=2)
+    by_method = {r["method"]: r for r in rows}
+    assert len(rows) == 6
+    for method in ("nnr default", "nnr --lossless"):
+        at_head, here = by_method[f"{method} at HEAD"], by_method[f"{method} at this checkout"]
+        assert at_head["encode_MBps"] > 0 and here["decode_MBps"] > 0
+        if not _dirty_codec():   # HEAD's code is this checkout's: the same files
+            assert at_head["bytes"] == here["bytes"]
+
+
+def _dirty_codec() -> bool:
+    import subprocess
+
+    return bool(subprocess.run(["git", "-C", str(bench.ROOT), "status", "--porcelain", "nnr", "codec", "formats"],
+                               capture_output=True, text=True).stdout.strip())

@@ -9,7 +9,8 @@ weights on one thread, for nnr (default and lossless), zstd -19 on the ONNX file
 onnxruntime's dynamic int8 quantization. Throughput is the median of --repeat runs after
 a warm-up (numba compiles once and caches). ``--baseline REF`` also measures nnr's
 encode and decode at a git commit or tag (e.g. the previous release) in the same run, from a
-temporary git worktree with this checkout's installed packages, and prints the ratios.
+temporary git worktree (its own nnr, codec and formats; this checkout's installed
+dependencies), in rounds that alternate with this checkout, and prints the ratios.
 ``--scaling SIZE`` also encodes a generated transformer-shaped model of SIZE (external data;
 tools/bench_memory.make_model) at each ``--threads`` count, checks the files are identical,
 and reports MB/s of weights and the speed-up over one thread, measured in the same run, next
@@ -158,19 +159,30 @@ THIS_CHECKOUT = "this checkout"
 
 def bench_baseline(item: dict, ref: str, repeat: int) -> list[dict]:
     """nnr's own rows measured at git ``ref`` and in this checkout by the same harness, each
-    in a fresh subprocess (the baseline on a temporary worktree), so the two compare fairly."""
+    in a fresh subprocess (the baseline on a temporary worktree), so the two compare fairly:
+    ``repeat`` rounds, each timing the baseline once and then this checkout once, so a slow
+    spell of the machine falls on both; the median of the rounds is kept."""
     n_weights, f32_bytes = float_weights(onnx.load(item["path"]))
 
     def measure(tree: Path) -> dict:
-        res = subprocess.run([sys.executable, "-c", BASELINE_RUN, str(tree), str(item["path"]), str(repeat)],
+        res = subprocess.run([sys.executable, "-c", BASELINE_RUN, str(tree), str(item["path"]), "1"],
                              cwd=tree, capture_output=True, text=True, check=True)
         return json.loads(res.stdout.strip().splitlines()[-1])
+
+    def median_of(rounds: list[dict]) -> dict:
+        return {method: {"bytes": m["bytes"], **{k: statistics.median(r[method][k] for r in rounds)
+                                                   for k in ("encode", "decode")}}
+                for method, m in rounds[0].items()}
 
     with tempfile.TemporaryDirectory() as tmp:
         tree = Path(tmp) / "tree"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tree), ref], check=True)
         try:
-            measured = {ref: measure(tree), THIS_CHECKOUT: measure(ROOT)}
+            rounds: dict = {ref: [], THIS_CHECKOUT: []}
+            for _ in range(repeat):
+                for where, path in ((ref, tree), (THIS_CHECKOUT, ROOT)):
+                    rounds[where].append(measure(path))
+            measured = {where: median_of(r) for where, r in rounds.items()}
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=True)
     rows = []
