@@ -15,7 +15,7 @@ dependencies), in rounds that alternate with this checkout, and prints the ratio
 tools/bench_memory.make_model) at each ``--threads`` count, checks the files are identical,
 and reports MB/s of weights and the speed-up over one thread, measured in the same run, next
 to the machine's ceiling for it: n one-thread decodes of the same file run at once in n
-processes (no shared interpreter lock, no shared work), and n × one's time ÷ their time is the
+processes (no shared interpreter lock, no shared work), and n × one's time ÷ their time is
 about the most an n-thread decode doing the same work could reach on this machine.
 """
 
@@ -121,6 +121,7 @@ def bench_model(item: dict, repeat: int) -> list[dict]:
 
 TREE_IMPORTS = r"""
 import importlib.util, sys
+sys.path.insert(0, sys.argv[1])   # trees before nnr.codec had top-level codec and formats packages
 class _Tree:   # nnr and its codec and formats layers from the tree in argv[1], not the installed ones
     folders = {"nnr": "nnr", "nnr.codec": "codec", "nnr.formats": "formats"}
     @classmethod
@@ -292,36 +293,44 @@ def timed_rounds(fns: dict, repeat: int) -> dict:
     return {k: (statistics.median(times[k]), ticks[k][1] / ticks[k][0] if ticks[k][0] > 0 else None) for k in fns}
 
 
+BARRIER_SECONDS = 3600
+"""How long a concurrent-decode worker waits for the others before giving up."""
+
+
 def _decode_at_barrier(path: str, worker: int, repeat: int, barrier, results) -> None:
     """Worker of :func:`concurrent_decodes`: a warm-up decode, then per round a one-thread
     decode by worker 0 alone and one by every worker at once, reporting (kind, round, seconds)."""
     nnr.decode(path, threads=1)
     for i in range(repeat):
-        barrier.wait()
+        barrier.wait(BARRIER_SECONDS)
         if worker == 0:
             t0 = time.perf_counter()
             nnr.decode(path, threads=1)
             results.put(("alone", i, time.perf_counter() - t0))
-        barrier.wait()
+        barrier.wait(BARRIER_SECONDS)
         t0 = time.perf_counter()
         nnr.decode(path, threads=1)
         results.put(("at once", i, time.perf_counter() - t0))
 
 
-def concurrent_decodes(path: Path, processes: int, repeat: int) -> tuple[float, float]:
+def concurrent_decodes(path: Path, processes: int, repeat: int,
+                       paths: list[Path] | None = None) -> tuple[float, float]:
     """(median seconds of a one-thread decode of ``path`` alone, median seconds of
     ``processes`` of them run at once in separate processes), from ``repeat`` rounds that do
-    both; a round of simultaneous decodes lasts as long as its slowest."""
+    both; a round of simultaneous decodes lasts as long as its slowest. ``paths`` gives each
+    process its own file instead (the first one decodes alone). If one fails, all stop."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")   # a fresh interpreter: safe from any caller's threads
     barrier, results = ctx.Barrier(processes), ctx.Queue()
-    workers = [ctx.Process(target=_decode_at_barrier, args=(str(path), i, repeat, barrier, results), daemon=True)
+    files = [str(p) for p in paths] if paths is not None else [str(path)] * processes
+    workers = [ctx.Process(target=_decode_at_barrier, args=(files[i], i, repeat, barrier, results), daemon=True)
                for i in range(processes)]
-    for w in workers:
-        w.start()
     rounds: dict = {"alone": {}, "at once": {}}
+    failed = True
     try:
+        for w in workers:
+            w.start()
         for _ in range((processes + 1) * repeat):
             while True:
                 try:
@@ -331,11 +340,17 @@ def concurrent_decodes(path: Path, processes: int, repeat: int) -> tuple[float, 
                     if any(w.exitcode not in (None, 0) for w in workers):   # the others wait at the barrier
                         raise SystemExit(f"bench: a concurrent decode of {path} failed") from None
             rounds[kind][i] = max(rounds[kind].get(i, 0.0), seconds)
+        failed = False
     finally:
+        if failed:
+            barrier.abort()   # the others stop waiting for the one that failed
         for w in workers:
-            w.join(timeout=60)
+            if w.pid is None:
+                continue
+            w.join(timeout=1 if failed else 60)
             if w.is_alive():
                 w.kill()
+                w.join()
     return statistics.median(rounds["alone"].values()), statistics.median(rounds["at once"].values())
 
 
@@ -381,23 +396,26 @@ def threads_table(rows: list[dict], size: str) -> str:
              "decoding that file in memory (`nnr.decode`), same run, the decodes at each thread count in turn; the "
              "files, and the weights decoded to external data, are identical at every thread count:", "",
              "| method | threads | encode s | encode MB/s | speed-up | stolen | decode s | decode MB/s | speed-up "
-             "| stolen | ceiling |",
-             "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+             "| stolen | alone s | at once s | ceiling |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for r in rows:
         one = next(x for x in rows if x["method"] == r["method"] and x["threads"] == 1)
         lines.append(f"| {r['method']} | {r['threads']} | {r['seconds']:.1f} | {r['encode_MBps']:.1f} | "
                      f"{one['seconds'] / r['seconds']:.2f}× | {_share(r.get('encode_steal'))} | "
                      f"{r['decode_seconds']:.1f} | {r['decode_MBps']:.1f} | "
                      f"{one['decode_seconds'] / r['decode_seconds']:.2f}× | {_share(r.get('decode_steal'))} | "
+                     f"{_seconds(r.get('decode_alone_seconds'))} | {_seconds(r.get('concurrent_decode_seconds'))} | "
                      f"{_ceiling(r)} |")
     lines += ["", "\"stolen\": of the CPU time this machine's cores ran or wanted to run during those runs, the "
               "share its hypervisor gave to other guests (/proc/stat steal); a speed-up measured while it is high "
               "says more about the host than the code. Contention from other processes on the machine itself "
               "does not show here.",
               "", "\"ceiling\": the same file decoded on one thread by as many processes as the row has threads, all "
-              "at once, alternating with one such decode alone: threads × the time alone ÷ the time at once. A decode "
-              "of the same work on that many threads can hardly beat it on this machine: the processes share no "
-              "interpreter lock and no work, only the cores, caches and memory bandwidth."]
+              "at once (\"at once s\", the slowest), alternating with one such decode alone (\"alone s\"): threads × "
+              "the time alone ÷ the time at once. A decode of the same work on that many threads can hardly beat it "
+              "on this machine: the processes share no interpreter lock and no work, only the cores, caches and "
+              "memory bandwidth. It is measured after the thread rows, in other processes: compare its \"alone\" "
+              "time with the one-thread decode row to see how far the machine drifted in between."]
     return "\n".join(lines)
 
 
@@ -413,6 +431,10 @@ def ceiling(row: dict) -> float | None:
 def _ceiling(row: dict) -> str:
     c = ceiling(row)
     return "–" if c is None else f"{c:.2f}×"
+
+
+def _seconds(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}"
 
 
 def _share(x: float | None) -> str:
