@@ -1,5 +1,6 @@
 """tools/bench.py: --scaling (thread counts timed on a generated model, files checked identical) and the --baseline harness."""
 
+from conformance.toy_models import mlp
 from tools import bench
 
 
@@ -79,19 +80,10 @@ def test_concurrent_decodes_stops_at_once_when_one_worker_of_several_fails(tmp_p
 
 
 def _toy_file(tmp_path):
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper
-
     import nnr
 
-    w = np.random.default_rng(0).laplace(size=(64, 64)).astype(np.float32)
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
-                              [onnx.numpy_helper.from_array(w, "w")])
     path = tmp_path / "m.nnr"
-    nnr.encode_to_file(helper.make_model(graph), path, probe=False)
+    nnr.encode_to_file(mlp(), path, probe=False)
     return path
 
 
@@ -111,18 +103,11 @@ def test_baseline_harness_imports_every_layer_from_the_tree(tmp_path):
 
 
 def test_baseline_rows_at_head_match_this_checkout(tmp_path):
-    import pytest
     import onnx
-    from onnx import TensorProto, helper
-    import numpy as np
+    import pytest
 
-    w = np.random.default_rng(1).laplace(size=(32, 32)).astype(np.float32)
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32])],
-                              [onnx.numpy_helper.from_array(w, "w")])
     path = tmp_path / "m.onnx"
-    onnx.save(helper.make_model(graph), path)
+    onnx.save(mlp(seed=1), path)
     rows = bench.bench_baseline({"name": "toy", "path": path}, "HEAD", repeat=2)
     by_method = {r["method"]: r for r in rows}
     assert len(rows) == 6

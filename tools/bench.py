@@ -264,12 +264,7 @@ def timed_steal(fn, repeat: int) -> tuple[float, float | None]:
     meanwhile that its hypervisor gave to others, or None): a speed-up measured while the host
     takes the guest's cores is not the code's. Idle time is left out, so runs on one thread and
     on all compare."""
-    before = cpu_ticks()
-    seconds, _ = timed(fn, repeat)
-    after = cpu_ticks()
-    if before is None or after is None or after[0] <= before[0]:
-        return seconds, None
-    return seconds, (after[1] - before[1]) / (after[0] - before[0])
+    return timed_rounds({0: fn}, repeat)[0]
 
 
 def timed_rounds(fns: dict, repeat: int) -> dict:
