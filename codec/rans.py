@@ -24,6 +24,7 @@ initial state raises CorruptionError.
 
 from __future__ import annotations
 
+import functools
 from bisect import bisect_right
 from typing import Callable, Generator, Iterable, Iterator, NamedTuple, Sequence, TypeVar
 
@@ -206,18 +207,29 @@ def decode_lane_blocks(blocks: Sequence[LaneBlock]) -> list[np.ndarray]:
     so a model of many small tensors decodes at the speed of one large one. Blocks whose
     lock steps differ widely in length go in separate groups, so that memory stays within
     twice the symbols."""
+    return [s() for s in lock_step_lane_blocks(blocks)]
+
+
+Symbols = Callable[[], np.ndarray]
+"""A block's symbols once its lock step is done: calling it gathers them (from the lock step's
+table slots), so that this work can run on another thread than the lock step."""
+
+
+def lock_step_lane_blocks(blocks: Sequence[LaneBlock]) -> list[Symbols]:
+    """:func:`decode_lane_blocks`, each block's symbols left to gather: every check of the
+    words is made here (a damaged block raises CorruptionError now); gathering cannot fail."""
     results: list = [None] * len(blocks)
     live = []
     for i, b in enumerate(blocks):
         prepared = _prepare(b)
         if prepared is None:
-            results[i] = np.zeros(0, dtype=np.int32)
+            results[i] = _ready(np.zeros(0, dtype=np.int32))
             continue
         if b.table.size == 1:  # one symbol: it owns every slot, states never move, no words
             x0, body = prepared
             if body.size or np.any(x0 != LANE_STATE_LOW):
                 raise CorruptionError("a lane of a one-symbol table must hold its initial state and no words")
-            results[i] = np.zeros(b.count, dtype=np.int32)
+            results[i] = _ready(np.zeros(b.count, dtype=np.int32))
             continue
         live.append((i, prepared))
     live.sort(key=lambda item: -_steps(blocks[item[0]]))
@@ -241,26 +253,48 @@ def decode_lane_blocks(blocks: Sequence[LaneBlock]) -> list[np.ndarray]:
 
 
 def _gather_group(blocks: Sequence[LaneBlock], group: list, results: list) -> None:
-    """Lock-step ``group`` and put each of its blocks' symbols in ``results``."""
+    """Lock-step ``group`` and put in ``results`` what gathers each of its blocks' symbols."""
     symbol, columns = _decode_group(blocks, group)
     for i, cols in columns:
-        results[i] = _gathered(cols, symbol, blocks[i])
+        results[i] = functools.partial(_gathered, cols, symbol, blocks[i])
 
 
-TRANSPOSE_STEPS = 256
-"""Steps gathered at a time when a context block's symbols are turned from step-major to
-lane-major order: the pieces stay in cache, where a whole-block transpose does not."""
+def _ready(symbols: np.ndarray) -> Symbols:
+    return lambda: symbols
+
+
+GATHER_ELEMENTS = 1 << 16
+"""Slots looked up at a time when a block's symbols are gathered: the lookup's index array
+(int64, as numpy's gathers want it) is made one small piece at a time and reused, where a
+whole block's would be a fresh allocation of 8 bytes per symbol."""
+TILE = 256
+"""Side of the tiles in which a context block's symbols are turned from step-major to
+lane-major order: a tile stays in cache, where a whole-block transpose does not."""
 
 
 def _gathered(cols: np.ndarray, symbol: np.ndarray, b: LaneBlock) -> np.ndarray:
     """Block ``b``'s symbols from its columns of a lock step's slots (row t: every lane's t-th
     slot), in the block's symbol order."""
-    if not b.contiguous:   # symbol i is lane i mod L's ⌊i / L⌋-th: the slots row by row
-        return symbol.take(cols).reshape(-1)[:b.count]
     steps, lanes = cols.shape
+    if not b.contiguous:   # symbol i is lane i mod L's ⌊i / L⌋-th: the slots row by row
+        rows = max(1, GATHER_ELEMENTS // lanes)
+        index = np.empty((min(rows, steps), lanes), dtype=np.intp)
+        out = np.empty((steps, lanes), dtype=symbol.dtype)
+        for t in range(0, steps, rows):
+            piece = index[:min(rows, steps - t)]
+            piece[...] = cols[t:t + rows]
+            symbol.take(piece, out=out[t:t + rows], mode="clip")   # slots < symbol.size by construction
+        return out.reshape(-1)[:b.count]
     runs = np.empty((lanes, steps), dtype=symbol.dtype)   # lane j's run is row j
-    for t in range(0, steps, TRANSPOSE_STEPS):
-        runs[:, t:t + TRANSPOSE_STEPS] = symbol.take(cols[t:t + TRANSPOSE_STEPS]).T
+    index = np.empty((min(TILE, steps), min(TILE, lanes)), dtype=np.intp)
+    tile = np.empty(index.shape, dtype=symbol.dtype)
+    for t in range(0, steps, TILE):
+        for j in range(0, lanes, TILE):
+            piece = cols[t:t + TILE, j:j + TILE]
+            at, got = index[:piece.shape[0], :piece.shape[1]], tile[:piece.shape[0], :piece.shape[1]]
+            at[...] = piece
+            symbol.take(at, out=got, mode="clip")
+            runs[j:j + TILE, t:t + TILE] = got.T
     q, r = divmod(b.count, lanes)
     if not r:
         return runs.reshape(-1)
@@ -428,13 +462,18 @@ Block = LaneBlock | StackBlock
 
 def decode_blocks(blocks: Sequence[Block]) -> list[np.ndarray]:
     """Symbols of each block: lane blocks all in one lock step, stack streams one by one."""
-    out: list[np.ndarray] = [np.zeros(0, dtype=np.int32)] * len(blocks)
+    return [s() for s in lock_step_blocks(blocks)]
+
+
+def lock_step_blocks(blocks: Sequence[Block]) -> list[Symbols]:
+    """:func:`decode_blocks`, the lane blocks' symbols left to gather (:func:`lock_step_lane_blocks`)."""
+    out: list[Symbols] = [_ready(np.zeros(0, dtype=np.int32))] * len(blocks)
     lane_at = [i for i, b in enumerate(blocks) if isinstance(b, LaneBlock)]
-    for i, symbols in zip(lane_at, decode_lane_blocks([blocks[i] for i in lane_at])):
+    for i, symbols in zip(lane_at, lock_step_lane_blocks([blocks[i] for i in lane_at])):
         out[i] = symbols
     for i, b in enumerate(blocks):
         if isinstance(b, StackBlock):
-            out[i] = stack_decode(b.words, b.freqs, b.count)
+            out[i] = _ready(stack_decode(b.words, b.freqs, b.count))
     return out
 
 
@@ -467,7 +506,7 @@ def start_all(decoders: "Sequence[Steps[T]]", map_fn: MapFn = map, waves: int = 
     ``map_fn`` as soon as its wave is decoded; later rounds (for decoders that wait again) are
     one lock step each. With ``ThreadPoolExecutor.map`` (which takes its items as they come) the
     first round's lock steps run here, in the calling thread, while the decoders' finishing work
-    (levels, reconstruction) runs on the pool; with the builtin ``map`` they run in the returned
+    (gathering symbols, levels, reconstruction) runs on the pool; with the builtin ``map`` they run in the returned
     function. The results are the same for any ``map_fn`` and wave count; with the builtin
     ``map`` and one wave, the first failure in decoding order is raised."""
     results: list = [None] * len(decoders)
@@ -478,8 +517,8 @@ def start_all(decoders: "Sequence[Steps[T]]", map_fn: MapFn = map, waves: int = 
         except StopIteration as stop:
             results[i] = stop.value
 
-    def advance(job: tuple[int, list[np.ndarray]]) -> tuple[int, bool, object]:
-        return (job[0], *_advance(decoders[job[0]], job[1]))
+    def advance(job: tuple[int, list[Symbols]]) -> tuple[int, bool, object]:
+        return (job[0], *_advance(decoders[job[0]], [s() for s in job[1]]))
 
     first = map_fn(advance, _lock_stepped(waiting, waves)) if waiting else iter(())
 
@@ -498,9 +537,9 @@ def start_all(decoders: "Sequence[Steps[T]]", map_fn: MapFn = map, waves: int = 
     return finish
 
 
-def _lock_stepped(waiting: "dict[int, list[Block]]", waves: int) -> "Iterator[tuple[int, list[np.ndarray]]]":
-    """(decoder, its blocks' symbols) for every waiting decoder, in order, lock-stepped in
-    ``waves`` waves of consecutive decoders of about equal symbol counts."""
+def _lock_stepped(waiting: "dict[int, list[Block]]", waves: int) -> "Iterator[tuple[int, list[Symbols]]]":
+    """(decoder, its blocks' symbols to gather) for every waiting decoder, in order,
+    lock-stepped in ``waves`` waves of consecutive decoders of about equal symbol counts."""
     size = {i: sum(b.count for b in blocks) for i, blocks in waiting.items()}
     total = sum(size.values())
     part: list[int] = []
@@ -510,7 +549,7 @@ def _lock_stepped(waiting: "dict[int, list[Block]]", waves: int) -> "Iterator[tu
         done += size[i]
         if n < len(waiting) and (cut >= waves - 1 or done * waves < (cut + 1) * max(total, 1)):
             continue
-        symbols = decode_blocks([b for j in part for b in waiting[j]])
+        symbols = lock_step_blocks([b for j in part for b in waiting[j]])
         at = 0
         for j in part:
             yield j, symbols[at:at + len(waiting[j])]

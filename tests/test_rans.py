@@ -349,7 +349,7 @@ def test_context_lanes_decode_as_the_spec_reads_them():
 
 def test_context_lanes_longer_than_one_gathering_piece_come_back_in_order():
     rng = np.random.default_rng(13)
-    piece = rans.TRANSPOSE_STEPS
+    piece = rans.TILE
     for count, lanes in [(3 * piece + 1, 3), (4 * piece, 4), (2 * piece + 7, 2), (piece + 1, 1), (5 * piece - 3, 5)]:
         symbols, block, _, _ = _context_block(rng, count, lanes, 3)
         np.testing.assert_array_equal(rans.decode_lane_blocks([block])[0], symbols)
@@ -376,6 +376,32 @@ def test_context_and_plain_blocks_decode_together_in_one_lock_step():
         np.testing.assert_array_equal(got, want)
     for got, want in zip(rans.decode_lane_blocks(blocks[::-1]), expected[::-1]):
         np.testing.assert_array_equal(got, want)
+
+
+def test_symbols_gathered_in_pieces_and_tiles_come_back_in_order(monkeypatch):
+    monkeypatch.setattr(rans, "GATHER_ELEMENTS", 24)   # pieces of one to a few steps
+    monkeypatch.setattr(rans, "TILE", 5)               # tiles cut through steps and lanes
+    rng = np.random.default_rng(17)
+    blocks, expected = [], []
+    for count, lanes in [(1, 1), (7, 3), (100, 30), (101, 7), (333, 40), (500, 5)]:
+        symbols, block, _, _ = _context_block(rng, count, lanes, 3)
+        blocks.append(block)
+        expected.append(symbols)
+        cdf = rans.lane_cdf(_random_table(rng, 20, 500), 9)
+        symbols = rng.choice(20, size=count, p=np.diff(cdf) / (1 << 9))
+        blocks.append(rans.LaneBlock(encode_lanes(symbols, cdf, 9, lanes), rans.LaneTable(cdf, 9), count, lanes))
+        expected.append(symbols)
+    for got, want in zip(rans.decode_lane_blocks(blocks), expected):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_damaged_block_is_refused_by_the_lock_step_before_any_symbol_is_gathered():
+    rng = np.random.default_rng(19)
+    symbols, block, _, _ = _context_block(rng, 900, 4, 2)
+    gather = rans.lock_step_lane_blocks([block])
+    np.testing.assert_array_equal(gather[0](), symbols)
+    with pytest.raises(CorruptionError):
+        rans.lock_step_lane_blocks([block, block._replace(words=block.words[:-1])])
 
 
 def test_damaged_context_lanes_are_refused_or_decode_to_other_symbols():
