@@ -48,13 +48,13 @@ class StageClock:
             fn = getattr(owner, name)
             self._saved.append((owner, name, fn))
             setattr(owner, name, self._timed(stage, fn))
-        lanes = rans.decode_lane_blocks
-        self._saved.append((rans, "decode_lane_blocks", lanes))
+        lanes = rans.lock_step_lane_blocks   # every lane block is lock-stepped through it
+        self._saved.append((rans, "lock_step_lane_blocks", lanes))
 
         def counted(blocks):
             self.symbols += sum(b.count for b in blocks)
             return lanes(blocks)
-        rans.decode_lane_blocks = counted
+        rans.lock_step_lane_blocks = counted
         return self
 
     def _timed(self, stage: str, fn):
