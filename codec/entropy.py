@@ -97,15 +97,27 @@ def histogram_freqs(counts: np.ndarray) -> np.ndarray:
 
 def cost_bits(counts: np.ndarray, freqs: np.ndarray) -> float:
     """Ideal code length in bits of symbols with these counts under this table."""
-    freqs = np.asarray(freqs, dtype=np.float64)
-    used = counts > 0
-    if not np.any(used):
-        return 0.0
-    if np.any(freqs[used] <= 0):
-        floor = freqs.sum() / (1 << 24)
-        freqs = np.maximum(freqs, floor)
-    p = freqs / freqs.sum()
-    return float(-(counts[used] * exactmath.log2(p[used])).sum())
+    return costs_bits([(counts, freqs)])[0]
+
+
+def costs_bits(tables: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
+    """:func:`cost_bits` of many (counts, freqs) pairs, with one call of the exact logarithm
+    for all of them (its cost is mostly per call); each result is the same float."""
+    probs, counts_used = [], []
+    for counts, freqs in tables:
+        freqs = np.asarray(freqs, dtype=np.float64)
+        used = counts > 0
+        if np.any(used) and np.any(freqs[used] <= 0):
+            floor = freqs.sum() / (1 << 24)
+            freqs = np.maximum(freqs, floor)
+        probs.append((freqs / freqs.sum())[used] if np.any(used) else freqs[:0])
+        counts_used.append(counts[used])
+    logs = exactmath.log2(np.concatenate(probs)) if probs else np.zeros(0)
+    out, at = [], 0
+    for c, p in zip(counts_used, probs):
+        out.append(float(-(c * logs[at:at + p.size]).sum()) if p.size else 0.0)
+        at += p.size
+    return out
 
 
 def write_table(w: ByteWriter, kind: int, params: tuple[int, ...] | np.ndarray) -> None:
@@ -144,14 +156,30 @@ def best_table(counts: np.ndarray, k: int, allow_geometric: bool = True
                ) -> tuple[int, tuple[int, ...] | np.ndarray, float]:
     """Pick the geometric (Laplace) or measured-histogram table, whichever codes smaller
     including its own side information; returns (kind, params, estimated bits)."""
-    hist = histogram_freqs(counts)
-    side = ByteWriter()
-    side.varints(hist)
-    hist_bits = cost_bits(counts, hist) + 8 * len(side.getvalue())
-    if not allow_geometric:
-        return HISTOGRAM, hist, hist_bits
-    geo = geometric_fit(counts, k)
-    geo_bits = cost_bits(counts, geometric_freqs(k, *geo)) + 8 * 12
-    if hist_bits < geo_bits:
-        return HISTOGRAM, hist, hist_bits
-    return GEOMETRIC, geo, geo_bits
+    return best_tables([counts], k, allow_geometric)[0]
+
+
+def best_tables(counts: list[np.ndarray], k: int, allow_geometric: bool = True
+                ) -> list[tuple[int, tuple[int, ...] | np.ndarray, float]]:
+    """:func:`best_table` of each of several count arrays, their costs estimated together."""
+    hists, sides, geos, pairs = [], [], [], []
+    for c in counts:
+        hist = histogram_freqs(c)
+        side = ByteWriter()
+        side.varints(hist)
+        hists.append(hist)
+        sides.append(len(side.getvalue()))
+        pairs.append((c, hist))
+        if allow_geometric:
+            geos.append(geometric_fit(c, k))
+            pairs.append((c, geometric_freqs(k, *geos[-1])))
+    bits = iter(costs_bits(pairs))
+    out = []
+    for i, hist in enumerate(hists):
+        hist_bits = next(bits) + 8 * sides[i]
+        if not allow_geometric:
+            out.append((HISTOGRAM, hist, hist_bits))
+            continue
+        geo_bits = next(bits) + 8 * 12
+        out.append((HISTOGRAM, hist, hist_bits) if hist_bits < geo_bits else (GEOMETRIC, geos[i], geo_bits))
+    return out

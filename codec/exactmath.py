@@ -89,20 +89,38 @@ def _dd_div(xh, xl, yh, yl):
     return _dd_add(qh, ql, q3, 0.0 * q3)
 
 
+_LN_TABLE_BITS = 7
+"""ln's argument is reduced to m/c with c = j/2**7 the nearest such number, so |s| < 2**-8.4
+and eight terms of the atanh series reach double-double accuracy (the argument alone
+would need 24)."""
+_LN_TERMS = 8
+with localcontext() as _ctx:
+    _ctx.prec = 60
+    _LN_C = [_dd_const((Decimal(j) / (1 << _LN_TABLE_BITS)).ln() if j else Decimal(0))
+             for j in range((3 << _LN_TABLE_BITS) // 2 + 1)]
+_LN_C_HI = np.array([h for h, _ in _LN_C])
+_LN_C_LO = np.array([lo for _, lo in _LN_C])
+
+
 def _ln_dd(x: np.ndarray):
-    """ln x as a double-double, for finite x > 0."""
+    """ln x as a double-double, for finite x > 0: x = 2**e·m, m in [√½, √2), c = j/128 nearest m,
+    ln x = e·ln 2 + ln c + 2·atanh((m − c)/(m + c))."""
     m, e = np.frexp(x)
     small = m < 0.7071067811865476
     m = np.where(small, m * 2.0, m)
     e = np.where(small, e - 1, e).astype(np.float64)
-    dh, dl = _two_sum(m, np.ones_like(m))
-    sh, sl = _dd_div(m - 1.0, np.zeros_like(m), dh, dl)
+    j = np.rint(m * (1 << _LN_TABLE_BITS))
+    c = j * (1.0 / (1 << _LN_TABLE_BITS))
+    dh, dl = _two_sum(m, c)
+    sh, sl = _dd_div(m - c, np.zeros_like(m), dh, dl)   # m − c is exact: c is within 2**-8 of m
     s2h, s2l = _dd_mul(sh, sl, sh, sl)
-    ph, pl = np.full_like(m, _ATANH_COEF[-1][0]), np.full_like(m, _ATANH_COEF[-1][1])
-    for ch, cl in reversed(_ATANH_COEF[:-1]):
+    ph, pl = np.full_like(m, _ATANH_COEF[_LN_TERMS - 1][0]), np.full_like(m, _ATANH_COEF[_LN_TERMS - 1][1])
+    for ch, cl in reversed(_ATANH_COEF[:_LN_TERMS - 1]):
         ph, pl = _dd_mul(ph, pl, s2h, s2l)
         ph, pl = _dd_add(ph, pl, ch, cl)
     lh, ll = _dd_mul(ph, pl, 2.0 * sh, 2.0 * sl)
+    k = j.astype(np.intp)
+    lh, ll = _dd_add(_LN_C_HI[k], _LN_C_LO[k], lh, ll)
     eh, el = _dd_mul(e, np.zeros_like(e), _LN2[0], _LN2[1])
     return _dd_add(eh, el, lh, ll)
 

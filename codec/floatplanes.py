@@ -40,7 +40,7 @@ import numpy as np
 from .errors import CorruptionError
 
 from .bytestream import Budget, ByteReader, ByteWriter
-from .entropy import MAX_TABLE_FREQ, TABLE_BYTES_PER_SYMBOL, ans_encode, cost_bits, histogram_freqs
+from .entropy import MAX_TABLE_FREQ, TABLE_BYTES_PER_SYMBOL, ans_encode, cost_bits, costs_bits, histogram_freqs
 from .levelcode import encode_lane_stream, read_lane_stream
 from .rans import Block, StackBlock, Steps, run
 
@@ -170,12 +170,15 @@ def encode_float_fields(data: bytes | np.ndarray, width: int) -> bytes:
     top16 = np.bincount((rot >> rot.dtype.type(shift)).astype(np.int64), minlength=1 << 16) if rot.size else \
         np.zeros(1 << 16, dtype=np.int64)
     low = [_plane(rot, 8 * p, 8) for p in range(width - 3, -1, -1)]
-    low_coded = [_best_mode(np.bincount(v, minlength=256), 8) for v in low]
-    best = None
+    layouts = []
     for h in TOP_PLANE_BITS:
         joint = top16.reshape(1 << h, 1 << (16 - h))
-        layout = [(h, joint.sum(axis=1))] + ([(16 - h, joint.sum(axis=0))] if h < 16 else [])
-        chosen = [_best_mode(counts, bits) for bits, counts in layout]
+        layouts.append([(joint.sum(axis=1), h)] + ([(joint.sum(axis=0), 16 - h)] if h < 16 else []))
+    modes = iter(_best_modes([(np.bincount(v, minlength=256), 8) for v in low] + [p for lay in layouts for p in lay]))
+    low_coded = [next(modes) for _ in low]
+    best = None
+    for h, layout in zip(TOP_PLANE_BITS, layouts):
+        chosen = [next(modes) for _ in layout]
         cost = sum(c[0] for c in chosen)
         if best is None or cost < best[0]:
             best = (cost, h, chosen)
@@ -233,24 +236,29 @@ def _plane(rot: np.ndarray, shift: int, bits: int) -> np.ndarray:
     return ((rot >> t(shift)) & t((1 << bits) - 1)).astype(np.int64)
 
 
-def _best_mode(counts: np.ndarray, bits: int) -> tuple[float, tuple | None]:
-    """(estimated bytes, None for raw or (used symbols, freqs, counts, table bytes)) for a
-    plane with these symbol counts: coded unless raw is no larger."""
+def _best_modes(planes: list[tuple[np.ndarray, int]]) -> list[tuple[float, tuple | None]]:
+    """For each plane given as (symbol counts, bits): (estimated bytes, None for raw or (used
+    symbols, freqs, counts, table bytes)), coded unless raw is no larger."""
     from .rans_encode import choose_lanes
 
-    n = int(counts.sum())
-    raw = n if bits == 8 else bits * ((n + 7) // 8)
-    if n == 0:
-        return 0.0, None
-    used = np.flatnonzero(counts)
-    freqs = histogram_freqs(counts[used])
-    side = ByteWriter()
-    _write_runs(side, used, freqs)
-    est_bits = cost_bits(counts[used], freqs)
-    coded = len(side.getvalue()) + est_bits / 8 + 4 * choose_lanes(n, est_bits, _lane_symbols(n)) + 4
-    if coded >= raw:
-        return float(raw), None
-    return coded, (used, freqs, counts[used], side.getvalue())
+    tables = []
+    for counts, _ in planes:
+        used = np.flatnonzero(counts)
+        freqs = histogram_freqs(counts[used])
+        side = ByteWriter()
+        _write_runs(side, used, freqs)
+        tables.append((used, freqs, counts[used], side.getvalue()))
+    est = costs_bits([(c, f) for _, f, c, _ in tables])
+    out = []
+    for (counts, bits), table, est_bits in zip(planes, tables, est):
+        n = int(counts.sum())
+        raw = n if bits == 8 else bits * ((n + 7) // 8)
+        if n == 0:
+            out.append((0.0, None))
+            continue
+        coded = len(table[3]) + est_bits / 8 + 4 * choose_lanes(n, est_bits, _lane_symbols(n)) + 4
+        out.append((float(raw), None) if coded >= raw else (coded, table))
+    return out
 
 
 def _write_runs(w: ByteWriter, used: np.ndarray, freqs: np.ndarray) -> None:
@@ -258,13 +266,16 @@ def _write_runs(w: ByteWriter, used: np.ndarray, freqs: np.ndarray) -> None:
     breaks = np.flatnonzero(np.diff(used) > 1) + 1
     starts = np.concatenate(([0], breaks)) if used.size else np.zeros(0, dtype=np.int64)
     ends = np.concatenate((breaks, [used.size])) if used.size else np.zeros(0, dtype=np.int64)
-    w.varint(len(starts))
-    prev_end = 0
-    for a, b in zip(starts.tolist(), ends.tolist()):
-        w.varint(int(used[a]) - prev_end)
-        w.varint(b - a)
-        w.varints(freqs[a:b])
-        prev_end = int(used[b - 1]) + 1
+    fields = np.empty(1 + 2 * starts.size + used.size, dtype=np.int64)   # n, then gap, length, freqs a run
+    fields[0] = starts.size
+    at = 1 + 2 * np.arange(starts.size) + starts   # each run's gap field
+    gaps = used[starts] - np.concatenate(([0], used[ends[:-1] - 1] + 1)) if used.size else starts
+    fields[at], fields[at + 1] = gaps, ends - starts
+    is_freq = np.ones(fields.size, dtype=bool)
+    is_freq[0] = False
+    is_freq[at] = is_freq[at + 1] = False
+    fields[is_freq] = freqs
+    w.varints(fields)
 
 
 def _read_runs(r: ByteReader, bits: int, count: int) -> tuple[np.ndarray, np.ndarray]:

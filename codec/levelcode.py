@@ -40,7 +40,7 @@ from .errors import CorruptionError
 
 from . import exactmath
 from .bytestream import ByteReader, ByteWriter, encode_varints
-from .entropy import ans_encode, best_table, read_table, write_table
+from .entropy import ans_encode, best_table, best_tables, read_table, write_table
 from .rans import LANE_PRECISION_MAX, MAX_CONTEXTS, LaneBlock, LaneTable, StackBlock, decode_blocks, lane_cdf
 
 STACK, LANES, CONTEXT_LANES = 0, 1, 2
@@ -103,19 +103,20 @@ def choose_fine_bits(level_counts: np.ndarray, n_escapes: int, k: int) -> int:
     if n_plain + n_escapes < 4096 or k < 8:
         return 0
 
-    def cost(s: int) -> float:
+    coarse, probs = [], []
+    for s in range(min(MAX_FINE_BITS, k.bit_length()) + 1):
         lo, hi = _coarse_range(k, s)
         edges = (np.arange(lo, hi + 1) << s) + k
-        coarse = np.add.reduceat(level_counts, np.maximum(edges, 0)).astype(np.float64)
-        coarse = np.append(coarse[coarse > 0], n_escapes)
-        coarse = coarse[coarse > 0]
-        total = coarse.sum()
-        return float(-(coarse * exactmath.log2(coarse / total)).sum()) + s * n_plain
-
-    base = cost(0)
+        c = np.add.reduceat(level_counts, np.maximum(edges, 0)).astype(np.float64)
+        c = np.append(c[c > 0], n_escapes)
+        c = c[c > 0]
+        coarse.append(c)
+        probs.append(c / c.sum())
+    logs = np.split(exactmath.log2(np.concatenate(probs)), np.cumsum([p.size for p in probs])[:-1])
+    cost = [float(-(c * lg).sum()) + s * n_plain for s, (c, lg) in enumerate(zip(coarse, logs))]
     best = 0
-    for s in range(1, min(MAX_FINE_BITS, k.bit_length()) + 1):
-        if cost(s) > base * (1 + FINE_BITS_TOLERANCE):
+    for s in range(1, len(cost)):
+        if cost[s] > cost[0] * (1 + FINE_BITS_TOLERANCE):
             break
         best = s
     return best
@@ -197,14 +198,13 @@ def _choose_contexts(symbols: np.ndarray, counts: np.ndarray, plain_bits: float,
     best = plain_bits * (1 - CONTEXT_MIN_GAIN)
     if _conditional_bits(joint) >= best:  # the finest contexts, with no table at all, do not pay
         return None
+    splits = [np.vstack([joint[:c - 1], joint[c - 1:].sum(axis=0, keepdims=True)]) for c in range(2, MAX_CONTEXTS + 1)]
+    splits = [parts for parts in splits if parts.any(axis=1).all()]
+    found = iter(best_tables([part for parts in splits for part in parts], (n_sym - 2) // 2, allow_geometric))
     chosen = None
-    for c in range(2, MAX_CONTEXTS + 1):
-        parts = np.vstack([joint[:c - 1], joint[c - 1:].sum(axis=0, keepdims=True)])
-        if not parts.any(axis=1).all():
-            continue
-        tables, bits = [], 8.0 * (c - 1)   # the kind byte of each table past the first
-        for part in parts:
-            kind, params, b = best_table(part, (n_sym - 2) // 2, allow_geometric=allow_geometric)
+    for parts in splits:
+        tables, bits = [], 8.0 * (len(parts) - 1)   # the kind byte of each table past the first
+        for kind, params, b in (next(found) for _ in parts):
             tables.append((kind, params))
             bits += b
         if bits < best:

@@ -117,8 +117,9 @@ def laplace_bits(scale: float, kmax: int) -> np.ndarray:
     ``scale`` (in step units) quantized by rounding: the rate model before any counts exist."""
     b = max(scale, 1e-3)
     k = np.arange(kmax + 1, dtype=np.float64)
-    p = exactmath.exp(-k / b) * (exactmath.exp(0.5 / b) - exactmath.exp(-0.5 / b))
-    p[0] = 1.0 - exactmath.exp(-0.5 / b)
+    e = exactmath.exp(np.append(-k / b, [0.5 / b, -0.5 / b]))   # one call: its cost is mostly per call
+    p = e[:-2] * (e[-2] - e[-1])
+    p[0] = 1.0 - e[-1]
     bits = -exactmath.log2(np.maximum(p, 1e-300))
     bits[1:] += 1.0
     return np.minimum(bits, 64.0)

@@ -6,10 +6,10 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from nnr.codec.bytestream import ByteReader, ByteWriter
-from nnr.codec.entropy import ans_encode, geometric_freqs
+from nnr.codec.entropy import ans_encode, best_table, best_tables, cost_bits, costs_bits, geometric_freqs
 from nnr.codec.rans import stack_decode
 from nnr.codec.floatcast import bfloat16_bits
-from nnr.codec.floatplanes import decode_float_fields, decode_float_planes, encode_float_fields, encode_float_planes
+from nnr.codec.floatplanes import _read_runs, _write_runs, decode_float_fields, decode_float_planes, encode_float_fields, encode_float_planes
 from nnr.codec.levelcode import CONTEXT_LANES, LANES, decode_levels, encode_levels
 from nnr.codec.lossy_decode import decode_lossy
 from nnr.codec.lossy_encode import LevelOverflow, dyadic_steps, encode_lossy
@@ -200,6 +200,37 @@ def test_geometric_table_is_integer_and_symmetric():
     f = geometric_freqs(5, 1000, 300, 32768, 2)
     assert f.dtype == np.int64
     assert list(f) == [18, 37, 75, 150, 300, 1000, 300, 150, 75, 37, 18, 2]
+
+
+def test_costs_estimated_together_equal_costs_estimated_one_by_one():
+    """Batching the exact logarithm over many tables must not move any estimate by a bit:
+    the encoder's choices, and so its bytes, depend on them."""
+    r = np.random.default_rng(3)
+    tables = [(r.integers(0, 50, n), r.integers(1, 4000, n)) for n in (1, 2, 7, 300, 4096)]
+    tables += [(np.zeros(5, dtype=np.int64), np.arange(1, 6)),          # no symbol used
+               (np.array([4, 0, 9]), np.array([0, 0, 5]))]                # a used symbol without frequency
+    together = costs_bits(tables)
+    assert together == [costs_bits([t])[0] for t in tables] == [cost_bits(*t) for t in tables]
+    assert together[-2] == 0.0 and together[3] > 0
+    counts = [r.integers(0, 30, 12) for _ in range(5)] + [np.zeros(12, dtype=np.int64)]
+    for geometric in (True, False):
+        many = best_tables(counts, 5, allow_geometric=geometric)
+        for got, c in zip(many, counts):
+            want = best_table(c, 5, allow_geometric=geometric)
+            assert got[0] == want[0] and got[2] == want[2] and np.array_equal(got[1], want[1])
+
+
+def test_lossless_plane_table_is_runs_of_used_symbols_after_gaps():
+    used, freqs = np.array([0, 1, 2, 5, 6, 9]), np.array([3, 1, 2, 7, 1, 300])
+    w = ByteWriter()
+    _write_runs(w, used, freqs)
+    # 3 runs: (gap 0, 3 symbols), (gap 2, 2 symbols), (gap 2, 1 symbol); 300 is two varint bytes
+    assert w.getvalue() == bytes([3, 0, 3, 3, 1, 2, 2, 2, 7, 1, 2, 1, 0xAC, 0x02])
+    symbols, back = _read_runs(ByteReader(w.getvalue()), 4, 314)
+    assert symbols.tolist() == used.tolist() and back.tolist() == freqs.tolist()
+    w = ByteWriter()
+    _write_runs(w, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    assert w.getvalue() == b"\x00"
 
 
 def test_ans_words_are_pinned():

@@ -44,6 +44,19 @@ def test_exactmath_is_correctly_rounded_on_samples(name):
     assert np.array_equal(fn(xs), _reference(ref, xs))
 
 
+def test_logarithms_are_correctly_rounded_where_their_argument_reduction_switches():
+    """ln reduces its argument to m/c with c the nearest multiple of 2**-7 to m in [√½, √2):
+    values halfway between two such c, at c itself and at the ends of the range."""
+    cells = np.arange(90, 182) / 128.0
+    half = np.arange(90, 182) / 128.0 + 1 / 256.0
+    edges = np.array([0.7071067811865476, 0.7071067811865475, 1.4142135623730951, 1.414213562373095])
+    m = np.concatenate([cells, half, np.nextafter(half, 0), np.nextafter(half, 2), edges])
+    xs = np.concatenate([m, np.ldexp(m, 37), np.ldexp(m, -300)])
+    for fn, ref in ((exactmath.log, lambda d: d.ln()), (exactmath.log2, lambda d: d.ln() / Decimal(2).ln()),
+                    (exactmath.log10, lambda d: d.log10())):
+        assert np.array_equal(fn(xs), _reference(ref, xs))
+
+
 def test_exactmath_special_values_and_scalars():
     assert exactmath.exp2(-8.0) == 2.0 ** -8 and exactmath.log2(1024.0) == 10.0
     assert exactmath.power(4.0, 0.5) == 2.0 and exactmath.power(2.0, 10.0) == 1024.0
