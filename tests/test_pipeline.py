@@ -11,6 +11,7 @@ from onnx import TensorProto, numpy_helper
 
 import nnr
 from conformance.toy_models import constants_and_subgraphs, mlp
+from conformance.vectors import vector_files
 from nnr.formats.onnx_io import tensor_slots
 from nnr.errors import UnsupportedModelError
 from tests.conftest import skeleton
@@ -362,6 +363,19 @@ def test_memory_needed_is_the_least_budget_that_decodes_the_file(model, options)
     data = nnr.encode(model, probe=False, **options)
     needed = nnr.open(data, OWN_OUTPUT_MEMORY).memory_needed()
     assert needed > 0
+    nnr.decode(data, max_memory=needed)
+    with pytest.raises(nnr.LimitError):
+        nnr.decode(data, max_memory=needed - 1)
+
+
+@pytest.mark.parametrize("record", [pytest.param(p, id=f"{p.parent.name}/{p.stem}") for p in vector_files()])
+def test_memory_needed_is_exact_on_every_reference_vector(record):
+    """Every format version and coding the vectors hold (codebook, minifloat, complex, context
+    tables, the v1–v4 stack coder...): memory_needed() is the least budget that decodes the file."""
+    from nnr.decoder import OWN_OUTPUT_MEMORY
+
+    data = record.with_suffix(".nnr").read_bytes()
+    needed = nnr.open(data, OWN_OUTPUT_MEMORY).memory_needed()
     nnr.decode(data, max_memory=needed)
     with pytest.raises(nnr.LimitError):
         nnr.decode(data, max_memory=needed - 1)
