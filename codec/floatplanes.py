@@ -340,5 +340,5 @@ def float_fields_decoder(body: bytes | memoryview, count: int, budget: Budget | 
     if coded:
         decoded = yield [block for *_, block in coded]
         for (at, _, symbols, _), index in zip(coded, decoded):
-            rot |= symbols[index].astype(t) << t(at)
+            rot |= (symbols.astype(t) << t(at))[index]   # the table shifted, then gathered: no wide temporaries
     return _little_endian_bytes(_rotr1(rot, 8 * width), width)
