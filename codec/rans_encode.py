@@ -26,7 +26,7 @@ def _encode(symbols, cdfs, classes, precision, n_lanes, start, runs):  # pragma:
     r = count - q * n_lanes
     top_ctx = cdfs.shape[0] - 1
     x = np.full(n_lanes, start, dtype=np.uint64)
-    out = np.empty(count + 2 * n_lanes + 8, dtype=np.uint16)
+    out = np.empty(count, dtype=np.uint16)   # at most one word a symbol, stored before it is counted
     n_out = 0
     for t in range((q + 1 if r else q) - 1, -1, -1):
         top = n_lanes if t < q else r
@@ -44,16 +44,16 @@ def _encode(symbols, cdfs, classes, precision, n_lanes, start, runs):  # pragma:
             s = symbols[i]
             c = np.uint64(cdfs[ctx, s])
             f = np.uint64(cdfs[ctx, s + 1]) - c
-            if x[j] >= (f << np.uint64(32 - precision)):
-                if n_out == out.size:
-                    grown = np.empty(2 * out.size, dtype=np.uint16)
-                    grown[:n_out] = out[:n_out]
-                    out = grown
-                out[n_out] = np.uint16(x[j] & np.uint64(0xFFFF))
-                n_out += 1
-                x[j] >>= np.uint64(16)
-            quot = x[j] // f
-            x[j] = (quot << np.uint64(precision)) + (x[j] - quot * f) + c
+            xj = x[j]
+            # shift out a word when the state is too large for f; branch-free (the branch was
+            # taken about half the time at random, and mispredicting it was most of the cost):
+            # the word is always stored and kept only when emitted
+            emit = xj >= (f << np.uint64(32 - precision))
+            out[n_out] = np.uint16(xj & np.uint64(0xFFFF))
+            n_out += emit
+            xj >>= np.uint64(emit) * np.uint64(16)
+            quot = xj // f
+            x[j] = (quot << np.uint64(precision)) + (xj - quot * f) + c
     words = np.empty(2 * n_lanes + n_out, dtype=np.uint16)
     for j in range(n_lanes):
         words[2 * j] = np.uint16(x[j] >> np.uint64(16))

@@ -153,6 +153,18 @@ def test_lane_encoder_writes_the_reference_words_and_decodes_back():
         np.testing.assert_array_equal(decoded, symbols)
 
 
+def test_lane_encoder_emits_a_word_for_every_symbol_when_each_needs_one():
+    """The rarest symbol at the finest precision shifts out a word every time: the encoder's
+    word buffer holds exactly one per symbol, the most a block can need."""
+    cdf = np.array([0, 1, 1 << 16])
+    symbols = np.zeros(500, dtype=np.int64)
+    for lanes in (1, 7, 500):
+        words = encode_lanes(symbols, cdf, 16, lanes)
+        assert words.size == 2 * lanes + symbols.size
+        assert words.tolist() == _reference_lane_words(symbols.tolist(), cdf.tolist(), 16, lanes)
+        np.testing.assert_array_equal(rans.decode_lanes(words, rans.LaneTable(cdf, 16), 500, lanes), symbols)
+
+
 def test_lane_table_refuses_a_cdf_that_leaves_slots_without_a_symbol():
     # the lock step gathers from the table without bounds checks, so its size must be C·2**P
     good = rans.lane_cdf(np.array([3, 1]), 4)
