@@ -220,6 +220,21 @@ def test_costs_estimated_together_equal_costs_estimated_one_by_one():
             assert got[0] == want[0] and got[2] == want[2] and np.array_equal(got[1], want[1])
 
 
+def test_cost_estimates_are_pinned():
+    """Values the encoder computed before its estimates were batched (73f50b4): its choices
+    between tables, and so its bytes, rest on these exact floats."""
+    assert cost_bits(np.array([5, 0, 3, 1]), np.array([7, 2, 5, 1])) == 14.15945646552656
+    assert cost_bits(np.array([4, 0, 9]), np.array([0, 0, 5])) == 96.00000223577433   # the floor
+    assert cost_bits(np.array([1000, 10, 1]), np.array([4000, 90, 5])) == 98.61911790991195
+    laplace = np.array([167, 304, 554, 1007, 1830, 3328, 6050, 11000, 20000, 11000, 6050, 3328, 1830, 1007, 554,
+                        304, 167, 3])
+    kind, params, bits = best_table(laplace, 8)
+    assert (kind, params, bits) == (0, (20000, 11250, 35119, 3), 211885.418413937)   # geometric
+    kind, params, bits = best_table(laplace, 8, allow_geometric=False)
+    assert kind == 1 and bits == 211969.6689733801
+    assert params.tolist() == [34, 62, 113, 206, 375, 681, 1239, 2252, 4095, 2252, 1239, 681, 375, 206, 113, 62, 34, 1]
+
+
 def test_lossless_plane_table_is_runs_of_used_symbols_after_gaps():
     used, freqs = np.array([0, 1, 2, 5, 6, 9]), np.array([3, 1, 2, 7, 1, 300])
     w = ByteWriter()
@@ -228,6 +243,9 @@ def test_lossless_plane_table_is_runs_of_used_symbols_after_gaps():
     assert w.getvalue() == bytes([3, 0, 3, 3, 1, 2, 2, 2, 7, 1, 2, 1, 0xAC, 0x02])
     symbols, back = _read_runs(ByteReader(w.getvalue()), 4, 314)
     assert symbols.tolist() == used.tolist() and back.tolist() == freqs.tolist()
+    w = ByteWriter()
+    _write_runs(w, np.array([200, 201]), np.array([5, 9]))   # one run, after a gap of 200 (two varint bytes)
+    assert w.getvalue() == bytes([1, 0xC8, 0x01, 2, 5, 9])
     w = ByteWriter()
     _write_runs(w, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
     assert w.getvalue() == b"\x00"
