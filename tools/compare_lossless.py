@@ -26,7 +26,7 @@ zipnn the ZipNN rows are reported missing. ZipNN's side venv (torch is no depend
     /tmp/zipnn-venv/bin/pip install zipnn
     /tmp/zipnn-venv/bin/pip install -e ".[test]"
     /tmp/zipnn-venv/bin/pip install --no-deps -r conformance/corpus.txt
-    /tmp/zipnn-venv/bin/python tools/compare_lossless.py --json docs/lossless_16bit.json \\
+    /tmp/zipnn-venv/bin/python tools/compare_lossless.py --repeat 3 --json docs/lossless_16bit.json \\
         --markdown docs/lossless_16bit.md
 """
 
