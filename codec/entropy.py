@@ -107,9 +107,8 @@ def costs_bits(tables: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
     for counts, freqs in tables:
         freqs = np.asarray(freqs, dtype=np.float64)
         used = counts > 0
-        if np.any(used) and np.any(freqs[used] <= 0):
-            floor = freqs.sum() / (1 << 24)
-            freqs = np.maximum(freqs, floor)
+        if np.any(freqs[used] <= 0):   # a used symbol without frequency: priced at a tiny floor
+            freqs = np.maximum(freqs, freqs.sum() / (1 << 24))
         probs.append((freqs / freqs.sum())[used] if np.any(used) else freqs[:0])
         counts_used.append(counts[used])
     logs = exactmath.log2(np.concatenate(probs)) if probs else np.zeros(0)
