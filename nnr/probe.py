@@ -37,7 +37,7 @@ from nnr.formats.onnx_io import (STORAGE_DTYPES, fill_tensor, is_external, refer
 
 from .options import EncoderOptions
 from .threads import bounded_map
-from .synthetic import SamplingError, state_outputs, synthetic_batches
+from .synthetic import IMAGE_SIDES, SamplingError, state_outputs, synthetic_batches
 
 Progress = Callable[[int, int, str], None]
 DEFAULT_SNR_DB = 36.0      # aimed at on synthetic inputs: ≥ 30 dB and ≥ 99 % agreement on real ones, with margin
@@ -480,19 +480,9 @@ def plan(model: ModelProto, opts: EncoderOptions, target_snr_db: float = DEFAULT
     Raises ProbeUnavailable when the model cannot be run on synthetic inputs."""
     t0 = time.perf_counter()
     report = ProbeReport(target_snr_db)
-    try:
-        feeds = synthetic_batches(model)
-    except SamplingError as exc:
-        raise ProbeUnavailable(str(exc)) from None
+    feeds, probe = _running_feeds(model, base_dir, threads)
     report.inputs = {k: (len(feeds),) + tuple(v.shape) if len(feeds) > 1 else tuple(v.shape)
                      for k, v in feeds[0].items()}
-    try:
-        probe = Probe(model, feeds, base_dir, threads)
-    except ProbeUnavailable:
-        raise
-    except Exception as exc:  # onnxruntime refuses the model or the made-up inputs
-        raise ProbeUnavailable(f"onnxruntime cannot run the model on synthetic inputs: "
-                               f"{_first_line(exc)}") from None
     weights = float_weights(model, base_dir, opts, probe.arrays)
     sens: dict[str, float] = {}
     channel: list[str] = []
@@ -548,6 +538,31 @@ def plan(model: ModelProto, opts: EncoderOptions, target_snr_db: float = DEFAULT
     if opts.probe_channels:   # the probe's choice replaces any given; their unit steps are the channel rule's
         opts = dataclasses.replace(opts, channel_steps=tuple(channel))
     return _allocate(weights, sens, opts, target_snr_db, offset_weight, max_offset), probe, report
+
+
+def _running_feeds(model: ModelProto, base_dir: Path | None,
+                   threads: int | None) -> tuple[list[dict[str, np.ndarray]], Probe]:
+    """Synthetic feeds the model runs on, and the probe on them. An image input of unknown size
+    is tried at each of IMAGE_SIDES in turn: some models accept only some sizes (a text-line
+    recogniser's height must pool down to one row). Raises ProbeUnavailable with the first
+    failure when none runs."""
+    tried, first = set(), None
+    for side in IMAGE_SIDES:
+        try:
+            feeds = synthetic_batches(model, image_side=side)
+        except SamplingError as exc:
+            raise ProbeUnavailable(str(exc)) from None
+        shapes = tuple((k, v.shape) for k, v in feeds[0].items())
+        if shapes in tried:
+            continue
+        tried.add(shapes)
+        try:
+            return feeds, Probe(model, feeds, base_dir, threads)
+        except ProbeUnavailable:
+            raise
+        except Exception as exc:  # onnxruntime refuses the model or the made-up inputs
+            first = first or exc
+    raise ProbeUnavailable(f"onnxruntime cannot run the model on synthetic inputs: {_first_line(first)}")
 
 
 def _allocate(weights: list[Weight], sens: dict[str, float], opts: EncoderOptions,

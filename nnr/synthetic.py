@@ -13,7 +13,8 @@ Each graph input gets seeded values of its declared type and shape:
 Float inputs are not known to be normalised one way or another, so the samples of a batch
 span a decade of amplitude (standard deviation 0.1 to 1). A dynamic dimension is filled only
 when there is a hint: the first one is the batch; the height or width of an image input
-(float N×C×H×W, C ≤ 4) takes the other, known side if it is larger than 224, else 224; one whose name says it is a
+(float N×C×H×W, C ≤ 4) takes the other, known side if it is larger than the side asked for
+(224 unless the caller tries another of IMAGE_SIDES), else that side; one whose name says it is a
 length (``seq``, ``len``, ``time``, ``sample``, ``frame``, ``token``, ``step``) gets 64
 tokens or 16,000 samples. Anything else cannot be sampled and raises :class:`SamplingError`.
 """
@@ -28,7 +29,7 @@ from onnx import ModelProto, TensorProto, helper
 MAX_ELEMENTS = 1 << 20            # elements per input across the batch: keeps a probe run cheap
 BATCH = 8
 TOKENS, SAMPLES = 64, 16000       # filled-in lengths of token and signal dimensions
-IMAGE_SIDE = 224                  # filled-in side of an image input of unknown size
+IMAGE_SIDES = (224, 128, 64, 32)  # filled-in sides of an image input of unknown size, in the order tried
 _LENGTH = re.compile(r"seq|len|time|sample|frame|token|step", re.IGNORECASE)
 _FLOATS = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16)
 _INTEGERS = (TensorProto.INT64, TensorProto.INT32, TensorProto.INT16, TensorProto.INT8, TensorProto.UINT8)
@@ -38,7 +39,7 @@ class SamplingError(ValueError):
     """The model's inputs cannot be made up from its signature; the message says which and why."""
 
 
-def _dims(vi, batch: int, fill: int) -> list[int]:
+def _dims(vi, batch: int, fill: int, image_side: int) -> list[int]:
     tt = vi.type.tensor_type
     if not tt.HasField("shape"):
         raise SamplingError(f"input {vi.name!r} has no declared shape")
@@ -50,8 +51,8 @@ def _dims(vi, batch: int, fill: int) -> list[int]:
             dims.append(declared[axis])
         elif axis == 0:
             dims.append(batch)
-        elif image:  # an N×C×H×W image of unknown size: its known side, at least 224
-            dims.append(max(max(declared[2:]), IMAGE_SIDE))
+        elif image:  # an N×C×H×W image of unknown size: its known side, at least image_side
+            dims.append(max(max(declared[2:]), image_side))
         elif _LENGTH.search(d.dim_param or ""):
             dims.append(fill)
         else:
@@ -95,9 +96,11 @@ def _amplitudes(n: int) -> np.ndarray:
     return 10.0 ** logs[np.argsort(np.abs(logs + 0.5), kind="stable")]
 
 
-def synthetic_inputs(model: ModelProto, batch: int = BATCH, seed: int = 0) -> dict[str, np.ndarray]:
+def synthetic_inputs(model: ModelProto, batch: int = BATCH, seed: int = 0,
+                     image_side: int = IMAGE_SIDES[0]) -> dict[str, np.ndarray]:
     """One seeded array per graph input (initializers listed as inputs excluded); raises
-    SamplingError when an input's type or size cannot be made up."""
+    SamplingError when an input's type or size cannot be made up. ``image_side`` fills the
+    unknown sides of image inputs."""
     rng = np.random.default_rng(seed)
     inits = {t.name for t in model.graph.initializer}
     outputs = _output_shapes(model)
@@ -109,7 +112,7 @@ def synthetic_inputs(model: ModelProto, batch: int = BATCH, seed: int = 0) -> di
             kind = TensorProto.DataType.Name(et).lower() if et in TensorProto.DataType.values() else f"#{et}"
             raise SamplingError(f"input {vi.name!r} is of type {kind}, which cannot be sampled")
         dtype = helper.tensor_dtype_to_np_dtype(et) if et != TensorProto.BFLOAT16 else np.float32
-        dims = _dims(vi, batch, SAMPLES if et in _FLOATS else TOKENS)
+        dims = _dims(vi, batch, SAMPLES if et in _FLOATS else TOKENS, image_side)
         declared = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in vi.type.tensor_type.shape.dim)
         if declared and declared[0] <= 0:
             per_sample = int(np.prod(dims[1:], dtype=np.int64))
@@ -152,15 +155,16 @@ def _integer_input(rng: np.random.Generator, model: ModelProto, name: str, dims:
     raise SamplingError(f"integer input {name!r} indexes no embedding table and its meaning is unknown")
 
 
-def synthetic_batches(model: ModelProto, samples: int = BATCH, seed: int = 0) -> list[dict[str, np.ndarray]]:
+def synthetic_batches(model: ModelProto, samples: int = BATCH, seed: int = 0,
+                      image_side: int = IMAGE_SIDES[0]) -> list[dict[str, np.ndarray]]:
     """Feeds holding about ``samples`` samples in all: one batch when the batch dimension is
     dynamic, else several seeded draws of the fixed batch (e.g. a streaming model fed one
     chunk at a time, each draw a fresh stream)."""
-    first = synthetic_inputs(model, samples, seed)
+    first = synthetic_inputs(model, samples, seed, image_side)
     batch = min((v.shape[0] for v in first.values() if v.ndim), default=1)
     if batch >= samples or any(k in first for k in _dynamic_batch_inputs(model)):
         return [first]
-    return [first] + [synthetic_inputs(model, samples, seed + k) for k in range(1, -(-samples // batch))]
+    return [first] + [synthetic_inputs(model, samples, seed + k, image_side) for k in range(1, -(-samples // batch))]
 
 
 def _dynamic_batch_inputs(model: ModelProto) -> list[str]:

@@ -92,6 +92,26 @@ def test_compare_runs_picks_each_runs_smallest_passing_file_and_pairs_equal_qps(
         main([str(tmp_path / "bad.json"), str(paths[1])])
 
 
+def test_an_update_replaces_the_models_measured_again_and_keeps_the_rest():
+    import json
+
+    from tools.compare_nncodec import ModelResult, Point, merged, render, to_json
+
+    def result(name, nnr_bytes):
+        snr = {"snr_db": 31.0}
+        return ModelResult(name, "task", "snr_db", "sha", 10, Point(None, nnr_bytes, snr, 0.0),
+                           [Point(-8.0, nnr_bytes, snr, 0.0)], [Point(-20.0, 200, snr, 0.0, payload=150)],
+                           [Point(None, nnr_bytes + 5, snr, 0.0, target=30.0)])
+
+    earlier = json.loads(json.dumps(to_json("first", [result("a", 100), result("b", 120)])))
+    loaded = [ModelResult.from_json(d) for d in earlier["models"].values()]
+    assert loaded == [result("a", 100), result("b", 120)]
+    both = merged(loaded, [result("b", 80), result("c", 90)])
+    assert [(r.name, r.nnr[0].bytes) for r in both] == [("a", 100), ("b", 80), ("c", 90)]
+    text = render("first\nsecond", both)
+    assert text.startswith("```sh\nfirst\nsecond\n```") and "| b | snr_db | 80 |" in text
+
+
 def test_tensor_rd_tables_show_coding_ratios_hybrids_and_single_tensor_runs():
     from tools.tensor_rd import render
 

@@ -18,6 +18,9 @@ threshold is extended to finer qps, and one whose coarsest point still meets the
 coarser qps, so the optimum is not cut off by the sweep's ends. nnr is also measured once at
 its plain default (no option given).
 
+A whole-corpus run takes hours: ``--update RUN.json --models a,b`` measures those models again
+and writes the table of every model of the earlier run, with both commands.
+
 NNCodec's points are cached (--nncodec-points, keyed by model, ONNX sha256 and qp), so the nnr
 side can be re-measured in nnr's own venv; nncodec is imported only for points not cached.
 NNCodec needs torch and stays out of nnr's dependencies. Its side venv (NNCodec compiles C++
@@ -125,6 +128,13 @@ class ModelResult:
     def ratio(self, level: str) -> float | None:
         a, b = self.best("nnr", level), self.best("NNCodec", level)
         return None if a is None or b is None else a.bytes / b.bytes
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ModelResult":
+        """A model of an earlier run's --json (to_json)."""
+        fields = {k: v for k, v in d.items() if k != "best"}
+        points = {k: [Point.from_json(p) for p in fields[k]] for k in ("nnr", "nncodec", "nnr_probe")}
+        return cls(**(fields | points | {"nnr_default": Point.from_json(fields["nnr_default"])}))
 
 
 # --- thresholds and sweeps ---------------------------------------------------------------
@@ -502,7 +512,8 @@ def geomean(values: list[float]) -> float | None:
 
 
 def render(command: str, results: list[ModelResult]) -> str:
-    """The markdown report: the command, one table, the geometric means, notes."""
+    """The markdown report: the command (one a line when a run updates another), one table, the
+    geometric means, notes."""
     lines = ["```sh", command, "```", "",
              f"nnr {_nnr_version()} against NNCodec {NNCODEC_VERSION}: smallest whole file of each codec's qp sweep "
              "that meets each threshold. Strict: top-1 agreement ≥ 0.999 for classifiers, else output SNR ≥ 30 dB; "
@@ -579,6 +590,13 @@ def to_json(command: str, results: list[ModelResult]) -> dict:
     return out
 
 
+def merged(earlier: list[ModelResult], results: list[ModelResult]) -> list[ModelResult]:
+    """An earlier run's models, each replaced by its new measurement where there is one (new
+    models last)."""
+    fresh = {r.name: r for r in results}
+    return [fresh.pop(r.name, r) for r in earlier] + list(fresh.values())
+
+
 def _qp_bytes(point: Point | None) -> dict | None:
     return None if point is None else {"qp": point.qp, "bytes": point.bytes}
 
@@ -648,19 +666,33 @@ def main(argv: list[str] | None = None) -> int:
                     help="recompute NNCodec's points of the chosen models instead of reading the cache")
     ap.add_argument("--markdown", type=Path, help="write the table here")
     ap.add_argument("--json", type=Path, help="write every point of the run here")
+    ap.add_argument("--update", type=Path, metavar="JSON",
+                    help="an earlier run's --json: measure only --models again (the rest of the corpus takes "
+                         "hours) and write the table of all, with the commands of both runs")
     args = ap.parse_args(argv)
 
+    earlier, command = None, shlex.join(["python", "tools/compare_nncodec.py", *argv])
+    if args.update is not None:
+        if not args.models:
+            raise SystemExit("compare_nncodec: --update needs --models (the models to measure again)")
+        try:
+            doc = json.loads(args.update.read_text())
+            earlier = [ModelResult.from_json(d) for d in doc["models"].values()]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise SystemExit(f"compare_nncodec: {args.update} is not a JSON this tool wrote ({exc})") from None
+        command = doc["command"] + "\n" + command
     manifest = load_manifest()
     names = select_models(args.models, manifest)
     nnr_qps, nnc_qps = parse_qps(args.nnr_qps), parse_qps(args.nnc_qps)
     cache = NncodecCache(args.nncodec_points)
-    command = shlex.join(["python", "tools/compare_nncodec.py", *argv])
     t0 = time.perf_counter()
     targets = parse_qps(args.nnr_targets) if args.nnr_targets.strip() else []
     options = parse_options(args.nnr_option)
     results = [measure_model(n, manifest, cache, nnr_qps, nnc_qps, args.refresh_nncodec, targets, options)
                for n in names]
     print(f"done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    if earlier is not None:
+        results = merged(earlier, results)
     if args.json:
         args.json.write_text(json.dumps(to_json(command, results), indent=1) + "\n")
     emit(render(command, results), args.markdown)
