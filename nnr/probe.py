@@ -544,9 +544,10 @@ def _running_feeds(model: ModelProto, base_dir: Path | None,
                    threads: int | None) -> tuple[list[dict[str, np.ndarray]], Probe]:
     """Synthetic feeds the model runs on, and the probe on them. An image input of unknown size
     is tried at each of IMAGE_SIDES in turn: some models accept only some sizes (a text-line
-    recogniser's height must pool down to one row). Raises ProbeUnavailable with the first
-    failure when none runs."""
-    tried, first = set(), None
+    recogniser's height must pool down to one row). Any failure moves on to the next size (a
+    failure that has nothing to do with the size costs a few more tries). Raises
+    ProbeUnavailable with the first failure when none runs."""
+    tried, sides, first = [], [], ""
     for side in IMAGE_SIDES:
         try:
             feeds = synthetic_batches(model, image_side=side)
@@ -555,14 +556,16 @@ def _running_feeds(model: ModelProto, base_dir: Path | None,
         shapes = tuple((k, v.shape) for k, v in feeds[0].items())
         if shapes in tried:
             continue
-        tried.add(shapes)
+        tried.append(shapes)
+        sides.append(side)
         try:
             return feeds, Probe(model, feeds, base_dir, threads)
         except ProbeUnavailable:
             raise
         except Exception as exc:  # onnxruntime refuses the model or the made-up inputs
-            first = first or exc
-    raise ProbeUnavailable(f"onnxruntime cannot run the model on synthetic inputs: {_first_line(first)}")
+            first = first or _first_line(exc)   # the text only: the traceback would keep the failed probe's weights
+    sizes = f" (image sides tried: {', '.join(map(str, sides))})" if len(sides) > 1 else ""
+    raise ProbeUnavailable(f"onnxruntime cannot run the model on synthetic inputs{sizes}: {first}")
 
 
 def _allocate(weights: list[Weight], sens: dict[str, float], opts: EncoderOptions,

@@ -14,8 +14,8 @@ Float inputs are not known to be normalised one way or another, so the samples o
 span a decade of amplitude (standard deviation 0.1 to 1). A dynamic dimension is filled only
 when there is a hint: the first one is the batch; the height or width of an image input
 (float N×C×H×W, C ≤ 4) takes the other, known side if it is larger than the side asked for
-(224 unless the caller tries another of IMAGE_SIDES), else that side; one whose name says it is a
-length (``seq``, ``len``, ``time``, ``sample``, ``frame``, ``token``, ``step``) gets 64
+(``image_side``, 224 by default; the probe tries each of IMAGE_SIDES), else that side; one
+whose name says it is a length (``seq``, ``len``, ``time``, ``sample``, ``frame``, ``token``, ``step``) gets 64
 tokens or 16,000 samples. Anything else cannot be sampled and raises :class:`SamplingError`.
 """
 

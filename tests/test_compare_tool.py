@@ -112,6 +112,23 @@ def test_an_update_replaces_the_models_measured_again_and_keeps_the_rest():
     assert text.startswith("```sh\nfirst\nsecond\n```") and "| b | snr_db | 80 |" in text
 
 
+@pytest.mark.parametrize("doc, message", [
+    ({"models": {}}, "not a JSON this tool wrote"),
+    ({"command": "c", "nnr": "0.0.1", "nncodec": "2.1.3", "models": {}}, "run the whole corpus again"),
+])
+def test_an_update_refuses_runs_it_cannot_extend(tmp_path, doc, message):
+    import json
+
+    from tools.compare_nncodec import main
+
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(SystemExit, match=message):
+        main(["--update", str(path), "--models", "mnist_cnn"])
+    with pytest.raises(SystemExit, match="needs --models"):
+        main(["--update", str(path)])
+
+
 def test_tensor_rd_tables_show_coding_ratios_hybrids_and_single_tensor_runs():
     from tools.tensor_rd import render
 

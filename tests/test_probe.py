@@ -105,7 +105,7 @@ def test_an_image_size_the_model_refuses_is_followed_by_smaller_ones():
     assert not reports[0].notice and reports[0].inputs["x"][2:] == (64, 64)
     reports.clear()
     data = nnr.encode(_fixed_size_image_model(50), on_probe=reports.append)  # no side tried fits
-    assert "cannot run the model on synthetic inputs" in reports[0].notice
+    assert "cannot run the model on synthetic inputs (image sides tried: 224, 128, 64, 32)" in reports[0].notice
     assert data == nnr.encode(_fixed_size_image_model(50), qp=EncoderOptions().qp + FALLBACK_QP_OFFSET)
 
 

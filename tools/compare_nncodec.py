@@ -678,9 +678,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             doc = json.loads(args.update.read_text())
             earlier = [ModelResult.from_json(d) for d in doc["models"].values()]
+            command = str(doc["command"]) + "\n" + command
+            versions = (str(doc["nnr"]), str(doc["nncodec"]))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise SystemExit(f"compare_nncodec: {args.update} is not a JSON this tool wrote ({exc})") from None
-        command = doc["command"] + "\n" + command
+        if versions != (_nnr_version(), NNCODEC_VERSION):
+            raise SystemExit(f"compare_nncodec: {args.update} measured nnr {versions[0]} and NNCodec {versions[1]}, "
+                             f"not nnr {_nnr_version()} and NNCodec {NNCODEC_VERSION}: run the whole corpus again")
     manifest = load_manifest()
     names = select_models(args.models, manifest)
     nnr_qps, nnc_qps = parse_qps(args.nnr_qps), parse_qps(args.nnc_qps)
