@@ -7,7 +7,8 @@ and exit non-zero; they never print a traceback and never leave a partial output
 Every command takes ``--version``, ``-q`` and ``--json`` (nnr.console) and uses its streams
 the same way: stdout carries the result (a table or summary, or with ``--json`` one JSON
 document instead; or the data itself for ``-o -``), stderr carries progress, notices and
-the one-line summary, which ``-q`` silences. Errors always print.
+the one-line summary, which ``-q`` silences. Errors, and warnings of a file that will not
+decode as it is (nnr encode's ``--max-memory`` warning), always print.
 """
 
 from __future__ import annotations
@@ -323,10 +324,10 @@ def _encoded(args: argparse.Namespace, shown: str, data: bytes | None, seconds: 
     _say(args, f"{printable(shown)} ({_human(src)}) -> {printable(args.output)} ({_human(size)}, "
                f"{src / max(size, 1):.2f}x smaller, {'lossy' if lossy else 'lossless'}) in {seconds:.1f} s")
     needed = coded.memory_needed()
-    if needed > default_memory_limit(size):
-        _say(args, f"note: decode this file with --max-memory {-(-needed // 10**6)}MB or more: it decodes to more "
-                   f"than the default memory limit allows (max(64 MiB, 1024 x the file's size) = "
-                   f"{default_memory_limit(size):,} bytes; it needs {needed:,})")
+    if needed > default_memory_limit(size):  # a warning, not a summary: -q keeps it, or the file seems broken later
+        print(printable(f"warning: decode this file with --max-memory {-(-needed // 10**6)}MB or more: it decodes "
+                        f"to more than the default memory limit allows (max(64 MiB, 1024 x the file's size) = "
+                        f"{default_memory_limit(size):,} bytes; it needs {needed:,})", True), file=sys.stderr)
     if args.json:
         print_json({"input": shown, "output": args.output, "input_bytes": src, "output_bytes": size, "lossy": lossy,
                     "seconds": round(seconds, 3), "decode_memory": needed, "options": stored.to_json(),

@@ -48,7 +48,7 @@ def common_flags(p: argparse.ArgumentParser, json_help: str) -> None:
                    help=f"print {json_help} on stdout as one JSON document (ASCII; NaN and infinite "
                         "values are null) instead of text")
     p.add_argument("-q", "--quiet", action="store_true",
-                   help="print no progress, notice or summary on stderr (errors still print)")
+                   help="print no progress, notice or summary on stderr (errors and warnings still print)")
     p.add_argument("--version", action="version", version=f"nnr {__version__}")
 
 

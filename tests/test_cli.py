@@ -365,6 +365,9 @@ def test_encode_says_what_memory_a_file_beyond_the_default_limit_needs(tmp_path,
     assert decode_main([str(coded), "-o", str(out), "-q", "--max-memory", str(needed - 1)]) == 3
     assert decode_main([str(coded), "-o", str(out), "-q", "--max-memory", f"{hint.group(1)}MB"]) == 0
     capsys.readouterr()
+    assert encode_main([str(src), "-o", str(tmp_path / "quiet.nnr"), "--data-free", "--prune", "magnitude:0.99",
+                        "-q"]) == 0
+    assert capsys.readouterr().err.startswith("warning: decode this file with --max-memory")  # -q keeps it
     assert encode_main([str(src), "-o", str(tmp_path / "fine.nnr"), "--data-free"]) == 0
     assert "--max-memory" not in _no_traceback(capsys)
 
