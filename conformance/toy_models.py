@@ -116,3 +116,18 @@ def complex_linear(seed: int = 20) -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="nnr-toy")
     model.ir_version = 8
     return model
+
+
+def fixed_size_image(side: int) -> onnx.ModelProto:
+    """An image input declared N×3×?×?, whose graph runs only on side × side images: it adds a
+    side × side pattern, then projects the flattened image to 10 scores."""
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.1, (1, 3, side, side)).astype(np.float32), "pattern"),
+             numpy_helper.from_array(rng.laplace(0, 0.05, (3 * side * side, 10)).astype(np.float32), "proj")]
+    nodes = [helper.make_node("Add", ["x", "pattern"], ["y"]),
+             helper.make_node("Flatten", ["y"], ["f"]),
+             helper.make_node("MatMul", ["f", "proj"], ["scores"])]
+    image = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])
+    graph = helper.make_graph(nodes, "fixed", [image],
+                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["n", 10])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])

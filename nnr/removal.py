@@ -337,14 +337,24 @@ def _shrink_reader(node, consts: dict, model: ModelProto, keep: np.ndarray, carr
 
 
 def synthetic_inputs(model: ModelProto, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray] | None:
-    """Made-up inputs of the graph's declared types and shapes (nnr.synthetic), or None when
-    they cannot be made up."""
-    from .synthetic import SamplingError, synthetic_inputs as made_up
+    """Made-up inputs of the graph's declared types and shapes (nnr.synthetic) that onnxruntime
+    runs the model on, trying each of nnr.synthetic.IMAGE_SIDES for an image of undeclared
+    size; None when there are none."""
+    from . import fidelity
+    from .synthetic import IMAGE_SIDES, SamplingError, synthetic_inputs as made_up
 
-    try:
-        return made_up(model, batch, seed)
-    except SamplingError:
-        return None
+    sess = None
+    for side in IMAGE_SIDES:
+        try:
+            feed = made_up(model, batch, seed, side)
+            sess = sess or fidelity.session(model)
+            sess.run(None, feed)
+            return feed
+        except SamplingError:
+            return None
+        except Exception:  # onnxruntime refuses the model, or inputs of this size
+            continue
+    return None
 
 
 def inference_ms(model: ModelProto, feed: dict[str, np.ndarray], runs: int = 30) -> float:

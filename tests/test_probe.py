@@ -7,7 +7,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import nnr
-from conformance.toy_models import mlp
+from conformance.toy_models import fixed_size_image, mlp
 from nnr.cli import encode_main
 from nnr.errors import OptionError
 from nnr.options import EncoderOptions
@@ -85,28 +85,14 @@ def test_image_inputs_of_unknown_size_get_a_plausible_one():
     assert synthetic_inputs(_one_input_model(TensorProto.FLOAT, ["n", 3, "h", 320]))["a"].shape[1:] == (3, 320, 320)
 
 
-def _fixed_size_image_model(side: int) -> onnx.ModelProto:
-    """An image input declared N×3×?×?, whose graph runs only on side × side images: it adds a
-    side × side pattern, then projects the flattened image to 10 scores."""
-    rng = np.random.default_rng(1)
-    inits = [numpy_helper.from_array(rng.normal(0, 0.1, (1, 3, side, side)).astype(np.float32), "pattern"),
-             numpy_helper.from_array(rng.laplace(0, 0.05, (3 * side * side, 10)).astype(np.float32), "proj")]
-    nodes = [helper.make_node("Add", ["x", "pattern"], ["y"]),
-             helper.make_node("Flatten", ["y"], ["f"]),
-             helper.make_node("MatMul", ["f", "proj"], ["scores"])]
-    graph = helper.make_graph(nodes, "fixed", [_value("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
-                              [_value("scores", TensorProto.FLOAT, ["n", 10])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-
-
 def test_an_image_size_the_model_refuses_is_followed_by_smaller_ones():
     reports = []
-    nnr.encode(_fixed_size_image_model(64), on_probe=reports.append)
+    nnr.encode(fixed_size_image(64), on_probe=reports.append)
     assert not reports[0].notice and reports[0].inputs["x"][2:] == (64, 64)
     reports.clear()
-    data = nnr.encode(_fixed_size_image_model(50), on_probe=reports.append)  # no side tried fits
+    data = nnr.encode(fixed_size_image(50), on_probe=reports.append)  # no side tried fits
     assert "cannot run the model on synthetic inputs (image sides tried: 224, 128, 64, 32)" in reports[0].notice
-    assert data == nnr.encode(_fixed_size_image_model(50), qp=EncoderOptions().qp + FALLBACK_QP_OFFSET)
+    assert data == nnr.encode(fixed_size_image(50), qp=EncoderOptions().qp + FALLBACK_QP_OFFSET)
 
 
 def test_default_encode_probes_and_meets_its_target():

@@ -7,7 +7,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import nnr
 from conformance.inputs import mnist_test
-from conformance.toy_models import mlp
+from conformance.toy_models import fixed_size_image, mlp
 from nnr.cli import encode_main
 from nnr.errors import OptionError, UnsupportedModelError
 from nnr.fidelity import run, session
@@ -140,6 +140,8 @@ def test_synthetic_inputs_and_timing():
     feed = synthetic_inputs(model)
     assert list(feed) == ["image"] and feed["image"].shape == (1, 1, 28, 28)
     assert inference_ms(model, feed, runs=3) > 0
+    assert synthetic_inputs(fixed_size_image(64))["x"].shape == (1, 3, 64, 64)   # 224, 128 refused
+    assert synthetic_inputs(fixed_size_image(50)) is None                       # no size tried runs
 
 
 @pytest.mark.parametrize("argv,message", [
