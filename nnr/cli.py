@@ -7,8 +7,8 @@ and exit non-zero; they never print a traceback and never leave a partial output
 Every command takes ``--version``, ``-q`` and ``--json`` (nnr.console) and uses its streams
 the same way: stdout carries the result (a table or summary, or with ``--json`` one JSON
 document instead; or the data itself for ``-o -``), stderr carries progress, notices and
-the one-line summary, which ``-q`` silences. Errors, and warnings of a file that will not
-decode as it is (nnr encode's ``--max-memory`` warning), always print.
+the one-line summary, which ``-q`` silences. Errors and warnings (a file that needs a raised
+``--max-memory`` to decode, a goal missed on held-out inputs) always print.
 """
 
 from __future__ import annotations
@@ -324,10 +324,10 @@ def _encoded(args: argparse.Namespace, shown: str, data: bytes | None, seconds: 
     _say(args, f"{printable(shown)} ({_human(src)}) -> {printable(args.output)} ({_human(size)}, "
                f"{src / max(size, 1):.2f}x smaller, {'lossy' if lossy else 'lossless'}) in {seconds:.1f} s")
     needed = coded.memory_needed()
-    if needed > default_memory_limit(size):  # a warning, not a summary: -q keeps it, or the file seems broken later
-        print(printable(f"warning: decode this file with --max-memory {-(-needed // 10**6)}MB or more: it decodes "
-                        f"to more than the default memory limit allows (max(64 MiB, 1024 x the file's size) = "
-                        f"{default_memory_limit(size):,} bytes; it needs {needed:,})", True), file=sys.stderr)
+    if needed > default_memory_limit(size):
+        _warn(f"decode this file with --max-memory {-(-needed // 10**6)}MB or more: it decodes to more than the "
+              f"default memory limit allows (max(64 MiB, 1024 x the file's size) = {default_memory_limit(size):,} "
+              f"bytes; it needs {needed:,})")
     if args.json:
         print_json({"input": shown, "output": args.output, "input_bytes": src, "output_bytes": size, "lossy": lossy,
                     "seconds": round(seconds, 3), "decode_memory": needed, "options": stored.to_json(),
@@ -338,6 +338,12 @@ def _say(args: argparse.Namespace, message: str) -> None:
     """A notice or summary line on stderr, unless -q."""
     if not args.quiet:
         print(printable(message, True), file=sys.stderr)
+
+
+def _warn(message: str) -> None:
+    """A warning on stderr, even with -q: the output is written but falls short of what the user
+    will expect of it (it needs a raised --max-memory, or misses the goal on held-out inputs)."""
+    print(printable(f"warning: {message}", True), file=sys.stderr)
 
 
 def _report_speedup(args: argparse.Namespace, data: bytes | str) -> None:
@@ -357,7 +363,12 @@ def _report_speedup(args: argparse.Namespace, data: bytes | str) -> None:
     if feed is None:
         print("inference speed not measured: give --calibration inputs for this model", file=sys.stderr)
         return
-    before, after = inference_ms(original, feed), inference_ms(decode(data, max_memory=OWN_OUTPUT_MEMORY), feed)
+    try:
+        before, after = inference_ms(original, feed), inference_ms(decode(data, max_memory=OWN_OUTPUT_MEMORY), feed)
+    except Exception as exc:  # onnxruntime refuses the inputs or a model: the file is written all the same
+        line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(printable(f"inference speed not measured: {line}"), file=sys.stderr)
+        return
     shape = "; ".join(f"{k} {'x'.join(map(str, v.shape))}" for k, v in feed.items())
     print(f"inference ({shape}, median of 30 onnxruntime runs): {before:.3f} ms -> {after:.3f} ms "
           f"({before / after:.2f}x)", file=sys.stderr)
@@ -438,8 +449,8 @@ def _rate_controlled(args: argparse.Namespace, base, prune_options: dict) -> byt
             say(f"{label} ({n} inputs): {describe_metrics(m)}"
                 + ("" if constraint is None else f"  [{constraint}: {'met' if constraint.met(m) else 'NOT met'}]"))
     if constraint is not None and res.held_out and not constraint.met(res.held_out):
-        say("warning: the held-out inputs miss the constraint; calibrate with more (or more varied) "
-            "inputs, or ask for a stricter bound")
+        _warn("the held-out inputs miss the constraint; calibrate with more (or more varied) inputs, or ask "
+              "for a stricter bound")
     if args.report:
         write_bytes_atomic(args.report, json.dumps(rc.report(res), indent=2).encode())
     return res.data

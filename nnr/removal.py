@@ -343,16 +343,24 @@ def synthetic_inputs(model: ModelProto, batch: int = 1, seed: int = 0) -> dict[s
     from . import fidelity
     from .synthetic import IMAGE_SIDES, SamplingError, synthetic_inputs as made_up
 
-    sess = None
+    try:
+        sess = fidelity.session(model, quiet=True)
+    except Exception:  # onnxruntime cannot load the model
+        return None
+    tried = []
     for side in IMAGE_SIDES:
         try:
             feed = made_up(model, batch, seed, side)
-            sess = sess or fidelity.session(model)
-            sess.run(None, feed)
-            return feed
         except SamplingError:
             return None
-        except Exception:  # onnxruntime refuses the model, or inputs of this size
+        shapes = [(k, v.shape) for k, v in feed.items()]
+        if shapes in tried:
+            continue
+        tried.append(shapes)
+        try:
+            sess.run(None, feed)
+            return feed
+        except Exception:  # onnxruntime refuses inputs of this size
             continue
     return None
 

@@ -135,6 +135,18 @@ def test_cli_reports_parameters_and_speed(tmp_path, capsys):
     assert "removed" in err and "float parameters 114,314 ->" in err and "inference (image 1x1x28x28" in err
 
 
+def test_a_speed_report_that_cannot_run_says_so_and_keeps_the_file(tmp_path, capsys, monkeypatch):
+    def refused(model, feed, runs=30):
+        raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : shapes\nsecond line")
+
+    monkeypatch.setattr("nnr.removal.inference_ms", refused)
+    out = tmp_path / "m.nnr"
+    assert encode_main([str(MNIST), "-o", str(out), "--prune", "filters:l1:0.5", "--remove"]) == 0
+    err = capsys.readouterr().err
+    assert "inference speed not measured: [ONNXRuntimeError] : 2 : INVALID_ARGUMENT : shapes\n" in err
+    assert "Traceback" not in err and out.stat().st_size > 0
+
+
 def test_synthetic_inputs_and_timing():
     model = onnx.load(MNIST)
     feed = synthetic_inputs(model)
