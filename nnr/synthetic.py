@@ -4,8 +4,7 @@ user data.
 Each graph input gets seeded values of its declared type and shape:
 
 * an input shaped like an output whose name extends its own (h → h_out) is a carried
-  recurrent state: zeros (a fresh stream); its one dynamic dimension, wherever it is, is the
-  batch (PyTorch's LSTM and GRU states are layers × batch × hidden);
+  recurrent state: zeros (a fresh stream);
 * float image batches (N×C×H×W with C ≤ 4): smooth noise (8×8 blocks plus fine detail);
 * other float inputs (audio, features): white noise;
 * integer inputs that index an embedding table (Gather on an initializer): uniform ids over
@@ -40,18 +39,17 @@ class SamplingError(ValueError):
     """The model's inputs cannot be made up from its signature; the message says which and why."""
 
 
-def _dims(vi, batch: int, fill: int, image_side: int, state: bool = False) -> list[int]:
+def _dims(vi, batch: int, fill: int, image_side: int) -> list[int]:
     tt = vi.type.tensor_type
     if not tt.HasField("shape"):
         raise SamplingError(f"input {vi.name!r} has no declared shape")
     declared = [int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else 0 for d in tt.shape.dim]
     image = (len(declared) == 4 and 0 < declared[1] <= 4 and tt.elem_type in _FLOATS)
-    state_batch = state and declared.count(0) == 1
     dims = []
     for axis, d in enumerate(tt.shape.dim):
         if declared[axis]:
             dims.append(declared[axis])
-        elif axis == 0 or state_batch:
+        elif axis == 0:
             dims.append(batch)
         elif image:  # an N×C×H×W image of unknown size: its known side, at least image_side
             dims.append(max(max(declared[2:]), image_side))
@@ -106,7 +104,7 @@ def synthetic_inputs(model: ModelProto, batch: int = BATCH, seed: int = 0,
     rng = np.random.default_rng(seed)
     inits = {t.name for t in model.graph.initializer}
     outputs = _output_shapes(model)
-    feed, batched, states = {}, [], {}
+    feed, batched = {}, []
     inputs = [vi for vi in model.graph.input if vi.name not in inits]
     for vi in inputs:
         et = vi.type.tensor_type.elem_type
@@ -114,32 +112,22 @@ def synthetic_inputs(model: ModelProto, batch: int = BATCH, seed: int = 0,
             kind = TensorProto.DataType.Name(et).lower() if et in TensorProto.DataType.values() else f"#{et}"
             raise SamplingError(f"input {vi.name!r} is of type {kind}, which cannot be sampled")
         dtype = helper.tensor_dtype_to_np_dtype(et) if et != TensorProto.BFLOAT16 else np.float32
+        dims = _dims(vi, batch, SAMPLES if et in _FLOATS else TOKENS, image_side)
         declared = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in vi.type.tensor_type.shape.dim)
-        state = et in _FLOATS and _is_state(vi.name, declared, outputs)
-        dims = _dims(vi, batch, SAMPLES if et in _FLOATS else TOKENS, image_side, state)
-        if state and declared and declared[0] > 0 and -1 in declared:
-            states[vi.name] = (dims, declared.index(-1), dtype)   # batch on another axis: sized once the batch is
-            continue
         if declared and declared[0] <= 0:
             per_sample = int(np.prod(dims[1:], dtype=np.int64))
             dims[0] = max(min(2, batch), min(batch, MAX_ELEMENTS // max(per_sample, 1)))
             batched.append(vi.name)
         if et in _FLOATS:
-            feed[vi.name] = _float_input(rng, dims, state).astype(dtype)
+            feed[vi.name] = _float_input(rng, dims, _is_state(vi.name, declared, outputs)).astype(dtype)
         elif et == TensorProto.BOOL:
             feed[vi.name] = np.ones(dims, dtype=bool)
         else:
             feed[vi.name] = _integer_input(rng, model, vi.name, dims).astype(dtype)
-    n = batch
     if batched:  # inputs shrunk differently: every batch cut to the smallest
         n = min(feed[k].shape[0] for k in batched)
         feed.update({k: feed[k][:n] for k in batched})
-    elif feed:  # fixed batches: the states' follows the other inputs'
-        n = min((v.shape[0] for v in feed.values() if v.ndim), default=1)
-    for name, (dims, axis, dtype) in states.items():
-        dims[axis] = n
-        feed[name] = np.zeros(dims, dtype=dtype)
-    return {vi.name: feed[vi.name] for vi in inputs}
+    return feed
 
 
 def _float_input(rng: np.random.Generator, dims: list[int], state: bool) -> np.ndarray:

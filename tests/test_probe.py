@@ -80,30 +80,6 @@ def test_state_inputs_start_at_zero_and_fixed_batches_are_drawn_repeatedly():
     assert len({f["x"].tobytes() for f in feeds}) == 8
 
 
-def _batch_first_gru(hidden: int = 8) -> onnx.ModelProto:
-    """A GRU as PyTorch exports one with batch_first inputs: x is batch × time × features, the
-    state h is layers × batch × hidden, the batch dynamic in both."""
-    rng = np.random.default_rng(3)
-    inits = [numpy_helper.from_array(rng.laplace(0, 0.2, (1, 3 * hidden, 4)).astype(np.float32), "W"),
-             numpy_helper.from_array(rng.laplace(0, 0.2, (1, 3 * hidden, hidden)).astype(np.float32), "R")]
-    nodes = [helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
-             helper.make_node("GRU", ["xt", "W", "R", "", "", "h"], ["y", "h_out"], hidden_size=hidden)]
-    graph = helper.make_graph(nodes, "gru", [_value("x", TensorProto.FLOAT, ["batch", 5, 4]),
-                                             _value("h", TensorProto.FLOAT, [1, "batch", hidden])],
-                              [_value("y", TensorProto.FLOAT, [5, 1, "batch", hidden]),
-                               _value("h_out", TensorProto.FLOAT, [1, "batch", hidden])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-
-
-def test_a_state_batched_on_another_axis_follows_the_batch_and_the_probe_runs():
-    feed = synthetic_inputs(_batch_first_gru())
-    assert feed["h"].shape == (1, feed["x"].shape[0], 8) and not feed["h"].any()
-    assert list(feed) == ["x", "h"]
-    reports = []
-    nnr.encode(_batch_first_gru(), on_probe=reports.append)
-    assert not reports[0].notice and reports[0].tensors == 2
-
-
 def test_image_inputs_of_unknown_size_get_a_plausible_one():
     assert synthetic_inputs(_one_input_model(TensorProto.FLOAT, ["n", 3, 48, "w"]))["a"].shape[1:] == (3, 48, 224)
     assert synthetic_inputs(_one_input_model(TensorProto.FLOAT, ["n", 3, "h", 320]))["a"].shape[1:] == (3, 320, 320)
