@@ -190,16 +190,18 @@ class Probe:
         self.arrays: dict[str, np.ndarray] = {}   # the large weights, fed to every session
         self._sources: dict[str, tuple] = {}      # where each can be read again: (TensorProto, folder)
         self.base = self._skeleton(model, base_dir)
-        _measure_before_squashing(self.base.graph)
+        self.states = state_outputs(model)   # recurrent state input → the output carrying it on
+        _measure_before_squashing(self.base.graph, keep=set(self.states.values()))
         self.fed = ModelProto()
         self.fed.CopyFrom(self.base)
         self.feedable = _feedable(self.fed)  # slot → initializer name, Constant values made initializers
         self._share(self.fed)
         self._sessions: dict[frozenset, object] = {}
-        states = state_outputs(model)
-        if states:
+        if self.states:
             warm = self._open(self._skeleton(model, base_dir))
-            feeds = _warmed(warm, feeds, states, self._weights_for(warm, {}))
+            weights = self._weights_for(warm, {})
+            feeds = [_stream(warm, feed, _chunks(feeds, k + 1), self.states, weights)[0]
+                     for k, feed in enumerate(feeds)]
         self.feeds = {False: feeds, True: _first_samples(feeds, PROBE_ELEMENTS)}
         session = self._open(self.fed)   # the reference run; dropped after
         self.outputs = [o.name for o in session.get_outputs()]
@@ -294,9 +296,19 @@ class Probe:
             return self._sessions[key]
 
     def _outputs(self, session, extra: dict[str, np.ndarray], small: bool, workers: int = 1) -> list[np.ndarray]:
+        """The float outputs on the feeds. A model with a recurrent state runs each feed on as
+        a stream of STREAM_STEPS chunks, each call's state fed to the next: a stream's error
+        builds up through the state, and one call from a clean state does not show it."""
         weights = {**self._weights_for(session, extra), **extra}
-        runs = list(bounded_map(lambda feed: session.run(None, {**feed, **weights}), self.feeds[small],
-                                workers if workers > 1 and len(self.feeds[small]) > 1 else 0, "nnr-probe-run"))
+        feeds = self.feeds[small]
+        if self.states:
+            def run(k: int) -> list:
+                return _stream(session, feeds[k], _chunks(feeds, k), self.states, weights)[1]
+        else:
+            def run(k: int) -> list:
+                return [session.run(None, {**feeds[k], **weights})]
+        runs = [r for rs in bounded_map(run, range(len(feeds)), workers if workers > 1 and len(feeds) > 1 else 0,
+                                        "nnr-probe-run") for r in rs]
         return [np.concatenate([np.asarray(r[i], dtype=np.float64).ravel() for r in runs]) for i in self.float_outputs]
 
     def distortion(self, replaced: dict[int, np.ndarray], small: bool = False,
@@ -356,15 +368,16 @@ SQUASHING = {"Sigmoid", "Softmax", "LogSoftmax", "Tanh"}
 SHAPE_ONLY = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Flatten"}
 
 
-def _measure_before_squashing(graph) -> None:
+def _measure_before_squashing(graph, keep: set[str] = frozenset()) -> None:
     """Replace each graph output computed by a final Sigmoid/Softmax/Tanh (through shape-only
     ops) by that op's input: saturation hides weight noise in probabilities on made-up inputs
-    (a detector that sees no text, a pitch tracker that hears no voice), logits do not."""
+    (a detector that sees no text, a pitch tracker that hears no voice), logits do not.
+    Outputs in ``keep`` (recurrent states, fed back as they are) stay."""
     producer = {o: n for n in graph.node for o in n.output}
     outputs = []
     for out in graph.output:
         name = out.name
-        node = producer.get(name)
+        node = producer.get(name) if name not in keep else None
         while node is not None and node.op_type in SHAPE_ONLY:
             node = producer.get(node.input[0])
         if node is not None and node.op_type in SQUASHING:
@@ -376,24 +389,27 @@ def _measure_before_squashing(graph) -> None:
     graph.output.extend(o for o in outputs if not (o.name in seen or seen.add(o.name)))
 
 
-WARM_UP_STEPS = 8   # synthetic chunks run through a recurrent model before its state is probed
+STREAM_STEPS = 8   # chunks a recurrent model runs through: to warm its state up, then to measure
 
 
-def _warmed(session, feeds: list[dict[str, np.ndarray]], states: dict[str, str],
-            weights: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
-    """Feeds whose recurrent states are those the model reaches after WARM_UP_STEPS chunks of
-    the feeds' own inputs (``weights``: the session's weight inputs): a zero state hides the
-    recurrent weights from the probe."""
+def _chunks(feeds: list[dict[str, np.ndarray]], first: int) -> list[dict[str, np.ndarray]]:
+    """STREAM_STEPS chunks of a synthetic stream: the feeds in turn from ``first`` on."""
+    return [feeds[(first + step) % len(feeds)] for step in range(STREAM_STEPS)]
+
+
+def _stream(session, feed: dict[str, np.ndarray], chunks: list[dict[str, np.ndarray]], states: dict[str, str],
+            weights: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list]:
+    """Run ``chunks`` one after another from ``feed``'s recurrent states, each call's state
+    outputs fed to the next call (``weights``: the session's weight inputs). Returns ``feed``
+    with the states reached (a zero state hides the recurrent weights from the probe) and
+    every call's outputs."""
     names = [o.name for o in session.get_outputs()]
-    warmed = []
-    for k, feed in enumerate(feeds):
-        current = dict(feed)
-        for step in range(WARM_UP_STEPS):
-            source = feeds[(k + step + 1) % len(feeds)]
-            outs = dict(zip(names, session.run(None, {**source, **weights, **{i: current[i] for i in states}})))
-            current.update({i: outs[o].astype(feed[i].dtype) for i, o in states.items()})
-        warmed.append(current)
-    return warmed
+    current, runs = dict(feed), []
+    for chunk in chunks:
+        runs.append(session.run(None, {**chunk, **weights, **{i: current[i] for i in states}}))
+        outs = dict(zip(names, runs[-1]))
+        current.update({i: outs[o].astype(feed[i].dtype) for i, o in states.items()})
+    return current, runs
 
 
 def _first_samples(feeds: list[dict[str, np.ndarray]], elements: int) -> list[dict[str, np.ndarray]]:

@@ -80,6 +80,36 @@ def test_state_inputs_start_at_zero_and_fixed_batches_are_drawn_repeatedly():
     assert len({f["x"].tobytes() for f in feeds}) == 8
 
 
+def _rnn(width: int = 4) -> onnx.ModelProto:
+    """h_out = tanh(h·R + x·W), the state carried from call to call and the only output."""
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array((0.9 * np.eye(width) + rng.normal(0, 0.05, (width, width))).astype(np.float32), "R"),
+             numpy_helper.from_array(rng.normal(0, 0.5, (width, width)).astype(np.float32), "W")]
+    nodes = [helper.make_node("MatMul", ["h", "R"], ["hr"]), helper.make_node("MatMul", ["x", "W"], ["xw"]),
+             helper.make_node("Add", ["hr", "xw"], ["pre"]), helper.make_node("Tanh", ["pre"], ["h_out"])]
+    graph = helper.make_graph(nodes, "rnn", [_value("x", TensorProto.FLOAT, [1, width]),
+                                             _value("h", TensorProto.FLOAT, [1, width])],
+                              [_value("h_out", TensorProto.FLOAT, [1, width])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_a_recurrent_model_is_measured_over_a_stream(monkeypatch):
+    import nnr.probe
+
+    def distortion():
+        probe = Probe(_rnn(), synthetic_batches(_rnn()))
+        [slot] = [i for i, name in probe.feedable.items() if name == "R"]
+        recurrent = numpy_helper.to_array(next(t for t in _rnn().graph.initializer if t.name == "R"))
+        return probe, probe.distortion({slot: recurrent + np.float32(0.02)})
+
+    probe, streamed = distortion()
+    assert probe.outputs == ["h_out"]   # a state output is measured as it is fed back, not before its Tanh
+    assert probe.reference[False][0].size == 8 * nnr.probe.STREAM_STEPS * 4   # 8 streams of 8 calls
+    monkeypatch.setattr(nnr.probe, "STREAM_STEPS", 1)
+    _, one_call = distortion()
+    assert streamed > 3 * one_call   # the error builds up through the state
+
+
 def test_image_inputs_of_unknown_size_get_a_plausible_one():
     assert synthetic_inputs(_one_input_model(TensorProto.FLOAT, ["n", 3, 48, "w"]))["a"].shape[1:] == (3, 48, 224)
     assert synthetic_inputs(_one_input_model(TensorProto.FLOAT, ["n", 3, "h", 320]))["a"].shape[1:] == (3, 320, 320)
