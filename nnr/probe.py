@@ -202,7 +202,8 @@ class Probe:
             weights = self._weights_for(warm, {})
             feeds = [_stream(warm, feed, _chunks(feeds, k + 1), self.states, weights)[0]
                      for k, feed in enumerate(feeds)]
-        self.feeds = {False: feeds, True: _first_samples(feeds, PROBE_ELEMENTS)}
+        budget = PROBE_ELEMENTS // STREAM_STEPS if self.states else PROBE_ELEMENTS   # a stream runs each feed on
+        self.feeds = {False: feeds, True: _first_samples(feeds, budget)}
         session = self._open(self.fed)   # the reference run; dropped after
         self.outputs = [o.name for o in session.get_outputs()]
         self.float_outputs = [i for i, o in enumerate(session.get_outputs())
