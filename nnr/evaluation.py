@@ -11,7 +11,7 @@ from onnx import ModelProto
 
 from . import fidelity
 from .calibration import Calibration
-from .errors import OptionError
+from .errors import InputError, NnrError, OptionError
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,13 @@ class Evaluator:
 
     def __init__(self, model: ModelProto, cal: Calibration, batch: int = 16):
         self.cal, self.batch = cal, batch
-        self.reference = self._outputs(model)
+        try:
+            self.reference = self._outputs(model)
+        except NnrError:
+            raise
+        except Exception as exc:  # onnxruntime refuses the inputs: shapes the signature leaves open, values
+            line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"onnxruntime cannot run the model on the calibration inputs: {line}") from None
 
     def _outputs(self, model: ModelProto | bytes) -> np.ndarray:
         return fidelity.run(fidelity.session(model), self.cal.inputs, self.batch).astype(np.float64)

@@ -46,10 +46,19 @@ def first_float_output(sess) -> str:
     raise InputError("the model has no floating-point output to measure fidelity on")
 
 
+def fixed_batch(sess, batch: int) -> int:
+    """``batch``, or the batch of ``sess`` if every input fixes its first axis to the same size
+    (a model that runs one chunk at a time takes exactly that many samples a call)."""
+    firsts = {i.shape[0] if isinstance(i.shape[0], int) and i.shape[0] > 0 else None
+              for i in sess.get_inputs() if i.shape}
+    return firsts.pop() if len(firsts) == 1 and None not in firsts else batch
+
+
 def run(sess, inputs: dict[str, np.ndarray], batch: int = 16) -> np.ndarray:
     """First floating-point output of ``sess`` on inputs batched along axis 0, concatenated."""
     name = first_float_output(sess)
     n = len(next(iter(inputs.values())))
+    batch = fixed_batch(sess, batch)
     outs = []
     for i in range(0, n, batch):
         feed = {k: v[i:i + batch] for k, v in inputs.items()}
@@ -69,6 +78,7 @@ def intermediates(model: ModelProto, names: list[str], inputs: dict[str, np.ndar
     probe.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names if n not in known)
     sess = session(probe)
     n = len(next(iter(inputs.values())))
+    batch = fixed_batch(sess, batch)
     for start in range(0, n, batch):
         yield dict(zip(names, sess.run(names, {k: v[start:start + batch] for k, v in inputs.items()}), strict=True))
 

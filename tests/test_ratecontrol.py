@@ -3,10 +3,11 @@
 import numpy as np
 import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 import nnr
 from conformance.inputs import mnist_test
-from conformance.toy_models import mlp
+from conformance.toy_models import fixed_size_image, mlp
 from nnr import biascorrect
 from nnr import ratecontrol as rc
 from nnr.calibration import Calibration, load_calibration
@@ -157,6 +158,39 @@ def test_calibration_files_are_checked(tmp_path):
         load_calibration(tmp_path / "junk.npz", model)
     with pytest.raises(InputError, match="not found"):
         load_calibration(tmp_path / "absent.npz", model)
+
+
+def test_calibration_arrays_follow_the_input_signature(tmp_path):
+    import re
+
+    from nnr.evaluation import Evaluator
+
+    model = onnx.load(MNIST)
+    x, _ = mnist_test()
+    np.savez(tmp_path / "f64.npz", image=x[:6].astype(np.float64))
+    assert load_calibration(tmp_path / "f64.npz", model).inputs["image"].dtype == np.float32   # NumPy's default
+    for name, array, message in (("rank", x[:6, 0], "is 6 x 28 x 28; the model's input 'image' is ? x 1 x 28 x 28"),
+                                 ("size", x[:6, :, :14], "is 6 x 1 x 14 x 28"),
+                                 ("ints", x[:6].astype(np.int64), "holds int64 values; the model's input is float")):
+        np.savez(tmp_path / f"{name}.npz", image=array)
+        with pytest.raises(InputError, match=re.escape(message)):
+            load_calibration(tmp_path / f"{name}.npz", model)
+
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "fixed",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+                              [numpy_helper.from_array(np.ones((4, 3), np.float32), "w")])
+    fixed = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    np.savez(tmp_path / "five.npz", x=np.ones((5, 4)))
+    with pytest.raises(InputError, match="batches of exactly 2 .* 5 calibration samples"):
+        load_calibration(tmp_path / "five.npz", fixed)
+    np.savez(tmp_path / "six.npz", x=np.arange(24.0).reshape(6, 4))
+    assert Evaluator(fixed, load_calibration(tmp_path / "six.npz", fixed)).reference.shape == (6, 3)  # 2 a call
+
+    odd = fixed_size_image(64)   # declared ? x 3 x ? x ?, runs only on 64 x 64 images
+    np.savez(tmp_path / "small.npz", x=np.zeros((4, 3, 32, 32), np.float32))
+    with pytest.raises(InputError, match="onnxruntime cannot run the model on the calibration inputs"):
+        Evaluator(odd, load_calibration(tmp_path / "small.npz", odd))
 
 
 def test_holdout_split_is_deterministic_and_disjoint():
