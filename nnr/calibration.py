@@ -7,9 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from onnx import ModelProto
-
-from onnx import TensorProto, helper
+from onnx import ModelProto, TensorProto, helper
 
 from .errors import InputError, OptionError
 from .graph import model_inputs
@@ -78,40 +76,46 @@ def load_calibration(path: str | Path, model: ModelProto) -> Calibration:
     if labels is not None and (labels.ndim != 1 or len(labels) != n or labels.dtype.kind not in "iu"):
         raise InputError(f"{path}: 'labels' must be one integer per sample")
     declared = {vi.name: vi for vi in model.graph.input}
-    firsts = {_first_axis(declared[name]) for name in names}
-    if len(firsts) == 1 and None not in firsts and n % (batch := firsts.pop()):
-        raise InputError(f"{path}: the model takes batches of exactly {batch} (the first axis of every input); "
-                         f"{n} calibration samples are not a multiple of that")
     return Calibration({name: _as_declared(path, declared[name], arrays[name]) for name in names}, labels)
 
 
-def _first_axis(vi) -> int | None:
-    """The declared size of an input's first axis, None when it is dynamic or not declared."""
-    dims = vi.type.tensor_type.shape.dim
-    return int(dims[0].dim_value) if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
+_FLOATS = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE)
+_INTEGERS = (TensorProto.INT64, TensorProto.INT32, TensorProto.INT16, TensorProto.INT8, TensorProto.UINT8,
+             TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64)
 
 
 def _as_declared(path, vi, array: np.ndarray) -> np.ndarray:
     """``array`` checked against the graph input ``vi`` (same axes, the first one the batch;
-    the declared sizes) and cast to its element type: a float
-    array for a float input, an integer one for an integer input (NumPy's float64 default
-    would otherwise reach onnxruntime, which refuses it)."""
+    the declared sizes) and cast to its element type, values kept: a float array for a float
+    input, an integer one for an integer input (NumPy's float64 default would otherwise reach
+    onnxruntime, which refuses it)."""
     tt = vi.type.tensor_type
     et = tt.elem_type
-    floats = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE)
-    ints = (TensorProto.INT64, TensorProto.INT32, TensorProto.INT16, TensorProto.INT8, TensorProto.UINT8,
-            TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64)
-    if et in floats and array.dtype.kind == "f" or et in ints and array.dtype.kind in "iu" \
-            or et == TensorProto.BOOL and array.dtype.kind == "b":
-        array = array.astype(helper.tensor_dtype_to_np_dtype(et), copy=False)
-    else:
-        kind = TensorProto.DataType.Name(et).lower() if et in TensorProto.DataType.values() else f"#{et}"
+    kind = TensorProto.DataType.Name(et).lower() if et in TensorProto.DataType.values() else f"#{et}"
+    if et not in _FLOATS + _INTEGERS + (TensorProto.BOOL,):
+        raise InputError(f"{path}: the model's input {vi.name!r} is {kind}; nnr cannot run calibration inputs of "
+                         "that type")
+    if tt.HasField("shape") and not tt.shape.dim:
+        raise InputError(f"{path}: the model's input {vi.name!r} is a scalar, with no first axis to stack "
+                         "calibration samples along; nnr cannot calibrate this model")
+    target = helper.tensor_dtype_to_np_dtype(et)
+    if not (et in _FLOATS and array.dtype.kind == "f" or et in _INTEGERS and array.dtype.kind in "iu"
+            or et == TensorProto.BOOL and array.dtype.kind == "b"):
         raise InputError(f"{path}: array {vi.name!r} holds {array.dtype} values; the model's input is {kind}")
+    if et in _INTEGERS and array.size:
+        info = np.iinfo(target)
+        if int(array.min()) < info.min or int(array.max()) > info.max:
+            raise InputError(f"{path}: array {vi.name!r} holds values outside {kind}'s range "
+                             f"[{info.min}, {info.max}], the model's input type")
+    with np.errstate(over="ignore", invalid="ignore"):   # an overflow is reported below, as an error
+        cast = array.astype(target, copy=False)
+    if et in _FLOATS and not np.all(np.isfinite(cast)) and np.all(np.isfinite(array)):
+        raise InputError(f"{path}: array {vi.name!r} holds values too large for {kind}, the model's input type")
     if tt.HasField("shape"):
         dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tt.shape.dim]
-        wanted = " x ".join("?" if d is None else str(d) for d in dims) or "a scalar"
+        wanted = " x ".join("?" if d is None else str(d) for d in dims)
         shown = " x ".join(map(str, array.shape))
         if array.ndim != len(dims) or any(d is not None and d != a for d, a in zip(dims[1:], array.shape[1:])):
             raise InputError(f"{path}: array {vi.name!r} is {shown}; the model's input {vi.name!r} is {wanted} "
                              "(the calibration samples are stacked along its first axis, the batch)")
-    return array
+    return cast

@@ -11,7 +11,7 @@ from onnx import ModelProto
 
 from . import fidelity
 from .calibration import Calibration
-from .errors import InputError, NnrError, OptionError
+from .errors import InputError, OptionError
 
 
 @dataclass(frozen=True)
@@ -64,9 +64,7 @@ class Evaluator:
         self.cal, self.batch = cal, batch
         try:
             self.reference = self._outputs(model)
-        except NnrError:
-            raise
-        except Exception as exc:  # onnxruntime refuses the inputs: shapes the signature leaves open, values
+        except fidelity.onnxruntime_errors() as exc:  # inputs that pass the signature's checks, refused
             line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(f"onnxruntime cannot run the model on the calibration inputs: {line}") from None
 

@@ -46,30 +46,42 @@ def first_float_output(sess) -> str:
     raise InputError("the model has no floating-point output to measure fidelity on")
 
 
-def fixed_batch(sess, batch: int) -> int:
-    """``batch``, or the batch of ``sess`` if every input fixes its first axis to the same size
-    (a model that runs one chunk at a time takes exactly that many samples a call)."""
-    firsts = {i.shape[0] if isinstance(i.shape[0], int) and i.shape[0] > 0 else None
-              for i in sess.get_inputs() if i.shape}
-    return firsts.pop() if len(firsts) == 1 and None not in firsts else batch
+def fixed_batch(sess, batch: int) -> int | None:
+    """The batch of ``sess`` if every input fixes its first axis to the same size (a model that
+    runs one chunk at a time takes exactly that many samples a call), else None."""
+    firsts = {i.shape[0] if i.shape and isinstance(i.shape[0], int) and i.shape[0] > 0 else None
+              for i in sess.get_inputs()}
+    return firsts.pop() if len(firsts) == 1 and None not in firsts else None
+
+
+def _batches(sess, inputs: dict[str, np.ndarray], batch: int) -> Iterator[tuple[dict[str, np.ndarray], int | None]]:
+    """Feeds of ``batch`` samples along axis 0, or of the model's fixed batch: a last one
+    short of it is filled with copies of its last sample, and the count to keep comes with it
+    (None: keep all)."""
+    fixed = fixed_batch(sess, batch)
+    step = fixed or batch
+    n = len(next(iter(inputs.values())))
+    for start in range(0, n, step):
+        feed = {k: v[start:start + step] for k, v in inputs.items()}
+        kept = len(next(iter(feed.values())))
+        if fixed and kept < fixed:
+            feed = {k: np.concatenate([v, np.repeat(v[-1:], fixed - kept, axis=0)]) for k, v in feed.items()}
+            yield feed, kept
+        else:
+            yield feed, None
 
 
 def run(sess, inputs: dict[str, np.ndarray], batch: int = 16) -> np.ndarray:
     """First floating-point output of ``sess`` on inputs batched along axis 0, concatenated."""
     name = first_float_output(sess)
-    n = len(next(iter(inputs.values())))
-    batch = fixed_batch(sess, batch)
-    outs = []
-    for i in range(0, n, batch):
-        feed = {k: v[i:i + batch] for k, v in inputs.items()}
-        outs.append(sess.run([name], feed)[0])
-    return np.concatenate(outs)
+    return np.concatenate([sess.run([name], feed)[0][:kept] for feed, kept in _batches(sess, inputs, batch)])
 
 
 def intermediates(model: ModelProto, names: list[str], inputs: dict[str, np.ndarray],
                   batch: int = 8) -> Iterator[dict[str, np.ndarray]]:
     """Values of the graph's tensors ``names`` on ``inputs``, one dict per batch along axis 0
-    (the model is run with those tensors exposed as extra outputs)."""
+    (the model is run with those tensors exposed as extra outputs; of a filled-up last batch of
+    a fixed-batch model, values whose first axis is the batch keep only the real samples)."""
     from onnx import helper
 
     probe = ModelProto()
@@ -77,10 +89,20 @@ def intermediates(model: ModelProto, names: list[str], inputs: dict[str, np.ndar
     known = {o.name for o in probe.graph.output}
     probe.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names if n not in known)
     sess = session(probe)
-    n = len(next(iter(inputs.values())))
-    batch = fixed_batch(sess, batch)
-    for start in range(0, n, batch):
-        yield dict(zip(names, sess.run(names, {k: v[start:start + batch] for k, v in inputs.items()}), strict=True))
+    fixed = fixed_batch(sess, batch)
+    for feed, kept in _batches(sess, inputs, batch):
+        values = sess.run(names, feed)
+        if kept is not None:
+            values = [v[:kept] if v.ndim and v.shape[0] == fixed else v for v in values]
+        yield dict(zip(names, values, strict=True))
+
+
+def onnxruntime_errors() -> tuple[type[Exception], ...]:
+    """The exceptions onnxruntime raises for a model or inputs it refuses."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    return tuple(c for c in vars(state).values() if isinstance(c, type) and issubclass(c, Exception)
+                 and c.__module__ == state.__name__)
 
 
 def top1_agreement(reference: np.ndarray, test: np.ndarray) -> float:

@@ -181,11 +181,27 @@ def test_calibration_arrays_follow_the_input_signature(tmp_path):
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
                               [numpy_helper.from_array(np.ones((4, 3), np.float32), "w")])
     fixed = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    np.savez(tmp_path / "five.npz", x=np.ones((5, 4)))
-    with pytest.raises(InputError, match="batches of exactly 2 .* 5 calibration samples"):
-        load_calibration(tmp_path / "five.npz", fixed)
-    np.savez(tmp_path / "six.npz", x=np.arange(24.0).reshape(6, 4))
-    assert Evaluator(fixed, load_calibration(tmp_path / "six.npz", fixed)).reference.shape == (6, 3)  # 2 a call
+    x5 = np.arange(20.0).reshape(5, 4)
+    np.savez(tmp_path / "five.npz", x=x5)
+    reference = Evaluator(fixed, load_calibration(tmp_path / "five.npz", fixed)).reference   # 2 a call, 1 + a copy
+    assert reference.shape == (5, 3) and np.allclose(reference, x5 @ np.ones((4, 3)))
+    ids = helper.make_model(helper.make_graph([helper.make_node("Identity", ["t"], ["u"])], "ids",
+                                              [helper.make_tensor_value_info("t", TensorProto.INT32, ["n", 2])],
+                                              [helper.make_tensor_value_info("u", TensorProto.INT32, ["n", 2])]))
+    np.savez(tmp_path / "wide.npz", t=np.array([[1, 2**33]]))
+    with pytest.raises(InputError, match="outside int32's range"):
+        load_calibration(tmp_path / "wide.npz", ids)
+    np.savez(tmp_path / "narrow.npz", t=np.array([[1, 2]], dtype=np.uint8))
+    assert load_calibration(tmp_path / "narrow.npz", ids).inputs["t"].dtype == np.int32
+    for elem, dims, message in ((TensorProto.COMPLEX64, ["n", 2], "is complex64; nnr cannot run"),
+                                (TensorProto.FLOAT, [], "is a scalar"),
+                                (TensorProto.FLOAT16, ["n", 2], "too large for float16")):
+        one = helper.make_model(helper.make_graph([helper.make_node("Identity", ["a"], ["b"])], "one",
+                                                  [helper.make_tensor_value_info("a", elem, dims)],
+                                                  [helper.make_tensor_value_info("b", elem, dims)]))
+        np.savez(tmp_path / "one.npz", a=np.full((3, 2), 1e6))
+        with pytest.raises(InputError, match=message):
+            load_calibration(tmp_path / "one.npz", one)
 
     odd = fixed_size_image(64)   # declared ? x 3 x ? x ?, runs only on 64 x 64 images
     np.savez(tmp_path / "small.npz", x=np.zeros((4, 3, 32, 32), np.float32))
