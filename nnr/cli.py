@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 
 from . import __version__
 from .console import common_flags, metadata_json, printable, print_json, progress_bar, require_encoder
-from .errors import FormatError, NnrError, OptionError, OutputError
+from .errors import FormatError, NnrError, OptionError, OutputError, first_line
 
 
 def _run(prog: str, fn: Callable[[], int]) -> int:
@@ -366,8 +366,7 @@ def _report_speedup(args: argparse.Namespace, data: bytes | str) -> None:
     try:
         before, after = inference_ms(original, feed), inference_ms(decode(data, max_memory=OWN_OUTPUT_MEMORY), feed)
     except Exception as exc:  # onnxruntime refuses the inputs or a model: the file is written all the same
-        line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(printable(f"inference speed not measured: {line}"), file=sys.stderr)
+        print(printable(f"inference speed not measured: {first_line(exc)}"), file=sys.stderr)
         return
     shape = "; ".join(f"{k} {'x'.join(map(str, v.shape))}" for k, v in feed.items())
     print(f"inference ({shape}, median of 30 onnxruntime runs): {before:.3f} ms -> {after:.3f} ms "

@@ -6,3 +6,10 @@ from nnr.codec.errors import (CorruptionError, FormatError, InputError, LimitErr
 
 __all__ = ["NnrError", "InputError", "OptionError", "FormatError", "CorruptionError", "VersionError",
            "LimitError", "UnsupportedModelError", "OutputError"]
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of a foreign exception's message (onnxruntime's run to many), or its type's
+    name: what a one-line error or notice quotes of it."""
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]

@@ -11,7 +11,7 @@ from onnx import ModelProto
 
 from . import fidelity
 from .calibration import Calibration
-from .errors import InputError, OptionError
+from .errors import InputError, OptionError, first_line
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,8 @@ class Evaluator:
         try:
             self.reference = self._outputs(model)
         except fidelity.onnxruntime_errors() as exc:  # inputs that pass the signature's checks, refused
-            line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"onnxruntime cannot run the model on the calibration inputs: {line}") from None
+            raise InputError(f"onnxruntime cannot run the model on the calibration inputs: {first_line(exc)}") \
+                from None
 
     def _outputs(self, model: ModelProto | bytes) -> np.ndarray:
         return fidelity.run(fidelity.session(model), self.cal.inputs, self.batch).astype(np.float64)

@@ -46,7 +46,7 @@ def first_float_output(sess) -> str:
     raise InputError("the model has no floating-point output to measure fidelity on")
 
 
-def fixed_batch(sess, batch: int) -> int | None:
+def fixed_batch(sess) -> int | None:
     """The batch of ``sess`` if every input fixes its first axis to the same size (a model that
     runs one chunk at a time takes exactly that many samples a call), else None."""
     firsts = {i.shape[0] if i.shape and isinstance(i.shape[0], int) and i.shape[0] > 0 else None
@@ -58,7 +58,7 @@ def _batches(sess, inputs: dict[str, np.ndarray], batch: int) -> Iterator[tuple[
     """Feeds of ``batch`` samples along axis 0, or of the model's fixed batch: a last one
     short of it is filled with copies of its last sample, and the count to keep comes with it
     (None: keep all)."""
-    fixed = fixed_batch(sess, batch)
+    fixed = fixed_batch(sess)
     step = fixed or batch
     n = len(next(iter(inputs.values())))
     for start in range(0, n, step):
@@ -89,7 +89,7 @@ def intermediates(model: ModelProto, names: list[str], inputs: dict[str, np.ndar
     known = {o.name for o in probe.graph.output}
     probe.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names if n not in known)
     sess = session(probe)
-    fixed = fixed_batch(sess, batch)
+    fixed = fixed_batch(sess)
     for feed, kept in _batches(sess, inputs, batch):
         values = sess.run(names, feed)
         if kept is not None:

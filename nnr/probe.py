@@ -35,9 +35,10 @@ from nnr.codec.floatcast import to_float64
 from nnr.formats.onnx_io import (STORAGE_DTYPES, fill_tensor, is_external, refer_external, strip_tensor, tensor_bytes,
                                  tensor_slots)
 
+from .errors import first_line
 from .options import EncoderOptions
 from .threads import bounded_map
-from .synthetic import IMAGE_SIDES, SamplingError, state_outputs, synthetic_batches
+from .synthetic import SamplingError, image_sides, state_outputs, synthetic_batches
 
 Progress = Callable[[int, int, str], None]
 DEFAULT_SNR_DB = 36.0      # aimed at on synthetic inputs: ≥ 30 dB and ≥ 99 % agreement on real ones, with margin
@@ -520,7 +521,7 @@ def plan(model: ModelProto, opts: EncoderOptions, target_snr_db: float = DEFAULT
             try:
                 return probe.distortion({w.slot: replacement}, small=True, group=group, workers=1)
             except Exception as exc:  # onnxruntime cannot run the model with this tensor fed or replaced
-                raise ProbeUnavailable(f"onnxruntime failed probing {w.name}: {_first_line(exc)}") from None
+                raise ProbeUnavailable(f"onnxruntime failed probing {w.name}: {first_line(exc)}") from None
 
         d = distortion(rounded)
         if not (d > 0 and math.isfinite(d)):
@@ -564,25 +565,21 @@ def _running_feeds(model: ModelProto, base_dir: Path | None,
     recogniser's height must pool down to one row). Any failure moves on to the next size (a
     failure that has nothing to do with the size costs a few more tries). Raises
     ProbeUnavailable with the first failure when none runs."""
-    tried, sides, first = [], [], ""
-    for side in IMAGE_SIDES:
-        try:
-            feeds = synthetic_batches(model, image_side=side)
-        except SamplingError as exc:
-            raise ProbeUnavailable(str(exc)) from None
-        shapes = tuple((k, v.shape) for k, v in feeds[0].items())
-        if shapes in tried:
-            continue
-        tried.append(shapes)
-        sides.append(side)
+    try:
+        sides = image_sides(model)
+    except SamplingError as exc:
+        raise ProbeUnavailable(str(exc)) from None
+    first = ""
+    for side in sides:
+        feeds = synthetic_batches(model, image_side=side)
         try:
             return feeds, Probe(model, feeds, base_dir, threads)
         except ProbeUnavailable:
             raise
         except Exception as exc:  # onnxruntime refuses the model or the made-up inputs
-            first = first or _first_line(exc)   # the text only: the traceback would keep the failed probe's weights
-    sizes = f" (image sides tried: {', '.join(map(str, sides))})" if len(sides) > 1 else ""
-    raise ProbeUnavailable(f"onnxruntime cannot run the model on synthetic inputs{sizes}: {first}")
+            first = first or first_line(exc)   # the text only: the traceback would keep the failed probe's weights
+    tried = f" (image sides tried: {', '.join(map(str, sides))})" if len(sides) > 1 else ""
+    raise ProbeUnavailable(f"onnxruntime cannot run the model on synthetic inputs{tried}: {first}")
 
 
 def _allocate(weights: list[Weight], sens: dict[str, float], opts: EncoderOptions,
@@ -625,6 +622,3 @@ def snr_of(distortion: float) -> float:
     return math.inf if distortion <= 0 else -10.0 * math.log10(distortion)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]

@@ -341,22 +341,15 @@ def synthetic_inputs(model: ModelProto, batch: int = 1, seed: int = 0) -> dict[s
     runs the model on, trying each of nnr.synthetic.IMAGE_SIDES for an image of undeclared
     size; None when there are none."""
     from . import fidelity
-    from .synthetic import IMAGE_SIDES, SamplingError, synthetic_inputs as made_up
+    from .synthetic import image_sides, synthetic_inputs as made_up
 
     try:
+        sides = image_sides(model)
         sess = fidelity.session(model, quiet=True)
-    except Exception:  # onnxruntime cannot load the model
+    except Exception:  # inputs that cannot be made up (SamplingError), or a model onnxruntime cannot load
         return None
-    tried = []
-    for side in IMAGE_SIDES:
-        try:
-            feed = made_up(model, batch, seed, side)
-        except SamplingError:
-            return None
-        shapes = [(k, v.shape) for k, v in feed.items()]
-        if shapes in tried:
-            continue
-        tried.append(shapes)
+    for side in sides:
+        feed = made_up(model, batch, seed, side)
         try:
             sess.run(None, feed)
             return feed

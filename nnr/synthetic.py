@@ -155,6 +155,19 @@ def _integer_input(rng: np.random.Generator, model: ModelProto, name: str, dims:
     raise SamplingError(f"integer input {name!r} indexes no embedding table and its meaning is unknown")
 
 
+def image_sides(model: ModelProto) -> list[int]:
+    """The sides of IMAGE_SIDES that give the model's inputs different shapes, in order: the
+    sides worth trying when the model refuses one (just the first when no image input has an
+    unknown size). Raises SamplingError as synthetic_inputs does."""
+    sides, seen = [], []
+    for side in IMAGE_SIDES:
+        shapes = [(k, v.shape[1:]) for k, v in synthetic_inputs(model, 1, 0, side).items()]
+        if shapes not in seen:
+            sides.append(side)
+            seen.append(shapes)
+    return sides
+
+
 def synthetic_batches(model: ModelProto, samples: int = BATCH, seed: int = 0,
                       image_side: int = IMAGE_SIDES[0]) -> list[dict[str, np.ndarray]]:
     """Feeds holding about ``samples`` samples in all: one batch when the batch dimension is
