@@ -129,6 +129,52 @@ def test_an_update_refuses_runs_it_cannot_extend(tmp_path, doc, message):
         main(["--update", str(path)])
 
 
+def test_probe_targets_are_refined_where_a_threshold_goes_from_missed_to_met():
+    from tools.compare_nncodec import Point, refine_targets
+
+    def probe(target, snr):
+        return Point(None, int(1000 * target), {"snr_db": snr}, 0.0, target=float(target))
+
+    sweep = [probe(14, 15.0), probe(18, 21.0), probe(22, 26.0), probe(26, 29.0), probe(30, 34.0)]
+    assert refine_targets(sweep, "snr_db", 1.0) == [15.0, 16.0, 17.0, 27.0, 28.0, 29.0]
+    assert refine_targets(sweep, "snr_db", 2.0) == [16.0, 28.0]
+    assert refine_targets(sweep, "snr_db", 0.0) == []
+    refined = sweep + [probe(t, 20.0) for t in (15, 16, 17)] + [probe(t, 29.5) for t in (27, 28, 29)]
+    assert refine_targets(refined, "snr_db", 1.0) == []   # measured: nothing left between
+    jumpy = [probe(10, 31.0), probe(14, 29.0), probe(18, 32.0)]   # not monotone: every crossing counts
+    assert refine_targets(jumpy, "snr_db", 2.0) == [16.0]
+    assert refine_targets([probe(10, 40.0), probe(14, 41.0)], "snr_db", 1.0) == []   # met from the start
+
+
+def test_refining_refuses_a_run_whose_default_nnr_no_longer_makes(tmp_path, monkeypatch):
+    import json
+
+    import tools.compare_nncodec as tool
+    from tools.compare_nncodec import ModelResult, Point, main, to_json
+
+    snr = {"snr_db": 31.0}
+    earlier = ModelResult("mnist_cnn", "mnist", "agreement", "sha", 10, Point(None, 1, snr, 0.0),
+                          [Point(-8.0, 100, snr, 0.0)])
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(to_json("first", [earlier])))
+    with pytest.raises(SystemExit, match="measure it again without --refine-probe"):
+        main(["--update", str(path), "--refine-probe", "--models", "mnist_cnn"])
+    with pytest.raises(SystemExit, match="give it with --update"):
+        main(["--refine-probe", "--models", "mnist_cnn"])
+    with pytest.raises(SystemExit, match="has no ppocr_cls to refine"):
+        main(["--update", str(path), "--refine-probe", "--models", "ppocr_cls"])
+    monkeypatch.setattr(tool, "_nnr_default", lambda *a, **k: Point(None, 1, snr, 0.0))
+    monkeypatch.setattr(tool, "_probe_point", lambda source, target, *a: Point(None, 7, snr, 0.0, target=target))
+    out = tmp_path / "refined.json"
+    earlier.nnr_probe = [Point(None, 5, {"agreement": 0.98}, 0.0, target=10.0),
+                         Point(None, 9, {"agreement": 1.0}, 0.0, target=14.0)]
+    path.write_text(json.dumps(to_json("first", [earlier])))
+    main(["--update", str(path), "--refine-probe", "--models", "mnist_cnn", "--nnr-target-step", "2",
+          "--json", str(out), "--markdown", str(tmp_path / "refined.md")])
+    probe = json.loads(out.read_text())["models"]["mnist_cnn"]["nnr_probe"]
+    assert [(p["target"], p["bytes"]) for p in probe] == [(10.0, 5), (12.0, 7), (14.0, 9)]
+
+
 def test_tensor_rd_tables_show_coding_ratios_hybrids_and_single_tensor_runs():
     from tools.tensor_rd import render
 

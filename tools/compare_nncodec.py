@@ -16,10 +16,16 @@ of its per-tensor bitstreams plus what it needs to rebuild the model, the ONNX m
 coded tensors' data stripped, compressed with zlib level 9. A sweep that never meets the strict
 threshold is extended to finer qps, and one whose coarsest point still meets the loose one to
 coarser qps, so the optimum is not cut off by the sweep's ends. nnr is also measured once at
-its plain default (no option given).
+its plain default (no option given), and its default pipeline, the probe, is swept over the
+output SNR it aims at on synthetic inputs (--nnr-targets, every 4 dB); where a threshold goes
+from missed to met between two targets, the targets between them are measured too, every
+--nnr-target-step dB (1 by default: one qp step of the data-free rule moves its output SNR by
+about 1.5 dB, and the probe's 4 dB steps would overstate its smallest passing file by up to 15 %).
 
 A whole-corpus run takes hours: ``--update RUN.json --models a,b`` measures those models again
-and writes the table of every model of the earlier run, with both commands.
+and writes the table of every model of the earlier run, with both commands; with
+``--refine-probe`` it keeps their earlier points and measures only the refined probe targets,
+after checking that nnr's default still makes the same file of each.
 
 NNCodec's points are cached (--nncodec-points, keyed by model, ONNX sha256 and qp), so the nnr
 side can be re-measured in nnr's own venv; nncodec is imported only for points not cached.
@@ -59,7 +65,7 @@ import tempfile
 import time
 import types
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -187,6 +193,25 @@ def sweep(measure: Callable[[float], Point], qps: list[float], metric: str, limi
         log(f"the coarsest point still meets loose: extending to qp {max(points) + step:g}")
         points[max(points) + step] = measure(max(points) + step)
     return [points[q] for q in sorted(points)]
+
+
+def refine_targets(points: list[Point], metric: str, step: float) -> list[float]:
+    """Probe targets ``step`` dB apart between each pair of neighbouring targets of ``points``
+    where a threshold goes from missed to met, not measured yet: the probe's file grows with its
+    target, so the smallest file meeting the threshold lies there, and a coarse sweep overstates
+    it by up to one of its steps."""
+    if step <= 0:
+        return []
+    done = {p.target for p in points}
+    ordered = sorted(points, key=lambda p: p.target)
+    wanted: set[float] = set()
+    for level in THRESHOLDS:
+        for below, above in zip(ordered, ordered[1:]):
+            if meets(below, metric, level) or not meets(above, metric, level):
+                continue
+            n = int(round((above.target - below.target) / step))
+            wanted.update(below.target + k * step for k in range(1, n))
+    return sorted(wanted - done)
 
 
 # --- models --------------------------------------------------------------------------------
@@ -403,29 +428,20 @@ class NncodecCache:
 # --- one model -----------------------------------------------------------------------------
 
 def measure_model(name: str, manifest: Any, cache: NncodecCache, nnr_qps: list[float], nnc_qps: list[float],
-                  refresh: bool, targets: list[float] = (), options: dict | None = None) -> ModelResult:
-    """Sweep both codecs on one corpus model."""
-    from conformance.corpus import load_model
-    from conformance.tasks import TASKS
-
-    def log(msg: str) -> None:
-        print(f"[{name}] {msg}", file=sys.stderr, flush=True)
-
-    entry = manifest.models[name]
-    task = TASKS[entry.task]
-    metric = threshold_metric(task.primary)
-    model, path = load_model(name, manifest)
-    ref = task.infer(model)
+                  refresh: bool, targets: list[float] = (), options: dict | None = None,
+                  target_step: float = 0.0) -> ModelResult:
+    """Sweep both codecs on one corpus model; the probe's targets refined near each threshold
+    (refine_targets) ``target_step`` dB apart."""
+    name, log, task, metric, model, path, ref = _model_task(name, manifest)
     slots = nncodec_slots(model)
     weights = _elements(model, slots)
-    result = ModelResult(name, entry.task, metric, model_sha256(model, path), weights,
+    result = ModelResult(name, manifest.models[name].task, metric, model_sha256(model, path), weights,
                          _nnr_default(path or model, task, ref, metric, log, options), [])
     result.nnr = sweep(lambda q: _logged(log, "nnr", metric, nnr_point(path or model, q, task, ref, options=options)),
                        nnr_qps, metric, QP_LIMITS["nnr"], log)
     for target in targets:
-        point = nnr_point(path or model, None, task, ref, target, options)
-        log(f"nnr probe {target:g} dB: {point.bytes:,} B, {fidelity_text(metric, point)}, {point.seconds:.1f} s")
-        result.nnr_probe.append(point)
+        result.nnr_probe.append(_probe_point(path or model, target, task, ref, metric, log, options))
+    _refine_probe(result, path or model, task, ref, log, options, target_step)
     if is_complex(model):
         result.note = "complex-valued weights: NNCodec codes real tensors only"
         log(f"NNCodec skipped: {result.note}")
@@ -436,6 +452,48 @@ def measure_model(name: str, manifest: Any, cache: NncodecCache, nnr_qps: list[f
         result.note = ("NNCodec's cached fidelity was measured on other reference outputs (the task's inputs "
                        "changed): re-run in NNCodec's venv with --refresh-nncodec")
     return result
+
+
+def refine_model(earlier: ModelResult, manifest: Any, target_step: float, options: dict | None = None) -> ModelResult:
+    """An earlier run's model with its probe sweep refined (refine_targets), every other point
+    kept. nnr must code the model as it did then: its default must make a file of the same
+    bytes, else the earlier points are stale and the run stops."""
+    name, log, task, metric, model, path, ref = _model_task(earlier.name, manifest)
+    default = _nnr_default(path or model, task, ref, metric, log, options)
+    if default.bytes != earlier.nnr_default.bytes:
+        raise SystemExit(f"compare_nncodec: nnr's default now makes {default.bytes:,} B of {name}, the earlier run's "
+                         f"{earlier.nnr_default.bytes:,} B: measure it again without --refine-probe")
+    result = replace(earlier, nnr_default=default, nnr_probe=list(earlier.nnr_probe))
+    _refine_probe(result, path or model, task, ref, log, options, target_step)
+    return result
+
+
+def _model_task(name: str, manifest: Any) -> tuple:
+    """(name, log, task, threshold metric, model, its path, the original's outputs on the task's inputs)."""
+    from conformance.corpus import load_model
+    from conformance.tasks import TASKS
+
+    def log(msg: str) -> None:
+        print(f"[{name}] {msg}", file=sys.stderr, flush=True)
+
+    task = TASKS[manifest.models[name].task]
+    model, path = load_model(name, manifest)
+    return name, log, task, threshold_metric(task.primary), model, path, task.infer(model)
+
+
+def _probe_point(source: Path | ModelProto, target: float, task: Any, ref: Any, metric: str,
+                 log: Callable[[str], None], options: dict | None) -> Point:
+    point = nnr_point(source, None, task, ref, target, options)
+    log(f"nnr probe {target:g} dB: {point.bytes:,} B, {fidelity_text(metric, point)}, {point.seconds:.1f} s")
+    return point
+
+
+def _refine_probe(result: ModelResult, source: Path | ModelProto, task: Any, ref: Any, log: Callable[[str], None],
+                  options: dict | None, target_step: float) -> None:
+    """Add the probe points refine_targets asks for to ``result``, its probe sweep kept in target order."""
+    for target in refine_targets(result.nnr_probe, result.metric, target_step):
+        result.nnr_probe.append(_probe_point(source, target, task, ref, result.metric, log, options))
+    result.nnr_probe.sort(key=lambda p: p.target)
 
 
 def _nnr_default(source: Path | ModelProto, task: Any, ref: Any, metric: str, log: Callable[[str], None],
@@ -536,7 +594,8 @@ def render(command: str, results: list[ModelResult]) -> str:
     lines.append(f"| geometric mean | | | | | | {gm[0]} | | | {gm[1]} |")
     lines += ["", "Geometric mean of nnr/NNCodec: " + "; ".join(
         f"{level} {g}" for level, g in zip(THRESHOLDS, gm)) + "."]
-    lines += ["", "What the probe (the default pipeline, swept over `--synthetic-snr`) saves over the data-free "
+    lines += ["", "What the probe (the default pipeline, swept over `--synthetic-snr`: every 4 dB, and every dB "
+              "between two targets where a threshold goes from missed to met) saves over the data-free "
               "step rule (swept over `--qp`), each at its smallest file meeting the threshold:", "",
               "| model | threshold | data-free rule | probe | probe saves |", "|---|---|--:|--:|--:|"]
     for r in results:
@@ -657,6 +716,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nnr-targets", default="2:46:4",
                     help="output SNRs (dB) the probe aims at on synthetic inputs, swept like the qps "
                          "(default 2:46:4; empty for none)")
+    ap.add_argument("--nnr-target-step", type=float, default=1.0,
+                    help="where a threshold falls between two targets, also measure the targets between them "
+                         "this many dB apart (default 1; 0: none)")
+    ap.add_argument("--refine-probe", action="store_true",
+                    help="with --update: keep the earlier points of --models and measure only the probe targets "
+                         "--nnr-target-step asks for (nnr must still code each model as it did then)")
     ap.add_argument("--nnr-option", action="append", default=[], metavar="KEY=VALUE",
                     help="an encoder option (nnr/options.py; VALUE as JSON, else a string) added to every nnr "
                          "point, to measure a variant against the defaults; repeatable")
@@ -692,8 +757,17 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     targets = parse_qps(args.nnr_targets) if args.nnr_targets.strip() else []
     options = parse_options(args.nnr_option)
-    results = [measure_model(n, manifest, cache, nnr_qps, nnc_qps, args.refresh_nncodec, targets, options)
-               for n in names]
+    if args.refine_probe:
+        if earlier is None:
+            raise SystemExit("compare_nncodec: --refine-probe refines an earlier run: give it with --update")
+        known = {r.name: r for r in earlier}
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise SystemExit(f"compare_nncodec: {args.update} has no {', '.join(missing)} to refine")
+        results = [refine_model(known[n], manifest, args.nnr_target_step, options) for n in names]
+    else:
+        results = [measure_model(n, manifest, cache, nnr_qps, nnc_qps, args.refresh_nncodec, targets, options,
+                                 args.nnr_target_step) for n in names]
     print(f"done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     if earlier is not None:
         results = merged(earlier, results)
