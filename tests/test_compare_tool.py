@@ -129,50 +129,95 @@ def test_an_update_refuses_runs_it_cannot_extend(tmp_path, doc, message):
         main(["--update", str(path)])
 
 
+def _probe(target, snr, size=None):
+    from tools.compare_nncodec import Point
+
+    return Point(None, int(1000 * target) if size is None else size, {"snr_db": snr}, 0.0, target=float(target))
+
+
 def test_probe_targets_are_refined_where_a_threshold_goes_from_missed_to_met():
-    from tools.compare_nncodec import Point, refine_targets
+    from tools.compare_nncodec import refine_targets
 
-    def probe(target, snr):
-        return Point(None, int(1000 * target), {"snr_db": snr}, 0.0, target=float(target))
-
-    sweep = [probe(14, 15.0), probe(18, 21.0), probe(22, 26.0), probe(26, 29.0), probe(30, 34.0)]
+    sweep = [_probe(14, 15.0), _probe(18, 21.0), _probe(22, 26.0), _probe(26, 29.0), _probe(30, 34.0)]
     assert refine_targets(sweep, "snr_db", 1.0) == [15.0, 16.0, 17.0, 27.0, 28.0, 29.0]
     assert refine_targets(sweep, "snr_db", 2.0) == [16.0, 28.0]
-    assert refine_targets(sweep, "snr_db", 0.0) == []
-    refined = sweep + [probe(t, 20.0) for t in (15, 16, 17)] + [probe(t, 29.5) for t in (27, 28, 29)]
+    assert refine_targets(sweep, "snr_db", 3.0) == [17.0, 29.0]     # a step that does not divide the gap
+    assert refine_targets(sweep, "snr_db", 0.3)[:3] == [14.3, 14.6, 14.9]   # rounded, not 14.899999…
+    assert refine_targets(sweep, "snr_db", 0.0) == [] == refine_targets(sweep, "snr_db", -1.0)
+    refined = sweep + [_probe(t, 20.0) for t in (15, 16, 17)] + [_probe(t, 29.5) for t in (27, 28, 29)]
     assert refine_targets(refined, "snr_db", 1.0) == []   # measured: nothing left between
-    jumpy = [probe(10, 31.0), probe(14, 29.0), probe(18, 32.0)]   # not monotone: every crossing counts
-    assert refine_targets(jumpy, "snr_db", 2.0) == [16.0]
-    assert refine_targets([probe(10, 40.0), probe(14, 41.0)], "snr_db", 1.0) == []   # met from the start
+    both = [_probe(10, 12.0), _probe(14, 31.0)]           # one pair crosses both thresholds: each target once
+    assert refine_targets(both, "snr_db", 1.0) == [11.0, 12.0, 13.0]
+    jumpy = [_probe(10, 31.0, 8), _probe(14, 29.0, 6), _probe(18, 32.0, 9), _probe(22, 25.0, 10), _probe(26, 33, 12)]
+    assert refine_targets(jumpy, "snr_db", 2.0) == [16.0]   # 22 -> 26 dB: its missed file is larger than 10 dB's (met)
+    assert refine_targets([_probe(10, 40.0), _probe(14, 41.0)], "snr_db", 1.0) == []   # met from the start
 
 
-def test_refining_refuses_a_run_whose_default_nnr_no_longer_makes(tmp_path, monkeypatch):
+def test_measuring_a_model_refines_its_probe_sweep(monkeypatch):
+    from types import SimpleNamespace
+
+    from onnx import ModelProto
+
+    import tools.compare_nncodec as tool
+
+    monkeypatch.setattr(tool, "_model_task", lambda name, manifest: tool.ModelTask(name, None, "snr_db", ModelProto(),
+                                                                                   None, None))
+    def point(source, qp, task, ref, target=None, options=None):   # probe: target + 8 dB; rule: -3 dB a qp
+        if target is not None:
+            return tool.Point(None, int(1000 * target), {"snr_db": target + 8.0}, 0.0, target=target)
+        return tool.Point(qp, 1 if qp is None else int(-1000 * qp), {"snr_db": 40.0 if qp is None else -3.0 * qp}, 0.0)
+
+    monkeypatch.setattr(tool, "nnr_point", point)
+    monkeypatch.setattr(tool, "nncodec_sweep", lambda *args: ([tool.Point(-20.0, 99, {"snr_db": 40.0}, 0.0)], False))
+    manifest = SimpleNamespace(models={"toy": SimpleNamespace(task="t")})
+    result = tool.measure_model("toy", manifest, None, [-10.0], [-20.0], False, [10.0, 14.0, 18.0, 22.0])
+    assert [p.target for p in result.nnr_probe] == [10, 11, 12, 13, 14, 18, 19, 20, 21, 22]
+    assert result.nnr and result.nncodec[0].bytes == 99 and result.nnr_default.target is None
+    plain = tool.measure_model("toy", manifest, None, [-10.0], [-20.0], False, [10.0, 14.0, 18.0, 22.0],
+                               target_step=0.0)
+    assert [p.target for p in plain.nnr_probe] == [10, 14, 18, 22]
+
+
+def test_refining_keeps_an_earlier_run_and_refuses_stale_points(tmp_path, monkeypatch):
     import json
 
     import tools.compare_nncodec as tool
     from tools.compare_nncodec import ModelResult, Point, main, to_json
 
-    snr = {"snr_db": 31.0}
+    snr = {"agreement": 1.0}
     earlier = ModelResult("mnist_cnn", "mnist", "agreement", "sha", 10, Point(None, 1, snr, 0.0),
-                          [Point(-8.0, 100, snr, 0.0)])
+                          [Point(-8.0, 100, snr, 0.0)], [Point(-20.0, 200, snr, 0.0, payload=150)],
+                          [Point(None, 5, {"agreement": 0.98}, 0.0, target=10.0),
+                           Point(None, 9, {"agreement": 1.0}, 0.0, target=14.0)], "a note")
     path = tmp_path / "run.json"
     path.write_text(json.dumps(to_json("first", [earlier])))
-    with pytest.raises(SystemExit, match="measure it again without --refine-probe"):
+    with pytest.raises(SystemExit, match="mnist_cnn: the model file differs"):
         main(["--update", str(path), "--refine-probe", "--models", "mnist_cnn"])
     with pytest.raises(SystemExit, match="give it with --update"):
         main(["--refine-probe", "--models", "mnist_cnn"])
     with pytest.raises(SystemExit, match="has no ppocr_cls to refine"):
         main(["--update", str(path), "--refine-probe", "--models", "ppocr_cls"])
-    monkeypatch.setattr(tool, "_nnr_default", lambda *a, **k: Point(None, 1, snr, 0.0))
-    monkeypatch.setattr(tool, "_probe_point", lambda source, target, *a: Point(None, 7, snr, 0.0, target=target))
+    with pytest.raises(SystemExit, match="--nnr-targets would change them"):
+        main(["--update", str(path), "--refine-probe", "--models", "mnist_cnn", "--nnr-targets", "2:46:2"])
+    with pytest.raises(SystemExit, match="0 or more"):
+        main(["--update", str(path), "--models", "mnist_cnn", "--nnr-target-step", "-1"])
+
+    task = tool.ModelTask("mnist_cnn", None, "agreement", None, None, None)
+    monkeypatch.setattr(tool, "_model_task", lambda name, manifest: task)
+    monkeypatch.setattr(tool, "model_sha256", lambda model, path: "sha")
+    default = {"now": Point(None, 1, {"agreement": 0.99}, 0.0)}
+    monkeypatch.setattr(tool, "_nnr_default", lambda *args: default["now"])
+    with pytest.raises(SystemExit, match="mnist_cnn: nnr's default makes 1 B at 0.9900 agreement"):
+        main(["--update", str(path), "--refine-probe", "--models", "mnist_cnn"])
+    default["now"] = Point(None, 1, {"agreement": 1.0}, 0.0)
+    monkeypatch.setattr(tool, "_probe_point", lambda m, target, options: Point(None, 7, snr, 0.0, target=target))
     out = tmp_path / "refined.json"
-    earlier.nnr_probe = [Point(None, 5, {"agreement": 0.98}, 0.0, target=10.0),
-                         Point(None, 9, {"agreement": 1.0}, 0.0, target=14.0)]
-    path.write_text(json.dumps(to_json("first", [earlier])))
     main(["--update", str(path), "--refine-probe", "--models", "mnist_cnn", "--nnr-target-step", "2",
           "--json", str(out), "--markdown", str(tmp_path / "refined.md")])
-    probe = json.loads(out.read_text())["models"]["mnist_cnn"]["nnr_probe"]
-    assert [(p["target"], p["bytes"]) for p in probe] == [(10.0, 5), (12.0, 7), (14.0, 9)]
+    got = ModelResult.from_json(json.loads(out.read_text())["models"]["mnist_cnn"])
+    assert [(p.target, p.bytes) for p in got.nnr_probe] == [(10.0, 5), (12.0, 7), (14.0, 9)]
+    assert (got.nnr, got.nncodec, got.note, got.nnr_default) == (earlier.nnr, earlier.nncodec, "a note",
+                                                                 earlier.nnr_default)
 
 
 def test_tensor_rd_tables_show_coding_ratios_hybrids_and_single_tensor_runs():

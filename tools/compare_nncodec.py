@@ -25,7 +25,8 @@ about 1.5 dB, and the probe's 4 dB steps would overstate its smallest passing fi
 A whole-corpus run takes hours: ``--update RUN.json --models a,b`` measures those models again
 and writes the table of every model of the earlier run, with both commands; with
 ``--refine-probe`` it keeps their earlier points and measures only the refined probe targets,
-after checking that nnr's default still makes the same file of each.
+after checking that each model file is the one measured then and that nnr's default still makes
+a file of the same size and fidelity.
 
 NNCodec's points are cached (--nncodec-points, keyed by model, ONNX sha256 and qp), so the nnr
 side can be re-measured in nnr's own venv; nncodec is imported only for points not cached.
@@ -67,7 +68,7 @@ import types
 import zlib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -199,18 +200,20 @@ def refine_targets(points: list[Point], metric: str, step: float) -> list[float]
     """Probe targets ``step`` dB apart between each pair of neighbouring targets of ``points``
     where a threshold goes from missed to met, not measured yet: the probe's file grows with its
     target, so the smallest file meeting the threshold lies there, and a coarse sweep overstates
-    it by up to one of its steps."""
+    it by up to one of its steps. A pair whose missed file is already no smaller than the
+    smallest passing one is skipped: nothing between them can beat it."""
     if step <= 0:
         return []
-    done = {p.target for p in points}
+    done = {round(p.target, 6) for p in points}
     ordered = sorted(points, key=lambda p: p.target)
     wanted: set[float] = set()
     for level in THRESHOLDS:
+        passing = [p.bytes for p in points if meets(p, metric, level)]
         for below, above in zip(ordered, ordered[1:]):
-            if meets(below, metric, level) or not meets(above, metric, level):
+            if meets(below, metric, level) or not meets(above, metric, level) or below.bytes >= min(passing):
                 continue
-            n = int(round((above.target - below.target) / step))
-            wanted.update(below.target + k * step for k in range(1, n))
+            n = math.ceil((above.target - below.target) / step - 1e-9)
+            wanted.update(round(below.target + k * step, 6) for k in range(1, n))
     return sorted(wanted - done)
 
 
@@ -429,10 +432,11 @@ class NncodecCache:
 
 def measure_model(name: str, manifest: Any, cache: NncodecCache, nnr_qps: list[float], nnc_qps: list[float],
                   refresh: bool, targets: list[float] = (), options: dict | None = None,
-                  target_step: float = 0.0) -> ModelResult:
+                  target_step: float = 1.0) -> ModelResult:
     """Sweep both codecs on one corpus model; the probe's targets refined near each threshold
     (refine_targets) ``target_step`` dB apart."""
-    name, log, task, metric, model, path, ref = _model_task(name, manifest)
+    m = _model_task(name, manifest)
+    task, metric, model, path, ref, log = m.task, m.metric, m.model, m.path, m.ref, m.log
     slots = nncodec_slots(model)
     weights = _elements(model, slots)
     result = ModelResult(name, manifest.models[name].task, metric, model_sha256(model, path), weights,
@@ -440,8 +444,8 @@ def measure_model(name: str, manifest: Any, cache: NncodecCache, nnr_qps: list[f
     result.nnr = sweep(lambda q: _logged(log, "nnr", metric, nnr_point(path or model, q, task, ref, options=options)),
                        nnr_qps, metric, QP_LIMITS["nnr"], log)
     for target in targets:
-        result.nnr_probe.append(_probe_point(path or model, target, task, ref, metric, log, options))
-    _refine_probe(result, path or model, task, ref, log, options, target_step)
+        result.nnr_probe.append(_probe_point(m, target, options))
+    _refine_probe(result, m, options, target_step)
     if is_complex(model):
         result.note = "complex-valued weights: NNCodec codes real tensors only"
         log(f"NNCodec skipped: {result.note}")
@@ -454,45 +458,72 @@ def measure_model(name: str, manifest: Any, cache: NncodecCache, nnr_qps: list[f
     return result
 
 
-def refine_model(earlier: ModelResult, manifest: Any, target_step: float, options: dict | None = None) -> ModelResult:
-    """An earlier run's model with its probe sweep refined (refine_targets), every other point
-    kept. nnr must code the model as it did then: its default must make a file of the same
-    bytes, else the earlier points are stale and the run stops."""
-    name, log, task, metric, model, path, ref = _model_task(earlier.name, manifest)
-    default = _nnr_default(path or model, task, ref, metric, log, options)
-    if default.bytes != earlier.nnr_default.bytes:
-        raise SystemExit(f"compare_nncodec: nnr's default now makes {default.bytes:,} B of {name}, the earlier run's "
-                         f"{earlier.nnr_default.bytes:,} B: measure it again without --refine-probe")
-    result = replace(earlier, nnr_default=default, nnr_probe=list(earlier.nnr_probe))
-    _refine_probe(result, path or model, task, ref, log, options, target_step)
-    return result
+class ModelTask(NamedTuple):
+    """A corpus model ready to measure: its task, threshold metric and the original's outputs."""
+
+    name: str
+    task: Any
+    metric: str
+    model: ModelProto
+    path: Path | None
+    ref: Any
+
+    @property
+    def source(self) -> Path | ModelProto:
+        return self.path or self.model
+
+    def log(self, msg: str) -> None:
+        print(f"[{self.name}] {msg}", file=sys.stderr, flush=True)
 
 
-def _model_task(name: str, manifest: Any) -> tuple:
-    """(name, log, task, threshold metric, model, its path, the original's outputs on the task's inputs)."""
+def _model_task(name: str, manifest: Any) -> ModelTask:
     from conformance.corpus import load_model
     from conformance.tasks import TASKS
 
-    def log(msg: str) -> None:
-        print(f"[{name}] {msg}", file=sys.stderr, flush=True)
-
     task = TASKS[manifest.models[name].task]
     model, path = load_model(name, manifest)
-    return name, log, task, threshold_metric(task.primary), model, path, task.infer(model)
+    return ModelTask(name, task, threshold_metric(task.primary), model, path, task.infer(model))
 
 
-def _probe_point(source: Path | ModelProto, target: float, task: Any, ref: Any, metric: str,
-                 log: Callable[[str], None], options: dict | None) -> Point:
-    point = nnr_point(source, None, task, ref, target, options)
-    log(f"nnr probe {target:g} dB: {point.bytes:,} B, {fidelity_text(metric, point)}, {point.seconds:.1f} s")
+def unchanged(earlier: ModelResult, manifest: Any, options: dict | None = None) -> tuple[ModelTask, str]:
+    """The model of an earlier run, loaded, and why its earlier points are stale ("" when they
+    are not): the model file differs, or nnr's default makes a file of another size or fidelity."""
+    m = _model_task(earlier.name, manifest)
+    if model_sha256(m.model, m.path) != earlier.sha256:
+        return m, "the model file differs"
+    default = _nnr_default(m.source, m.task, m.ref, m.metric, m.log, options)
+    before, now = (p.metrics.get(m.metric, math.nan) for p in (earlier.nnr_default, default))
+    same = before == now or (math.isnan(before) and math.isnan(now)) or (
+        m.metric == "snr_db" and abs(before - now) <= SAME_SNR_DB)
+    if default.bytes != earlier.nnr_default.bytes or not same:
+        return m, (f"nnr's default makes {default.bytes:,} B at {fidelity_text(m.metric, default)}, the earlier "
+                   f"run's {earlier.nnr_default.bytes:,} B at {fidelity_text(m.metric, earlier.nnr_default)}")
+    return m, ""
+
+
+SAME_SNR_DB = 1e-3
+"""Output SNRs this close count as the same measurement (onnxruntime's sums vary in the last bits)."""
+
+
+def refine_model(earlier: ModelResult, m: ModelTask, target_step: float, options: dict | None = None) -> ModelResult:
+    """An earlier run's model (checked by :func:`unchanged`) with its probe sweep refined
+    (refine_targets), every earlier point kept."""
+    result = replace(earlier, nnr_probe=list(earlier.nnr_probe))
+    _refine_probe(result, m, options, target_step)
+    return result
+
+
+def _probe_point(m: ModelTask, target: float, options: dict | None) -> Point:
+    """nnr's default pipeline aiming at ``target`` dB on synthetic inputs, measured on the task."""
+    point = nnr_point(m.source, None, m.task, m.ref, target, options)
+    m.log(f"nnr probe {target:g} dB: {point.bytes:,} B, {fidelity_text(m.metric, point)}, {point.seconds:.1f} s")
     return point
 
 
-def _refine_probe(result: ModelResult, source: Path | ModelProto, task: Any, ref: Any, log: Callable[[str], None],
-                  options: dict | None, target_step: float) -> None:
+def _refine_probe(result: ModelResult, m: ModelTask, options: dict | None, target_step: float) -> None:
     """Add the probe points refine_targets asks for to ``result``, its probe sweep kept in target order."""
     for target in refine_targets(result.nnr_probe, result.metric, target_step):
-        result.nnr_probe.append(_probe_point(source, target, task, ref, result.metric, log, options))
+        result.nnr_probe.append(_probe_point(m, target, options))
     result.nnr_probe.sort(key=lambda p: p.target)
 
 
@@ -594,9 +625,10 @@ def render(command: str, results: list[ModelResult]) -> str:
     lines.append(f"| geometric mean | | | | | | {gm[0]} | | | {gm[1]} |")
     lines += ["", "Geometric mean of nnr/NNCodec: " + "; ".join(
         f"{level} {g}" for level, g in zip(THRESHOLDS, gm)) + "."]
-    lines += ["", "What the probe (the default pipeline, swept over `--synthetic-snr`: every 4 dB, and every dB "
-              "between two targets where a threshold goes from missed to met) saves over the data-free "
-              "step rule (swept over `--qp`), each at its smallest file meeting the threshold:", "",
+    lines += ["", "What the probe (the default pipeline, swept over `--synthetic-snr` at the command's "
+              "`--nnr-targets`, and at every `--nnr-target-step` dB between two targets where a threshold goes "
+              "from missed to met) saves over the data-free step rule (swept over `--qp`), each at its smallest "
+              "file meeting the threshold:", "",
               "| model | threshold | data-free rule | probe | probe saves |", "|---|---|--:|--:|--:|"]
     for r in results:
         fell_back = len(r.nnr_probe) > 1 and len({p.bytes for p in r.nnr_probe}) == 1
@@ -721,7 +753,8 @@ def main(argv: list[str] | None = None) -> int:
                          "this many dB apart (default 1; 0: none)")
     ap.add_argument("--refine-probe", action="store_true",
                     help="with --update: keep the earlier points of --models and measure only the probe targets "
-                         "--nnr-target-step asks for (nnr must still code each model as it did then)")
+                         "--nnr-target-step asks for (the model files and the size and fidelity of nnr's default "
+                         "must be those of the earlier run)")
     ap.add_argument("--nnr-option", action="append", default=[], metavar="KEY=VALUE",
                     help="an encoder option (nnr/options.py; VALUE as JSON, else a string) added to every nnr "
                          "point, to measure a variant against the defaults; repeatable")
@@ -757,14 +790,26 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     targets = parse_qps(args.nnr_targets) if args.nnr_targets.strip() else []
     options = parse_options(args.nnr_option)
+    if args.nnr_target_step < 0:
+        raise SystemExit(f"compare_nncodec: --nnr-target-step is a number of dB, 0 or more; got {args.nnr_target_step:g}")
     if args.refine_probe:
         if earlier is None:
             raise SystemExit("compare_nncodec: --refine-probe refines an earlier run: give it with --update")
+        ignored = [f"--{k.replace('_', '-')}" for k in ("nnr_qps", "nnc_qps", "nnr_targets", "refresh_nncodec")
+                   if getattr(args, k) != ap.get_default(k)]
+        if ignored:
+            raise SystemExit(f"compare_nncodec: --refine-probe keeps the earlier sweeps; {', '.join(ignored)} would "
+                             "change them: measure the models again without --refine-probe")
         known = {r.name: r for r in earlier}
         missing = [n for n in names if n not in known]
         if missing:
             raise SystemExit(f"compare_nncodec: {args.update} has no {', '.join(missing)} to refine")
-        results = [refine_model(known[n], manifest, args.nnr_target_step, options) for n in names]
+        checked = [(known[n], *unchanged(known[n], manifest, options)) for n in names]
+        stale = [f"{r.name}: {why}" for r, _, why in checked if why]
+        if stale:
+            raise SystemExit("compare_nncodec: the earlier points of these models are stale (measure them again "
+                             "without --refine-probe):\n  " + "\n  ".join(stale))
+        results = [refine_model(r, m, args.nnr_target_step, options) for r, m, _ in checked]
     else:
         results = [measure_model(n, manifest, cache, nnr_qps, nnc_qps, args.refresh_nncodec, targets, options,
                                  args.nnr_target_step) for n in names]
