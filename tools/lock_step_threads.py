@@ -1,0 +1,158 @@
+"""Whether the decoder's lane lock step gains from a second thread: the measurement behind the
+decoder's thread layout (issue 15).
+
+    python tools/lock_step_threads.py [--size 300MB] [--repeat 5] [--markdown out.md] [--json out.json]
+
+Encodes a generated transformer-shaped model of SIZE (tools/bench_memory.make_model, the
+data-free rule) and records the lane blocks the one-thread decode lock-steps
+(codec.rans.lock_step_lane_blocks, one call per batch). Each batch's blocks are cut in two
+halves of about equal symbol counts, and every batch's halves are lock-stepped three ways, in
+rounds that alternate them: the whole batch in one lock step, as a one-thread decode does; the
+two halves one after the other on one thread; the two halves at once on two threads. The
+halves' symbols are checked against the whole batch's. A lock step makes a few dozen numpy
+calls per step, each on one batch's lanes (16k lanes of 2,048 symbols in a batch of 2**25
+symbols): threads gain only if those calls release the interpreter lock for long enough.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+import nnr  # noqa: E402
+import nnr.codec.rans as rans  # noqa: E402
+from tools._emit import emit  # noqa: E402
+
+
+def recorded_batches(data: bytes) -> list[list]:
+    """The lane blocks of each lock step of a one-thread decode of ``data``, in order."""
+    batches, lock_step = [], rans.lock_step_lane_blocks
+
+    def record(blocks):
+        batches.append(list(blocks))
+        return lock_step(blocks)
+    rans.lock_step_lane_blocks = record
+    try:
+        nnr.decode(data, threads=1)
+    finally:
+        rans.lock_step_lane_blocks = lock_step
+    return [b for b in batches if b]
+
+
+def halves(blocks: list) -> tuple[list, list]:
+    """``blocks`` cut where the running symbol count passes half of the total."""
+    counts = np.cumsum([b.count for b in blocks])
+    cut = int(np.searchsorted(counts, counts[-1] / 2)) + 1
+    cut = min(max(cut, 1), len(blocks) - 1) if len(blocks) > 1 else len(blocks)
+    return blocks[:cut], blocks[cut:]
+
+
+def _lock_step(blocks: list) -> list:
+    return rans.lock_step_lane_blocks(blocks) if blocks else []
+
+
+def check_halves(batches: list[list]) -> None:
+    """The halves decode to the whole batch's symbols (a cut changes no symbol)."""
+    for blocks in batches:
+        whole = [s() for s in _lock_step(blocks)]
+        first, second = halves(blocks)
+        parts = [s() for s in _lock_step(first)] + [s() for s in _lock_step(second)]
+        if len(parts) != len(whole) or not all(np.array_equal(a, b) for a, b in zip(whole, parts)):
+            raise SystemExit("lock_step_threads: the halves of a batch decode to other symbols than the batch")
+
+
+def measure(batches: list[list], repeat: int) -> dict:
+    """Median seconds over ``repeat`` alternating rounds of each way of lock-stepping every batch."""
+    cut = [halves(b) for b in batches]
+    pool = ThreadPoolExecutor(2, thread_name_prefix="lock-step")
+
+    def whole():
+        for blocks in batches:
+            _lock_step(blocks)
+
+    def one_after_the_other():
+        for first, second in cut:
+            _lock_step(first)
+            _lock_step(second)
+
+    def at_once():
+        for first, second in cut:
+            for f in [pool.submit(_lock_step, first), pool.submit(_lock_step, second)]:
+                f.result()
+
+    ways = {"whole batch, one thread": whole, "halves one after the other, one thread": one_after_the_other,
+            "halves at once, two threads": at_once}
+    times: dict[str, list[float]] = {k: [] for k in ways}
+    try:
+        for fn in ways.values():   # warm-up
+            fn()
+        for _ in range(repeat):
+            for k, fn in ways.items():
+                t0 = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
+    finally:
+        pool.shutdown()
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def run(size: str, repeat: int) -> dict:
+    """Encode a generated model of ``size``, record its lock steps and time them (see the module)."""
+    from nnr.sizes import parse_size
+    from tools.bench_memory import make_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = make_model(Path(tmp), parse_size(size))
+        data = nnr.encode(model, probe=False)
+    batches = recorded_batches(data)
+    check_halves(batches)
+    seconds = measure(batches, repeat)
+    return {"size": size, "file_bytes": len(data), "batches": len(batches),
+            "symbols": int(sum(b.count for blocks in batches for b in blocks)),
+            "lanes": int(sum(b.n_lanes for blocks in batches for b in blocks)), "repeat": repeat, "seconds": seconds}
+
+
+def table(result: dict, command: str) -> str:
+    one = result["seconds"]["halves one after the other, one thread"]
+    lines = ["```sh", command, "```", "",
+             f"A generated {result['size']} model coded with the data-free rule ({result['file_bytes']:,} B): "
+             f"{result['symbols']:,} symbols in {result['lanes']:,} lanes, lock-stepped in {result['batches']} "
+             f"batches, each batch also cut in two halves. Median of {result['repeat']} alternating rounds; "
+             "\"speed-up\" is the halves one after the other on one thread over each row.", "",
+             "| lock steps | seconds | speed-up |", "|---|--:|--:|"]
+    for way, s in result["seconds"].items():
+        lines.append(f"| {way} | {s:.3f} | {one / s:.2f}× |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--size", default="300MB", help="weights of the generated model (default 300MB)")
+    ap.add_argument("--repeat", type=int, default=5, help="rounds (default 5)")
+    ap.add_argument("--markdown", type=Path, help="write the table here")
+    ap.add_argument("--json", type=Path, help="write the numbers here")
+    args = ap.parse_args(argv)
+    if args.repeat < 1:
+        raise SystemExit("lock_step_threads: --repeat must be at least 1")
+    result = run(args.size, args.repeat)
+    command = " ".join(["python", "tools/lock_step_threads.py", *(sys.argv[1:] if argv is None else argv)])
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    emit(table(result, command), args.markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
