@@ -149,7 +149,7 @@ def test_probe_targets_are_refined_where_a_threshold_goes_from_missed_to_met():
     both = [_probe(10, 12.0), _probe(14, 31.0)]           # one pair crosses both thresholds: each target once
     assert refine_targets(both, "snr_db", 1.0) == [11.0, 12.0, 13.0]
     jumpy = [_probe(10, 31.0, 8), _probe(14, 29.0, 6), _probe(18, 32.0, 9), _probe(22, 25.0, 10), _probe(26, 33, 12)]
-    assert refine_targets(jumpy, "snr_db", 2.0) == [16.0]   # 22 -> 26 dB: its missed file is larger than 10 dB's (met)
+    assert refine_targets(jumpy, "snr_db", 2.0) == [16.0, 24.0]   # every crossing, even past a smaller passing file
     assert refine_targets([_probe(10, 40.0), _probe(14, 41.0)], "snr_db", 1.0) == []   # met from the start
 
 
@@ -178,46 +178,76 @@ def test_measuring_a_model_refines_its_probe_sweep(monkeypatch):
     assert [p.target for p in plain.nnr_probe] == [10, 14, 18, 22]
 
 
-def test_refining_keeps_an_earlier_run_and_refuses_stale_points(tmp_path, monkeypatch):
+def _earlier_run(tmp_path, *names):
+    """An earlier run's JSON holding ``names`` (snr_db models), and their results."""
     import json
 
-    import tools.compare_nncodec as tool
-    from tools.compare_nncodec import ModelResult, Point, main, to_json
+    from tools.compare_nncodec import ModelResult, Point, to_json
 
-    snr = {"agreement": 1.0}
-    earlier = ModelResult("mnist_cnn", "mnist", "agreement", "sha", 10, Point(None, 1, snr, 0.0),
-                          [Point(-8.0, 100, snr, 0.0)], [Point(-20.0, 200, snr, 0.0, payload=150)],
-                          [Point(None, 5, {"agreement": 0.98}, 0.0, target=10.0),
-                           Point(None, 9, {"agreement": 1.0}, 0.0, target=14.0)], "a note")
+    snr = {"snr_db": 31.0}
+    results = [ModelResult(n, "task", "snr_db", "sha", 10, Point(None, 1, snr, 0.0), [Point(-8.0, 100, snr, 0.0)],
+                           [Point(-20.0, 200, snr, 0.0, payload=150)],
+                           [Point(None, 5, {"snr_db": 18.0}, 0.0, target=10.0),
+                            Point(None, 9, {"snr_db": 31.0}, 0.0, target=14.0)], "a note") for n in names]
     path = tmp_path / "run.json"
-    path.write_text(json.dumps(to_json("first", [earlier])))
-    with pytest.raises(SystemExit, match="mnist_cnn: the model file differs"):
+    path.write_text(json.dumps(to_json("first", results)))
+    return path, results
+
+
+@pytest.mark.parametrize("flag", [["--nnr-targets", "2:46:2"], ["--nnr-qps=-40:-10:1"], ["--nnc-qps=-40:-20:1"],
+                                  ["--refresh-nncodec"]])
+def test_refining_refuses_the_flags_it_would_ignore(tmp_path, flag):
+    from tools.compare_nncodec import main
+
+    path, _ = _earlier_run(tmp_path, "mnist_cnn")
+    with pytest.raises(SystemExit, match=f"{flag[0].split('=')[0]} would change them"):
+        main(["--update", str(path), "--refine-probe", "--models", "mnist_cnn", *flag])
+
+
+def test_refining_refuses_what_it_cannot_refine(tmp_path):
+    from tools.compare_nncodec import main
+
+    path, _ = _earlier_run(tmp_path, "mnist_cnn")
+    with pytest.raises(SystemExit, match="mnist_cnn: the model file differs"):   # the real file's sha256 is not "sha"
         main(["--update", str(path), "--refine-probe", "--models", "mnist_cnn"])
     with pytest.raises(SystemExit, match="give it with --update"):
         main(["--refine-probe", "--models", "mnist_cnn"])
     with pytest.raises(SystemExit, match="has no ppocr_cls to refine"):
         main(["--update", str(path), "--refine-probe", "--models", "ppocr_cls"])
-    with pytest.raises(SystemExit, match="--nnr-targets would change them"):
-        main(["--update", str(path), "--refine-probe", "--models", "mnist_cnn", "--nnr-targets", "2:46:2"])
-    with pytest.raises(SystemExit, match="0 or more"):
-        main(["--update", str(path), "--models", "mnist_cnn", "--nnr-target-step", "-1"])
+    for step in ("-1", "nan"):
+        with pytest.raises(SystemExit, match="0 or more"):
+            main(["--update", str(path), "--models", "mnist_cnn", "--nnr-target-step", step])
 
-    task = tool.ModelTask("mnist_cnn", None, "agreement", None, None, None)
-    monkeypatch.setattr(tool, "_model_task", lambda name, manifest: task)
+
+def test_refining_keeps_an_earlier_run_and_checks_every_model_first(tmp_path, monkeypatch):
+    import json
+
+    import tools.compare_nncodec as tool
+    from tools.compare_nncodec import ModelResult, Point, main
+
+    path, (first, second) = _earlier_run(tmp_path, "mnist_cnn", "ppocr_cls")
+    monkeypatch.setattr(tool, "_model_task", lambda name, manifest: tool.ModelTask(name, None, "snr_db", None, None,
+                                                                                   None))
     monkeypatch.setattr(tool, "model_sha256", lambda model, path: "sha")
-    default = {"now": Point(None, 1, {"agreement": 0.99}, 0.0)}
-    monkeypatch.setattr(tool, "_nnr_default", lambda *args: default["now"])
-    with pytest.raises(SystemExit, match="mnist_cnn: nnr's default makes 1 B at 0.9900 agreement"):
-        main(["--update", str(path), "--refine-probe", "--models", "mnist_cnn"])
-    default["now"] = Point(None, 1, {"agreement": 1.0}, 0.0)
-    monkeypatch.setattr(tool, "_probe_point", lambda m, target, options: Point(None, 7, snr, 0.0, target=target))
+    defaults = {"mnist_cnn": 31.0 + 0.5 * tool.SAME_SNR_DB, "ppocr_cls": 31.0 + 2 * tool.SAME_SNR_DB}
+    monkeypatch.setattr(tool, "_nnr_default", lambda source, task, ref, metric, log, options: Point(
+        None, 1, {"snr_db": defaults[log.__self__.name]}, 5.0))
+    measured = []
+    monkeypatch.setattr(tool, "_probe_point", lambda m, target, options: measured.append((m.name, target)) or Point(
+        None, 7, {"snr_db": 40.0}, 0.0, target=target))
+    argv = ["--update", str(path), "--refine-probe", "--models", "mnist_cnn,ppocr_cls", "--nnr-target-step", "2"]
+    with pytest.raises(SystemExit, match="stale .*\\n  ppocr_cls: nnr's default makes 1 B at snr_db 31.002"):
+        main(argv)
+    assert measured == []                      # mnist_cnn (within SAME_SNR_DB) waited for ppocr_cls's check
+    defaults["ppocr_cls"] = 31.0
     out = tmp_path / "refined.json"
-    main(["--update", str(path), "--refine-probe", "--models", "mnist_cnn", "--nnr-target-step", "2",
-          "--json", str(out), "--markdown", str(tmp_path / "refined.md")])
-    got = ModelResult.from_json(json.loads(out.read_text())["models"]["mnist_cnn"])
-    assert [(p.target, p.bytes) for p in got.nnr_probe] == [(10.0, 5), (12.0, 7), (14.0, 9)]
-    assert (got.nnr, got.nncodec, got.note, got.nnr_default) == (earlier.nnr, earlier.nncodec, "a note",
-                                                                 earlier.nnr_default)
+    main(argv + ["--json", str(out), "--markdown", str(tmp_path / "refined.md")])
+    assert measured == [("mnist_cnn", 12.0), ("ppocr_cls", 12.0)]
+    for earlier in (first, second):
+        got = ModelResult.from_json(json.loads(out.read_text())["models"][earlier.name])
+        assert [(p.target, p.bytes) for p in got.nnr_probe] == [(10.0, 5), (12.0, 7), (14.0, 9)]
+        assert (got.nnr, got.nncodec, got.note, got.nnr_default) == (earlier.nnr, earlier.nncodec, "a note",
+                                                                     earlier.nnr_default)   # not the 5 s re-run
 
 
 def test_tensor_rd_tables_show_coding_ratios_hybrids_and_single_tensor_runs():

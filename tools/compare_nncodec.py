@@ -200,17 +200,15 @@ def refine_targets(points: list[Point], metric: str, step: float) -> list[float]
     """Probe targets ``step`` dB apart between each pair of neighbouring targets of ``points``
     where a threshold goes from missed to met, not measured yet: the probe's file grows with its
     target, so the smallest file meeting the threshold lies there, and a coarse sweep overstates
-    it by up to one of its steps. A pair whose missed file is already no smaller than the
-    smallest passing one is skipped: nothing between them can beat it."""
+    it by up to one of its steps (the file does not always grow: every such pair is refined)."""
     if step <= 0:
         return []
     done = {round(p.target, 6) for p in points}
     ordered = sorted(points, key=lambda p: p.target)
     wanted: set[float] = set()
     for level in THRESHOLDS:
-        passing = [p.bytes for p in points if meets(p, metric, level)]
         for below, above in zip(ordered, ordered[1:]):
-            if meets(below, metric, level) or not meets(above, metric, level) or below.bytes >= min(passing):
+            if meets(below, metric, level) or not meets(above, metric, level):
                 continue
             n = math.ceil((above.target - below.target) / step - 1e-9)
             wanted.update(round(below.target + k * step, 6) for k in range(1, n))
@@ -436,22 +434,21 @@ def measure_model(name: str, manifest: Any, cache: NncodecCache, nnr_qps: list[f
     """Sweep both codecs on one corpus model; the probe's targets refined near each threshold
     (refine_targets) ``target_step`` dB apart."""
     m = _model_task(name, manifest)
-    task, metric, model, path, ref, log = m.task, m.metric, m.model, m.path, m.ref, m.log
-    slots = nncodec_slots(model)
-    weights = _elements(model, slots)
-    result = ModelResult(name, manifest.models[name].task, metric, model_sha256(model, path), weights,
-                         _nnr_default(path or model, task, ref, metric, log, options), [])
-    result.nnr = sweep(lambda q: _logged(log, "nnr", metric, nnr_point(path or model, q, task, ref, options=options)),
-                       nnr_qps, metric, QP_LIMITS["nnr"], log)
+    slots = nncodec_slots(m.model)
+    result = ModelResult(name, manifest.models[name].task, m.metric, model_sha256(m.model, m.path),
+                         _elements(m.model, slots), _nnr_default(m.source, m.task, m.ref, m.metric, m.log, options), [])
+    def rule_point(qp: float) -> Point:
+        return _logged(m.log, "nnr", m.metric, nnr_point(m.source, qp, m.task, m.ref, options=options))
+    result.nnr = sweep(rule_point, nnr_qps, m.metric, QP_LIMITS["nnr"], m.log)
     for target in targets:
         result.nnr_probe.append(_probe_point(m, target, options))
     _refine_probe(result, m, options, target_step)
-    if is_complex(model):
+    if is_complex(m.model):
         result.note = "complex-valued weights: NNCodec codes real tensors only"
-        log(f"NNCodec skipped: {result.note}")
+        m.log(f"NNCodec skipped: {result.note}")
         return result
-    result.nncodec, stale = nncodec_sweep(name, model, slots, task, ref, result.sha256, metric, cache, nnc_qps,
-                                          refresh, log)
+    result.nncodec, stale = nncodec_sweep(name, m.model, slots, m.task, m.ref, result.sha256, m.metric, cache,
+                                          nnc_qps, refresh, m.log)
     if stale:
         result.note = ("NNCodec's cached fidelity was measured on other reference outputs (the task's inputs "
                        "changed): re-run in NNCodec's venv with --refresh-nncodec")
@@ -470,13 +467,16 @@ class ModelTask(NamedTuple):
 
     @property
     def source(self) -> Path | ModelProto:
+        """What nnr encodes: the file (external data found beside it), else the model."""
         return self.path or self.model
 
     def log(self, msg: str) -> None:
+        """A progress line on stderr, tagged with the model."""
         print(f"[{self.name}] {msg}", file=sys.stderr, flush=True)
 
 
 def _model_task(name: str, manifest: Any) -> ModelTask:
+    """Load a corpus model and run the original on its task's inputs."""
     from conformance.corpus import load_model
     from conformance.tasks import TASKS
 
@@ -485,31 +485,31 @@ def _model_task(name: str, manifest: Any) -> ModelTask:
     return ModelTask(name, task, threshold_metric(task.primary), model, path, task.infer(model))
 
 
-def unchanged(earlier: ModelResult, manifest: Any, options: dict | None = None) -> tuple[ModelTask, str]:
-    """The model of an earlier run, loaded, and why its earlier points are stale ("" when they
-    are not): the model file differs, or nnr's default makes a file of another size or fidelity."""
+SAME_SNR_DB = 1e-3
+"""Output SNRs this close count as the same measurement (onnxruntime's sums vary in the last bits)."""
+
+
+def stale_reason(earlier: ModelResult, manifest: Any, options: dict | None = None) -> str:
+    """Why an earlier run's points of a model no longer hold ("" when they do): the model file
+    differs, or nnr's default makes a file of another size or fidelity."""
     m = _model_task(earlier.name, manifest)
-    if model_sha256(m.model, m.path) != earlier.sha256:
-        return m, "the model file differs"
+    if model_sha256(m.model, m.path) != earlier.sha256 or m.metric != earlier.metric:
+        return "the model file differs"
     default = _nnr_default(m.source, m.task, m.ref, m.metric, m.log, options)
     before, now = (p.metrics.get(m.metric, math.nan) for p in (earlier.nnr_default, default))
     same = before == now or (math.isnan(before) and math.isnan(now)) or (
         m.metric == "snr_db" and abs(before - now) <= SAME_SNR_DB)
     if default.bytes != earlier.nnr_default.bytes or not same:
-        return m, (f"nnr's default makes {default.bytes:,} B at {fidelity_text(m.metric, default)}, the earlier "
-                   f"run's {earlier.nnr_default.bytes:,} B at {fidelity_text(m.metric, earlier.nnr_default)}")
-    return m, ""
+        return (f"nnr's default makes {default.bytes:,} B at {m.metric} {now:.6g}, the earlier run's "
+                f"{earlier.nnr_default.bytes:,} B at {before:.6g}")
+    return ""
 
 
-SAME_SNR_DB = 1e-3
-"""Output SNRs this close count as the same measurement (onnxruntime's sums vary in the last bits)."""
-
-
-def refine_model(earlier: ModelResult, m: ModelTask, target_step: float, options: dict | None = None) -> ModelResult:
-    """An earlier run's model (checked by :func:`unchanged`) with its probe sweep refined
+def refine_model(earlier: ModelResult, manifest: Any, target_step: float, options: dict | None = None) -> ModelResult:
+    """An earlier run's model (checked by :func:`stale_reason`) with its probe sweep refined
     (refine_targets), every earlier point kept."""
     result = replace(earlier, nnr_probe=list(earlier.nnr_probe))
-    _refine_probe(result, m, options, target_step)
+    _refine_probe(result, _model_task(earlier.name, manifest), options, target_step)
     return result
 
 
@@ -790,8 +790,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     targets = parse_qps(args.nnr_targets) if args.nnr_targets.strip() else []
     options = parse_options(args.nnr_option)
-    if args.nnr_target_step < 0:
-        raise SystemExit(f"compare_nncodec: --nnr-target-step is a number of dB, 0 or more; got {args.nnr_target_step:g}")
+    if not args.nnr_target_step >= 0:
+        raise SystemExit("compare_nncodec: --nnr-target-step is a number of dB, 0 or more; "
+                         f"got {args.nnr_target_step:g}")
     if args.refine_probe:
         if earlier is None:
             raise SystemExit("compare_nncodec: --refine-probe refines an earlier run: give it with --update")
@@ -804,12 +805,11 @@ def main(argv: list[str] | None = None) -> int:
         missing = [n for n in names if n not in known]
         if missing:
             raise SystemExit(f"compare_nncodec: {args.update} has no {', '.join(missing)} to refine")
-        checked = [(known[n], *unchanged(known[n], manifest, options)) for n in names]
-        stale = [f"{r.name}: {why}" for r, _, why in checked if why]
+        stale = [f"{n}: {why}" for n in names if (why := stale_reason(known[n], manifest, options))]
         if stale:
             raise SystemExit("compare_nncodec: the earlier points of these models are stale (measure them again "
                              "without --refine-probe):\n  " + "\n  ".join(stale))
-        results = [refine_model(r, m, args.nnr_target_step, options) for r, m, _ in checked]
+        results = [refine_model(known[n], manifest, args.nnr_target_step, options) for n in names]
     else:
         results = [measure_model(n, manifest, cache, nnr_qps, nnc_qps, args.refresh_nncodec, targets, options,
                                  args.nnr_target_step) for n in names]

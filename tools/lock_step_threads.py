@@ -51,7 +51,8 @@ def recorded_batches(data: bytes) -> list[list]:
 
 
 def halves(blocks: list) -> tuple[list, list]:
-    """``blocks`` cut where the running symbol count passes half of the total."""
+    """``blocks`` cut between blocks where the running symbol count passes half of the total
+    (a batch of one block stays whole: its second half is empty)."""
     counts = np.cumsum([b.count for b in blocks])
     cut = int(np.searchsorted(counts, counts[-1] / 2)) + 1
     cut = min(max(cut, 1), len(blocks) - 1) if len(blocks) > 1 else len(blocks)
@@ -59,6 +60,7 @@ def halves(blocks: list) -> tuple[list, list]:
 
 
 def _lock_step(blocks: list) -> list:
+    """Lock-step ``blocks`` (none: nothing), their symbols left to gather."""
     return rans.lock_step_lane_blocks(blocks) if blocks else []
 
 
@@ -72,10 +74,19 @@ def check_halves(batches: list[list]) -> None:
             raise SystemExit("lock_step_threads: the halves of a batch decode to other symbols than the batch")
 
 
+def larger_half(batches: list[list]) -> float:
+    """The largest share of a batch's symbols in one of its halves: 0.5 when every cut is even."""
+    shares = []
+    for blocks in batches:
+        first, second = halves(blocks)
+        counts = [sum(b.count for b in part) for part in (first, second)]
+        shares.append(max(counts) / max(sum(counts), 1))
+    return max(shares, default=0.5)
+
+
 def measure(batches: list[list], repeat: int) -> dict:
     """Median seconds over ``repeat`` alternating rounds of each way of lock-stepping every batch."""
     cut = [halves(b) for b in batches]
-    pool = ThreadPoolExecutor(2, thread_name_prefix="lock-step")
 
     def whole():
         for blocks in batches:
@@ -86,15 +97,15 @@ def measure(batches: list[list], repeat: int) -> dict:
             _lock_step(first)
             _lock_step(second)
 
-    def at_once():
-        for first, second in cut:
-            for f in [pool.submit(_lock_step, first), pool.submit(_lock_step, second)]:
-                f.result()
+    with ThreadPoolExecutor(2, thread_name_prefix="lock-step") as pool:
+        def at_once():
+            for first, second in cut:
+                for f in [pool.submit(_lock_step, first), pool.submit(_lock_step, second)]:
+                    f.result()
 
-    ways = {"whole batch, one thread": whole, "halves one after the other, one thread": one_after_the_other,
-            "halves at once, two threads": at_once}
-    times: dict[str, list[float]] = {k: [] for k in ways}
-    try:
+        ways = {"whole batch, one thread": whole, "halves one after the other, one thread": one_after_the_other,
+                "halves at once, two threads": at_once}
+        times: dict[str, list[float]] = {k: [] for k in ways}
         for fn in ways.values():   # warm-up
             fn()
         for _ in range(repeat):
@@ -102,8 +113,6 @@ def measure(batches: list[list], repeat: int) -> dict:
                 t0 = time.perf_counter()
                 fn()
                 times[k].append(time.perf_counter() - t0)
-    finally:
-        pool.shutdown()
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -120,16 +129,19 @@ def run(size: str, repeat: int) -> dict:
     seconds = measure(batches, repeat)
     return {"size": size, "file_bytes": len(data), "batches": len(batches),
             "symbols": int(sum(b.count for blocks in batches for b in blocks)),
-            "lanes": int(sum(b.n_lanes for blocks in batches for b in blocks)), "repeat": repeat, "seconds": seconds}
+            "lanes": int(sum(b.n_lanes for blocks in batches for b in blocks)), "larger_half": larger_half(batches),
+            "repeat": repeat, "seconds": seconds}
 
 
 def table(result: dict, command: str) -> str:
+    """The markdown report: the command, what was measured, and the three timings."""
     one = result["seconds"]["halves one after the other, one thread"]
     lines = ["```sh", command, "```", "",
              f"A generated {result['size']} model coded with the data-free rule ({result['file_bytes']:,} B): "
              f"{result['symbols']:,} symbols in {result['lanes']:,} lanes, lock-stepped in {result['batches']} "
-             f"batches, each batch also cut in two halves. Median of {result['repeat']} alternating rounds; "
-             "\"speed-up\" is the halves one after the other on one thread over each row.", "",
+             f"batches, each batch also cut in two halves (the larger holds at most "
+             f"{100 * result['larger_half']:.0f} % of its batch's symbols). Median of {result['repeat']} alternating "
+             "rounds; \"speed-up\" is the halves one after the other on one thread over each row.", "",
              "| lock steps | seconds | speed-up |", "|---|--:|--:|"]
     for way, s in result["seconds"].items():
         lines.append(f"| {way} | {s:.3f} | {one / s:.2f}× |")
