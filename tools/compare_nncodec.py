@@ -198,9 +198,10 @@ def sweep(measure: Callable[[float], Point], qps: list[float], metric: str, limi
 
 def refine_targets(points: list[Point], metric: str, step: float) -> list[float]:
     """Probe targets ``step`` dB apart between each pair of neighbouring targets of ``points``
-    where a threshold goes from missed to met, not measured yet: the probe's file grows with its
-    target, so the smallest file meeting the threshold lies there, and a coarse sweep overstates
-    it by up to one of its steps (the file does not always grow: every such pair is refined)."""
+    where a threshold goes from missed to met, not measured yet: the probe's file mostly grows
+    with its target, so the smallest file meeting the threshold usually lies there, and a coarse
+    sweep overstates it by up to one of its steps. Every such pair is refined, as the file does
+    not always grow."""
     if step <= 0:
         return []
     done = {round(p.target, 6) for p in points}
@@ -437,6 +438,7 @@ def measure_model(name: str, manifest: Any, cache: NncodecCache, nnr_qps: list[f
     slots = nncodec_slots(m.model)
     result = ModelResult(name, manifest.models[name].task, m.metric, model_sha256(m.model, m.path),
                          _elements(m.model, slots), _nnr_default(m.source, m.task, m.ref, m.metric, m.log, options), [])
+
     def rule_point(qp: float) -> Point:
         return _logged(m.log, "nnr", m.metric, nnr_point(m.source, qp, m.task, m.ref, options=options))
     result.nnr = sweep(rule_point, nnr_qps, m.metric, QP_LIMITS["nnr"], m.log)
