@@ -17,7 +17,6 @@ symbols): threads gain only if those calls release the interpreter lock for long
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -32,7 +31,7 @@ import numpy as np  # noqa: E402
 
 import nnr  # noqa: E402
 import nnr.codec.rans as rans  # noqa: E402
-from tools._emit import emit  # noqa: E402
+from tools._emit import command_line, emit_with_json  # noqa: E402
 
 
 def recorded_batches(data: bytes) -> list[list]:
@@ -159,10 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat < 1:
         raise SystemExit("lock_step_threads: --repeat must be at least 1")
     result = run(args.size, args.repeat)
-    command = " ".join(["python", "tools/lock_step_threads.py", *(sys.argv[1:] if argv is None else argv)])
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-    emit(table(result, command), args.markdown)
+    command = command_line("tools/lock_step_threads.py", argv)
+    emit_with_json(table(result, command), result, args.markdown, args.json)
     return 0
 
 
