@@ -29,16 +29,17 @@ def test_the_tool_measures_encode_and_decode(tmp_path):
 
 def test_300mb_of_external_data_streams_through_encode_and_decode(tmp_path):
     """The path of the 2.5 GB benchmark at CI size: each command in its own process, every tensor
-    checked. Streaming means the peak does not follow the weights: from 100 MB to 300 MB it grows
-    by well under the 200 MB added (a step holding the whole model would add all of it)."""
+    checked. Streaming means the peak does not follow the weights: from 300 MB to 600 MB it grows
+    by well under the 300 MB added (a step holding the whole model would add all of it). Both are
+    above the decoder's two batches of 2**25 weights, below which it holds less."""
     out = tmp_path / "m.json"
-    assert bench_memory.main(["--sizes", "100MB,300MB", "--dir", str(tmp_path), "--json", str(out)]) == 0
+    assert bench_memory.main(["--sizes", "300MB,600MB", "--dir", str(tmp_path), "--json", str(out)]) == 0
     small, large = json.loads(out.read_text())["rows"]
-    assert large["weight_bytes"] > 290e6
+    assert small["weight_bytes"] > 290e6 and large["weight_bytes"] > 590e6
     for row in (small, large):
         assert 20 < row["worst_tensor_snr_db"] < 80 and row["nnr_bytes"] < row["weight_bytes"] / 3
     added = large["weight_bytes"] - small["weight_bytes"]
     assert large["encode_peak_rss"] - small["encode_peak_rss"] < 0.75 * added
     assert large["decode_peak_rss"] - small["decode_peak_rss"] < 0.75 * added
-    for data in tmp_path.rglob("*.data"):   # 800 MB of generated weights and decoded copies
+    for data in tmp_path.rglob("*.data"):   # generated weights and decoded copies
         data.unlink()
