@@ -202,12 +202,12 @@ MAX_GROUP_SLOTS = 1 << 31
 """Table slots of one lock step: its uint32 slot offsets never wrap."""
 
 
-def decode_lane_blocks(blocks: Sequence[LaneBlock]) -> list[np.ndarray]:
+def decode_lane_blocks(blocks: Sequence[LaneBlock], compiled: bool = False) -> list[np.ndarray]:
     """Decode many lane blocks at once: every lane of every block advances in one lock step,
     so a model of many small tensors decodes at the speed of one large one. Blocks whose
     lock steps differ widely in length go in separate groups, so that memory stays within
-    twice the symbols."""
-    return [s() for s in lock_step_lane_blocks(blocks)]
+    twice the symbols. ``compiled``: see :func:`lock_step_lane_blocks`."""
+    return [s() for s in lock_step_lane_blocks(blocks, compiled)]
 
 
 Symbols = Callable[[], np.ndarray]
@@ -215,9 +215,11 @@ Symbols = Callable[[], np.ndarray]
 table slots), so that this work can run on another thread than the lock step."""
 
 
-def lock_step_lane_blocks(blocks: Sequence[LaneBlock]) -> list[Symbols]:
+def lock_step_lane_blocks(blocks: Sequence[LaneBlock], compiled: bool = False) -> list[Symbols]:
     """:func:`decode_lane_blocks`, each block's symbols left to gather: every check of the
-    words is made here (a damaged block raises CorruptionError now); gathering cannot fail."""
+    words is made here (a damaged block raises CorruptionError now); gathering cannot fail.
+    ``compiled`` decodes with :mod:`codec.rans_jit` (numba) instead: the same symbols, and the
+    same error for a damaged block."""
     results: list = [None] * len(blocks)
     live = []
     for i, b in enumerate(blocks):
@@ -232,7 +234,22 @@ def lock_step_lane_blocks(blocks: Sequence[LaneBlock]) -> list[Symbols]:
             results[i] = _ready(np.zeros(b.count, dtype=np.int32))
             continue
         live.append((i, prepared))
+    groups = _groups(blocks, live)
+    if compiled:
+        from .rans_jit import decode_group as decode
+    else:
+        decode = _gather_group
+    for group in groups:
+        decode(blocks, group, results)
+    return results
+
+
+def _groups(blocks: Sequence[LaneBlock], live: list) -> list[list]:
+    """``live``'s (block index, prepared) items in lock-step groups: longest lock steps first, a
+    group closed where its steps would hold over twice its symbols (plus GROUP_SLACK) or its
+    tables would pass MAX_GROUP_SLOTS."""
     live.sort(key=lambda item: -_steps(blocks[item[0]]))
+    groups: list[list] = []
     group: list = []
     lanes = symbols = 0
     slots = 0
@@ -241,15 +258,15 @@ def lock_step_lane_blocks(blocks: Sequence[LaneBlock]) -> list[Symbols]:
         size = b.table.contexts << b.table.precision
         if group and (_steps(blocks[group[0][0]]) * (lanes + b.n_lanes) > 2 * (symbols + b.count) + GROUP_SLACK
                       or slots + size > MAX_GROUP_SLOTS):
-            _gather_group(blocks, group, results)
+            groups.append(group)
             group, lanes, symbols, slots = [], 0, 0, 0
         group.append(item)
         lanes += b.n_lanes
         symbols += b.count
         slots += size
     if group:
-        _gather_group(blocks, group, results)
-    return results
+        groups.append(group)
+    return groups
 
 
 def _gather_group(blocks: Sequence[LaneBlock], group: list, results: list) -> None:
@@ -460,16 +477,16 @@ class StackBlock(NamedTuple):
 Block = LaneBlock | StackBlock
 
 
-def decode_blocks(blocks: Sequence[Block]) -> list[np.ndarray]:
+def decode_blocks(blocks: Sequence[Block], compiled: bool = False) -> list[np.ndarray]:
     """Symbols of each block: lane blocks all in one lock step, stack streams one by one."""
-    return [s() for s in lock_step_blocks(blocks)]
+    return [s() for s in lock_step_blocks(blocks, compiled)]
 
 
-def lock_step_blocks(blocks: Sequence[Block]) -> list[Symbols]:
+def lock_step_blocks(blocks: Sequence[Block], compiled: bool = False) -> list[Symbols]:
     """:func:`decode_blocks`, the lane blocks' symbols left to gather (:func:`lock_step_lane_blocks`)."""
     out: list[Symbols] = [_ready(np.zeros(0, dtype=np.int32))] * len(blocks)
     lane_at = [i for i, b in enumerate(blocks) if isinstance(b, LaneBlock)]
-    for i, symbols in zip(lane_at, lock_step_lane_blocks([blocks[i] for i in lane_at])):
+    for i, symbols in zip(lane_at, lock_step_lane_blocks([blocks[i] for i in lane_at], compiled)):
         out[i] = symbols
     for i, b in enumerate(blocks):
         if isinstance(b, StackBlock):
@@ -492,13 +509,16 @@ MapFn = Callable[[Callable, Iterable], Iterable]
 builtin ``map``, or ``ThreadPoolExecutor.map``)."""
 
 
-def run_all(decoders: "Sequence[Steps[T]]", map_fn: MapFn = map, waves: int = 1) -> list[T]:
+def run_all(decoders: "Sequence[Steps[T]]", map_fn: MapFn = map, waves: int = 1,
+            compiled: bool = False) -> list[T]:
     """Drive many decoder generators together to their results (:func:`start_all`)."""
-    return start_all(decoders, map_fn, waves)()
+    return list(start_all(decoders, map_fn, waves, compiled)())
 
 
-def start_all(decoders: "Sequence[Steps[T]]", map_fn: MapFn = map, waves: int = 1) -> Callable[[], list[T]]:
-    """Start many decoder generators together; the returned function waits for their results.
+def start_all(decoders: "Sequence[Steps[T]]", map_fn: MapFn = map, waves: int = 1,
+              compiled: bool = False) -> Callable[[], Iterator[T]]:
+    """Start many decoder generators together; the returned function yields their results in
+    order, each as soon as it and those before it are done.
 
     Every decoder takes its first step (parsing its body, charging the budget) here, in order.
     The first round lock-steps the blocks the decoders wait for (:func:`decode_blocks`) in
@@ -508,31 +528,57 @@ def start_all(decoders: "Sequence[Steps[T]]", map_fn: MapFn = map, waves: int = 
     first round's lock steps run here, in the calling thread, while the decoders' finishing work
     (gathering symbols, levels, reconstruction) runs on the pool; with the builtin ``map`` they run in the returned
     function. The results are the same for any ``map_fn`` and wave count; with the builtin
-    ``map`` and one wave, the first failure in decoding order is raised."""
+    ``map`` and one wave, the first failure in decoding order is raised.
+
+    ``compiled`` decodes each decoder's blocks on its own with the compiled lock step, which
+    needs no lock step across decoders to be fast and releases the interpreter lock: each
+    decoder's whole decoding (lock steps and finishing work) is one item of ``map_fn``, and
+    ``waves`` is ignored. The results are the same; the first failure in decoder order is
+    raised, for any ``map_fn``."""
     results: list = [None] * len(decoders)
+    done = [False] * len(decoders)
     waiting: dict[int, list[Block]] = {}
     for i, d in enumerate(decoders):
         try:
             waiting[i] = next(d)
         except StopIteration as stop:
-            results[i] = stop.value
+            results[i], done[i] = stop.value, True
 
     def advance(job: tuple[int, list[Symbols]]) -> tuple[int, bool, object]:
         return (job[0], *_advance(decoders[job[0]], [s() for s in job[1]]))
 
-    first = map_fn(advance, _lock_stepped(waiting, waves)) if waiting else iter(())
+    def alone(i: int) -> tuple[int, bool, object]:
+        blocks = waiting[i]
+        while True:
+            finished, value = _advance(decoders[i], [s() for s in lock_step_blocks(blocks, compiled=True)])
+            if finished:
+                return i, True, value
+            blocks = value
 
-    def finish() -> list[T]:
+    if not waiting:
+        first: Iterable = iter(())
+    elif compiled:
+        first = map_fn(alone, list(waiting))
+    else:
+        first = map_fn(advance, _lock_stepped(waiting, waves))
+
+    def finish() -> Iterator[T]:
         rounds = first
+        given = 0
         while True:
             nxt: dict[int, list[Block]] = {}
             for i, finished, value in rounds:
                 if finished:
-                    results[i] = value
+                    results[i], done[i] = value, True
                 else:
                     nxt[i] = value
+                while given < len(results) and done[given]:
+                    yield results[given]
+                    results[given] = None   # given away: the caller decides how long it lives
+                    given += 1
             if not nxt:
-                return results
+                yield from results[given:]
+                return
             rounds = map_fn(advance, _lock_stepped(nxt, 1))   # one lock step: its error is the first
     return finish
 

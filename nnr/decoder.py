@@ -1,11 +1,12 @@
 """The decoding pipeline and the lazy reader: container bytes → tensors → ONNX model.
 
 Imports neither numba, constriction nor any encoder module, so a device needs numpy and
-onnx only.
+onnx only; a large file's decode loads numba's compiled lock step if it is installed.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 from typing import Callable, Iterator
@@ -25,6 +26,23 @@ from .tensorcodec import decode_unit, storage_dtype, unit_array, unit_decoder
 from .threads import pool_map, resolve as resolve_threads
 
 
+def compiled_lock_step(file_bytes: int) -> bool:
+    """Whether a whole-model decode of a file of this size uses the compiled lock step: from
+    COMPILED_MIN_BYTES on, when numba is installed with its JIT on (``NUMBA_DISABLE_JIT`` would
+    run the kernel as Python) and the kernel loads."""
+    if file_bytes < COMPILED_MIN_BYTES:
+        return False
+    try:
+        import numba
+
+        if numba.config.DISABLE_JIT:
+            return False
+        importlib.import_module("nnr.codec.rans_jit")
+    except Exception:   # not installed, or no place for numba's cache: the numpy lock step decodes the same
+        return False
+    return True
+
+
 def _read_source(src: str | os.PathLike | bytes | memoryview) -> bytes | memoryview:
     """The file's bytes: given, or a path memory-mapped, so random access reads only the
     header, metadata, graph, index and the units asked for."""
@@ -36,11 +54,20 @@ def _read_source(src: str | os.PathLike | bytes | memoryview) -> bytes | memoryv
 BATCH_ELEMENTS = 1 << 25
 """Elements whose entropy-coded blocks are decoded in one lock step: enough for a model of
 any realistic layer count, bounded so a huge model's symbols never all sit in memory at once."""
+FIRST_BATCH_ELEMENTS = BATCH_ELEMENTS >> 3
+"""With the compiled lock step on threads, the first batch is this small, so that the pool
+starts decoding once a few tensors are read, not a whole batch."""
 WAVES_PER_THREAD = 1
 """With threads, each batch's lock step is cut into this many waves per thread, so that the
 finishing work of one wave runs on the pool while the next wave is entropy-decoded. More
 waves are narrower lock steps, whose per-step cost grows; since the finishing work got
 cheaper, one per thread decodes faster than two."""
+
+COMPILED_MIN_BYTES = 1 << 24
+"""Files from this size on are decoded with the compiled lock step (codec.rans_jit) when numba
+is installed: threads then decode tensors in parallel, while loading numba would cost a small
+file's decode more than it saves. Below it, or without numba, the numpy lock step decodes the
+same model."""
 
 DEFAULT_MEMORY_FLOOR = 64 << 20
 MEMORY_PER_FILE_BYTE = 1024
@@ -131,14 +158,20 @@ class NnrFile:
         each decoded tensor's bytes (a bytes-like object: bytes or a memoryview) in place of
         fill_tensor (e.g. into an external-data file), so at most two batches of decoded tensors are in memory at a time. On ``threads``
         threads (default: every core) one batch is entropy-decoded while the tensors of the one
-        before are reconstructed on the others; the file is parsed and the memory budget
-        charged in file order, so the model, and the error a damaged file raises, are the same
-        for any count."""
+        before are reconstructed on the others; a file of COMPILED_MIN_BYTES or more, when
+        numba is installed, has each tensor decoded whole by one of ``threads`` pool threads
+        (:func:`compiled_lock_step`) while the calling thread places them. The file is parsed and
+        the memory budget charged in file order, so the model, and the error a damaged file
+        raises, are the same for any count."""
         n = resolve_threads(threads)
+        compiled = compiled_lock_step(len(self._data))
         if n == 1:
-            return self._model(progress, place, map, 1)
+            return self._model(progress, place, map, 1, compiled)
+        if compiled:   # every tensor's whole decoding is a pool task; the calling thread places them
+            with pool_map(n, "nnr-decode") as map_fn:
+                return self._model(progress, place, map_fn, n, compiled)
         with pool_map(n - 1, "nnr-decode") as map_fn:   # the calling thread is the n-th: it lock-steps
-            return self._model(progress, place, map_fn, WAVES_PER_THREAD * n)
+            return self._model(progress, place, map_fn, WAVES_PER_THREAD * n, compiled)
 
     def memory_needed(self) -> int:
         """Bytes a whole-model decode charges to its memory budget (formats/SPEC.md, section 4):
@@ -166,7 +199,7 @@ class NnrFile:
             budget.charge(2 * unit.numel * storage_dtype(unit.dtype).itemsize,
                           f"tensor {unit.name!r} in its typed field")
 
-    def _model(self, progress, place, map_fn, waves: int) -> ModelProto:
+    def _model(self, progress, place, map_fn, waves: int, compiled: bool) -> ModelProto:
         budget = Budget(self.max_memory)
         self._charge_graph(budget)
         model = self.graph()
@@ -174,10 +207,11 @@ class NnrFile:
         _refuse_external_references(model, slots)
         total = len(self._container.index)
         report = None if progress is None else (lambda done, name: progress(done, total, name))
-        batches = _Batches(self.version, budget, self._typed_fields(), place or _fill, report, map_fn, waves)
+        batches = _Batches(self.version, budget, self._typed_fields(), place or _fill, report, map_fn, waves, compiled)
         seen: set[int] = set()
         batch: list[tuple[TensorUnit, Slot]] = []
         elements = 0
+        limit = FIRST_BATCH_ELEMENTS if compiled and waves > 1 else BATCH_ELEMENTS
         failure = None
         try:
             for unit in self.units():
@@ -188,9 +222,9 @@ class NnrFile:
                 self._charge_typed(budget, unit, batches.typed)
                 batch.append((unit, slot))
                 elements += unit.numel
-                if elements >= BATCH_ELEMENTS:
+                if elements >= limit:
                     batches.add(batch, reported=True)
-                    batch, elements = [], 0
+                    batch, elements, limit = [], 0, BATCH_ELEMENTS
             batches.add(batch, reported=False)
         except NnrError as exc:
             failure = exc   # the batch still being decoded comes first in a one-thread decode
@@ -232,15 +266,16 @@ class NnrFile:
 class _Batches:
     """Decodes batches of units into their slots, in file order. With threads (``waves`` > 1),
     a batch's lock steps run in the calling thread while the batch before it finishes on the
-    pool. Whatever fails, the error raised is the one a one-thread decode raises: every budget
+    pool; with the compiled lock step, its tensors are decoded on the pool while the batch
+    before it is placed. Whatever fails, the error raised is the one a one-thread decode raises: every budget
     charge is made in the calling thread in file order, the batch before is placed (and
     reported) first, and a batch whose lock steps fail is decoded again in one lock step."""
 
     def __init__(self, version: int, budget: Budget, typed: set[int],
                  place: Callable[[TensorProto, bytes | memoryview, bool], None],
-                 report: Callable[[int, str], None] | None, map_fn, waves: int) -> None:
+                 report: Callable[[int, str], None] | None, map_fn, waves: int, compiled: bool) -> None:
         self.version, self.budget, self.typed, self.place, self.report = version, budget, typed, place, report
-        self.map_fn, self.waves = map_fn, waves
+        self.map_fn, self.waves, self.compiled = map_fn, waves, compiled
         self.pending: tuple | None = None   # a started batch (see _start)
         self.placed = 0
 
@@ -248,7 +283,7 @@ class _Batches:
         """(batch, reported, the waiter for its tensors), the units' first steps taken; with a
         pool, the lock steps done too and the finishing work under way."""
         decoders = [unit_decoder(u, self.version, self.budget) for u, _ in batch]
-        return batch, reported, start_all(decoders, map_fn, waves)
+        return batch, reported, start_all(decoders, map_fn, waves, self.compiled)
 
     def add(self, batch: list, reported: bool) -> None:
         """Start decoding ``batch`` (told to ``report`` once placed, if ``reported``). One thread
@@ -281,10 +316,9 @@ class _Batches:
         """Wait for a started batch's tensors (the first failure in file order is raised, on
         threads as on one), place them, and report the batch."""
         batch, reported, wait = started
-        datas = wait()
-        for i, ((unit, slot), data) in enumerate(zip(batch, datas)):
+        for (unit, slot), data in zip(batch, wait()):   # each placed as soon as it and those before are done
             self.place(slot.tensor, data, unit.slot in self.typed)
-            datas[i] = None  # placed: let it go before the next one is placed
+            del data   # placed: let it go before the next one is decoded
         self.placed += len(batch)
         if reported and self.report is not None:
             self.report(self.placed, batch[-1][0].name)

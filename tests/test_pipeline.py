@@ -256,7 +256,21 @@ def _outcome(data: bytes, threads: int) -> str:
         return f"{type(exc).__name__}: {exc}"
 
 
-def test_decoding_gives_the_same_model_or_error_whatever_the_thread_count():
+def _compiled(monkeypatch) -> None:
+    """Every file decodes with the compiled lock step (skipped where numba's JIT is off)."""
+    import numba
+
+    from nnr.decoder import compiled_lock_step
+
+    if numba.config.DISABLE_JIT:
+        pytest.skip("numba's JIT is off: decoders use the numpy lock step")
+    monkeypatch.setattr("nnr.decoder.COMPILED_MIN_BYTES", 0)
+    assert compiled_lock_step(1)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_decoding_gives_the_same_model_or_error_whatever_the_thread_count(monkeypatch, compiled):
+    """Also with the compiled lock step: the same model, or the same error, as the numpy one."""
     from pathlib import Path
 
     from nnr.formats.container import FORMAT_VERSION
@@ -265,11 +279,15 @@ def test_decoding_gives_the_same_model_or_error_whatever_the_thread_count():
     files = [p for v in (FORMAT_VERSION - 1, FORMAT_VERSION) for p in sorted((root / f"v{v}").glob("*.nnr"))
              + sorted((root / "robustness").glob(f"v{v}_*.nnr"))]
     files += sorted((root / "hostile").glob("*.nnr"))
+    numpy_one = {path: _outcome(path.read_bytes(), 1) for path in files} if compiled else {}
+    if compiled:
+        _compiled(monkeypatch)
     outcomes = set()
     for path in files:
         data = path.read_bytes()
         one = _outcome(data, 1)
         assert _outcome(data, 2) == one == _outcome(data, 3), path.name
+        assert one == numpy_one.get(path, one), path.name
         outcomes.add(one.split(":")[0])
     assert "CorruptionError" in outcomes and len(outcomes) > 10   # models decoded, and refusals
     for bad in (0, -1, 2.5, True):
@@ -299,15 +317,20 @@ def _stop(done: int, total: int, name: str) -> None:
     raise _Stop(name)
 
 
+@pytest.mark.parametrize("compiled", [False, True])
 @pytest.mark.parametrize("batch_elements", [None, 1000])
-def test_a_file_damaged_in_two_tensors_fails_alike_whatever_the_thread_count(monkeypatch, batch_elements):
+def test_a_file_damaged_in_two_tensors_fails_alike_whatever_the_thread_count(monkeypatch, batch_elements, compiled):
     """Threads lock-step a batch's tensors in several waves, and the next batch while the one
-    before is reconstructed; when two tensors are damaged, the error raised (and what it was
+    before is reconstructed (with the compiled lock step: decode each tensor on the pool, while
+    the batch before is placed); when two tensors are damaged, the error raised (and what it was
     raised during) must still be the one-thread decode's, and so must a progress callback's."""
     from conformance.vectors import _rebuilt, _unit_edit
 
     if batch_elements:   # a batch per tensor: the batches overlap
         monkeypatch.setattr("nnr.decoder.BATCH_ELEMENTS", batch_elements)
+        monkeypatch.setattr("nnr.decoder.FIRST_BATCH_ELEMENTS", batch_elements)
+    if compiled:
+        _compiled(monkeypatch)
     good = nnr.encode(mlp(seed=3, hidden=256), probe=False)
     units = list(nnr.open(good).units())
     big = [i for i, u in enumerate(units) if u.numel > 1000]
@@ -379,3 +402,19 @@ def test_memory_needed_is_exact_on_every_reference_vector(record):
     nnr.decode(data, max_memory=needed)
     with pytest.raises(nnr.LimitError):
         nnr.decode(data, max_memory=needed - 1)
+
+
+def test_only_large_files_with_numba_and_its_jit_decode_with_the_compiled_lock_step(monkeypatch):
+    import sys
+
+    import numba
+
+    from nnr.decoder import COMPILED_MIN_BYTES, compiled_lock_step
+
+    assert not compiled_lock_step(COMPILED_MIN_BYTES - 1)
+    assert compiled_lock_step(COMPILED_MIN_BYTES) == (not numba.config.DISABLE_JIT)
+    monkeypatch.setattr(numba.config, "DISABLE_JIT", True)   # the kernel would run as Python
+    assert not compiled_lock_step(COMPILED_MIN_BYTES)
+    monkeypatch.setattr(numba.config, "DISABLE_JIT", False)
+    monkeypatch.setitem(sys.modules, "numba", None)          # a decode-only install
+    assert not compiled_lock_step(COMPILED_MIN_BYTES)

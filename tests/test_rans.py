@@ -461,3 +461,65 @@ def test_context_counts_count_what_lane_contexts_assigns():
             expected = np.zeros((contexts, n), dtype=np.int64)
             np.add.at(expected, (ctx, symbols), 1)
             np.testing.assert_array_equal(context_counts(symbols, classes, contexts, lanes), expected)
+
+
+def _outcome(blocks: list, compiled: bool):
+    try:
+        return [s.tolist() for s in rans.decode_lane_blocks(blocks, compiled)]
+    except CorruptionError as exc:
+        return str(exc)
+
+
+def test_the_compiled_lock_step_decodes_and_refuses_as_the_numpy_one_does():
+    """Plain and context blocks, alone and together, intact, cut short, lengthened or with bits
+    flipped: the compiled lock step gives the numpy one's symbols or the numpy one's error."""
+    rng = np.random.default_rng(23)
+    refused = 0
+    for trial in range(120):
+        blocks = []
+        for _ in range(int(rng.integers(1, 5))):
+            count = int(rng.integers(1, 2500))
+            lanes = int(rng.integers(1, min(count, 40) + 1))
+            if trial % 2:
+                _, block, _, _ = _context_block(rng, count, lanes, int(rng.integers(2, 5)))
+            else:
+                n = int(rng.integers(1, 50))
+                precision = int(rng.integers(max(1, (n - 1).bit_length()), 17))
+                cdf = rans.lane_cdf(_random_table(rng, n, 500), precision)
+                symbols = rng.choice(n, size=count, p=np.diff(cdf) / (1 << precision))
+                block = rans.LaneBlock(encode_lanes(symbols, cdf, precision, lanes), rans.LaneTable(cdf, precision),
+                                       count, lanes)
+            words, damage = block.words.copy(), rng.random()
+            if damage < 0.3 and words.size > 2 * lanes:
+                for i in rng.integers(0, words.size, size=int(rng.integers(1, 4))):
+                    words[i] ^= np.uint16(1 << int(rng.integers(16)))
+            elif damage < 0.4 and words.size > 4:
+                words = words[:-int(rng.integers(1, 4))]
+            elif damage < 0.5:
+                words = np.append(words, np.uint16(rng.integers(1 << 16)))
+            blocks.append(block._replace(words=words))
+        want = _outcome(blocks, False)
+        assert _outcome(blocks, True) == want, trial
+        refused += isinstance(want, str)
+    assert 20 < refused < 110   # both intact and refused cases were compared
+
+
+def test_compiled_decoders_give_their_results_one_by_one_as_they_are_done():
+    finished = []
+
+    def decoder(k: int, blocks: list):
+        symbols = yield blocks
+        finished.append(k)
+        return k, symbols
+
+    rng = np.random.default_rng(29)
+    cdf = rans.lane_cdf(_random_table(rng, 12, 300), 10)
+    specs = []
+    for k in range(4):
+        symbols = rng.choice(12, size=500 + k, p=np.diff(cdf) / (1 << 10))
+        specs.append((symbols, [rans.LaneBlock(encode_lanes(symbols, cdf, 10, 3), rans.LaneTable(cdf, 10), symbols.size, 3)]))
+    results = rans.start_all([decoder(k, blocks) for k, (_, blocks) in enumerate(specs)], compiled=True)()
+    k, symbols = next(results)
+    assert k == 0 and finished == [0]   # the others wait for the caller to take this one
+    np.testing.assert_array_equal(symbols[0], specs[0][0])
+    assert [k for k, _ in results] == [1, 2, 3] and finished == [0, 1, 2, 3]

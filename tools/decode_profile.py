@@ -51,9 +51,9 @@ class StageClock:
         lanes = rans.lock_step_lane_blocks   # every lane block is lock-stepped through it
         self._saved.append((rans, "lock_step_lane_blocks", lanes))
 
-        def counted(blocks):
+        def counted(blocks, compiled=False):
             self.symbols += sum(b.count for b in blocks)
-            return lanes(blocks)
+            return lanes(blocks, compiled)
         rans.lock_step_lane_blocks = counted
         return self
 

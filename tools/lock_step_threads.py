@@ -1,5 +1,5 @@
-"""Whether the decoder's lane lock step gains from a second thread: the measurement behind the
-decoder's thread layout (issue 15).
+"""Whether the decoder's numpy lane lock step gains from a second thread: the measurement behind
+the compiled lock step (codec.rans_jit) that large files now decode with (issue 15).
 
     python tools/lock_step_threads.py [--size 300MB] [--repeat 5] [--markdown out.md] [--json out.json]
 
@@ -35,17 +35,22 @@ from tools._emit import command_line, emit_with_json  # noqa: E402
 
 
 def recorded_batches(data: bytes) -> list[list]:
-    """The lane blocks of each lock step of a one-thread decode of ``data``, in order."""
-    batches, lock_step = [], rans.lock_step_lane_blocks
+    """The lane blocks of each lock step of a one-thread decode of ``data`` with the numpy lock
+    step (a large file is otherwise decoded with the compiled one, tensor by tensor), in order."""
+    import nnr.decoder
 
-    def record(blocks):
+    batches, lock_step, compiled = [], rans.lock_step_lane_blocks, nnr.decoder.compiled_lock_step
+
+    def record(blocks, compiled=False):
         batches.append(list(blocks))
-        return lock_step(blocks)
+        return lock_step(blocks, compiled)
     rans.lock_step_lane_blocks = record
+    nnr.decoder.compiled_lock_step = lambda file_bytes: False
     try:
         nnr.decode(data, threads=1)
     finally:
         rans.lock_step_lane_blocks = lock_step
+        nnr.decoder.compiled_lock_step = compiled
     return [b for b in batches if b]
 
 

@@ -1,0 +1,121 @@
+"""Compiled lane decoding (numba), an optional accelerator of :mod:`codec.rans`'s lock step.
+
+The numpy lock step advances every lane of many blocks by one numpy call per operation; each
+call holds the interpreter lock between operations, so two threads lock-stepping at once run
+slower than one (docs/lock_step_threads.md). This kernel decodes one block at a time, lane by
+lane within each step, without the interpreter lock, and looks each slot's symbol up at once,
+so threads decoding different tensors run in parallel. It implements the same integer rules
+as :func:`codec.rans.decode_lanes` and reports a damaged block with the same messages, in the
+order a numpy lock step of the same blocks would (:func:`decode_group`).
+
+Only a decoder of a large file imports this module, and only when numba is installed and its
+JIT is on (:func:`available`); a decode-only install never needs it.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numba
+import numpy as np
+
+from .errors import CorruptionError
+from .rans import LANE_STATE_LOW, LaneBlock, _ready
+
+BAD_END, NO_WORDS, WORDS_LEFT = 1, 2, 3
+"""Failure codes of :func:`_decode_block`; 0 is success."""
+MESSAGES = {BAD_END: "a lane does not end in its initial state",
+            NO_WORDS: "lane block runs out of words",
+            WORDS_LEFT: "lane block has words left over after its last symbol"}
+
+
+@numba.njit(cache=True, nogil=True)
+def _decode_block(x, body, packed, symbol, classes, offsets, precision, count, runs, out):  # pragma: no cover - compiled
+    """Decode one block's ``count`` symbols into ``out``; returns (failure code, time).
+
+    ``x`` holds the lanes' initial states (overwritten); ``packed``, ``symbol``, ``classes`` are
+    the block's LaneTable arrays (C·2**P slots); ``offsets[4·a + b]`` is the first slot of the
+    table that classes a, b select. Time 2t is the check of lanes done before step t, 2t + 1
+    step t's words: a numpy lock step raises the failure of the least time first.
+    """
+    n_lanes = x.size
+    q = count // n_lanes
+    r = count - q * n_lanes
+    steps = q + 1 if r else q
+    mask = (1 << precision) - 1
+    low = LANE_STATE_LOW
+    off = np.zeros(n_lanes, dtype=np.int64)
+    key = np.zeros(n_lanes, dtype=np.int64)   # 4 · class of the lane's previous symbol
+    if runs:
+        for j in range(n_lanes):
+            off[j] = offsets[0]
+    pos = 0
+    n_words = body.size
+    for t in range(steps):
+        active = n_lanes
+        if t == q:   # the lanes from r on are one shorter, and done
+            for j in range(r, n_lanes):
+                if x[j] != low:
+                    return BAD_END, 2 * t
+            active = r
+        for j in range(active):
+            xj = np.int64(x[j])
+            g = (xj & mask) + off[j]
+            if runs:
+                out[j * q + min(j, r) + t] = symbol[g]
+                c = np.int64(classes[g])
+                off[j] = offsets[key[j] + c]
+                key[j] = c << 2
+            else:
+                out[t * n_lanes + j] = symbol[g]
+            e = np.int64(packed[g])
+            xj = (xj >> precision) * (e >> 16) + (e & 0xFFFF)
+            if xj < low:
+                if pos >= n_words:
+                    return NO_WORDS, 2 * t + 1
+                xj = (xj << 16) | np.int64(body[pos])
+                pos += 1
+            x[j] = xj
+    for j in range(r if r else n_lanes):
+        if x[j] != low:
+            return BAD_END, 2 * steps
+    if pos != n_words:
+        return WORDS_LEFT, -1
+    return 0, 0
+
+
+def _context_offsets(contexts: int, precision: int) -> np.ndarray:
+    pair = np.add.outer(np.arange(4), np.arange(4)).reshape(-1)
+    return (np.minimum(pair, contexts - 1) << precision).astype(np.int64)
+
+
+_NO_CLASSES = np.zeros(1, dtype=np.uint32)
+
+
+def _block(prepared: tuple[np.ndarray, np.ndarray], b: LaneBlock) -> tuple[np.ndarray, int, int]:
+    """(symbols, failure code, time) of one prepared block."""
+    x, body = prepared
+    t = b.table
+    out = np.empty(b.count, dtype=t.symbol.dtype)
+    runs = t.contexts > 1
+    classes = t.classes if runs else _NO_CLASSES
+    code, time = _decode_block(x, body, t.packed, t.symbol, classes, _context_offsets(t.contexts, t.precision),
+                               t.precision, b.count, runs, out)
+    return out, int(code), int(time)
+
+
+def decode_group(blocks: Sequence[LaneBlock], group: list, results: list) -> None:
+    """Decode one of the numpy lock step's groups ((block index, (initial states, words))
+    pairs) and put each block's symbols in ``results``; of the group's failures, the one a
+    numpy lock step of the group raises first is raised (least time, see _decode_block)."""
+    steps = max(-(-blocks[i].count // blocks[i].n_lanes) for i, _ in group)
+    first = None
+    for i, prepared in group:
+        out, code, time = _block(prepared, blocks[i])
+        if code:
+            order = 2 * steps + 1 if code == WORDS_LEFT else time
+            if first is None or order < first[0]:
+                first = (order, code)
+        results[i] = _ready(out)
+    if first is not None:
+        raise CorruptionError(MESSAGES[first[1]])
