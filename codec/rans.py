@@ -168,6 +168,8 @@ class LaneTable:
         if self.contexts > 1:
             if classes is None or np.asarray(classes).shape != (self.size,):
                 raise ValueError("context tables need one class per symbol")
+            if np.any(np.asarray(classes) < 0) or np.any(np.asarray(classes) > 3):
+                raise ValueError("a symbol's context class is 0 to 3")   # the compiled lock step's lookups rely on it
             self.classes = np.asarray(classes, dtype=np.uint32)[self.symbol]
 
 

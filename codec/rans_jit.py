@@ -9,7 +9,7 @@ as :func:`codec.rans.decode_lanes` and reports a damaged block with the same mes
 order a numpy lock step of the same blocks would (:func:`decode_group`).
 
 Only a decoder of a large file imports this module, and only when numba is installed and its
-JIT is on (:func:`available`); a decode-only install never needs it.
+JIT is on (:func:`nnr.decoder.compiled_lock_step`); a decode-only install never needs it.
 """
 
 from __future__ import annotations
@@ -99,6 +99,8 @@ def _block(prepared: tuple[np.ndarray, np.ndarray], b: LaneBlock) -> tuple[np.nd
     out = np.empty(b.count, dtype=t.symbol.dtype)
     runs = t.contexts > 1
     classes = t.classes if runs else _NO_CLASSES
+    if t.packed.size != t.contexts << t.precision or t.symbol.size != t.packed.size or (runs and classes.size != t.packed.size):
+        raise ValueError("a lane table's arrays must each hold C·2**P slots")   # the kernel reads them unchecked
     code, time = _decode_block(x, body, t.packed, t.symbol, classes, _context_offsets(t.contexts, t.precision),
                                t.precision, b.count, runs, out)
     return out, int(code), int(time)

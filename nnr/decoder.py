@@ -54,9 +54,6 @@ def _read_source(src: str | os.PathLike | bytes | memoryview) -> bytes | memoryv
 BATCH_ELEMENTS = 1 << 25
 """Elements whose entropy-coded blocks are decoded in one lock step: enough for a model of
 any realistic layer count, bounded so a huge model's symbols never all sit in memory at once."""
-FIRST_BATCH_ELEMENTS = BATCH_ELEMENTS >> 3
-"""With the compiled lock step on threads, the first batch is this small, so that the pool
-starts decoding once a few tensors are read, not a whole batch."""
 WAVES_PER_THREAD = 1
 """With threads, each batch's lock step is cut into this many waves per thread, so that the
 finishing work of one wave runs on the pool while the next wave is entropy-decoded. More
@@ -211,7 +208,6 @@ class NnrFile:
         seen: set[int] = set()
         batch: list[tuple[TensorUnit, Slot]] = []
         elements = 0
-        limit = FIRST_BATCH_ELEMENTS if compiled and waves > 1 else BATCH_ELEMENTS
         failure = None
         try:
             for unit in self.units():
@@ -222,9 +218,9 @@ class NnrFile:
                 self._charge_typed(budget, unit, batches.typed)
                 batch.append((unit, slot))
                 elements += unit.numel
-                if elements >= limit:
+                if elements >= BATCH_ELEMENTS:
                     batches.add(batch, reported=True)
-                    batch, elements, limit = [], 0, BATCH_ELEMENTS
+                    batch, elements = [], 0
             batches.add(batch, reported=False)
         except NnrError as exc:
             failure = exc   # the batch still being decoded comes first in a one-thread decode
@@ -267,9 +263,11 @@ class _Batches:
     """Decodes batches of units into their slots, in file order. With threads (``waves`` > 1),
     a batch's lock steps run in the calling thread while the batch before it finishes on the
     pool; with the compiled lock step, its tensors are decoded on the pool while the batch
-    before it is placed. Whatever fails, the error raised is the one a one-thread decode raises: every budget
-    charge is made in the calling thread in file order, the batch before is placed (and
-    reported) first, and a batch whose lock steps fail is decoded again in one lock step."""
+    before it is placed. Whatever fails, the error raised is the one a one-thread decode with
+    the numpy lock step raises: every budget charge is made in the calling thread in file
+    order, the batch before is placed (and reported) first, and a batch whose lock steps fail
+    on threads, or that fails with the compiled lock step (which lock-steps each tensor on its
+    own), is decoded again in one numpy lock step to find that error."""
 
     def __init__(self, version: int, budget: Budget, typed: set[int],
                  place: Callable[[TensorProto, bytes | memoryview, bool], None],
@@ -279,11 +277,13 @@ class _Batches:
         self.pending: tuple | None = None   # a started batch (see _start)
         self.placed = 0
 
-    def _start(self, batch: list, reported: bool, map_fn=map, waves: int = 1) -> tuple:
-        """(batch, reported, the waiter for its tensors), the units' first steps taken; with a
-        pool, the lock steps done too and the finishing work under way."""
+    def _start(self, batch: list, reported: bool, map_fn=map, waves: int = 1, compiled: bool | None = None) -> tuple:
+        """(batch, reported, the waiter for its tensors, the budget before), the units' first steps
+        taken; with a pool, the work under way (with the numpy lock step, the lock steps done)."""
+        before = self.budget.remaining
+        compiled = self.compiled if compiled is None else compiled
         decoders = [unit_decoder(u, self.version, self.budget) for u, _ in batch]
-        return batch, reported, start_all(decoders, map_fn, waves, self.compiled)
+        return batch, reported, start_all(decoders, map_fn, waves, compiled), before, compiled
 
     def add(self, batch: list, reported: bool) -> None:
         """Start decoding ``batch`` (told to ``report`` once placed, if ``reported``). One thread
@@ -315,10 +315,23 @@ class _Batches:
     def _place(self, started: tuple) -> None:
         """Wait for a started batch's tensors (the first failure in file order is raised, on
         threads as on one), place them, and report the batch."""
-        batch, reported, wait = started
-        for (unit, slot), data in zip(batch, wait()):   # each placed as soon as it and those before are done
-            self.place(slot.tensor, data, unit.slot in self.typed)
-            del data   # placed: let it go before the next one is decoded
+        batch, reported, wait, before, compiled = started
+        results = wait()
+        failure = None
+        try:
+            for unit, slot in batch:   # each placed as soon as it and those before are done
+                data = next(results)
+                self.place(slot.tensor, data, unit.slot in self.typed)
+                del data   # placed: not held while the next one is awaited
+        except NnrError as exc:
+            if not compiled:
+                raise
+            failure = exc
+        if failure is not None:   # decode the batch in one numpy lock step, placing nothing: its error comes first
+            self.budget.remaining = before
+            for _ in self._start(batch, reported, compiled=False)[2]():
+                pass
+            raise failure
         self.placed += len(batch)
         if reported and self.report is not None:
             self.report(self.placed, batch[-1][0].name)

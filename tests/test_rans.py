@@ -504,6 +504,35 @@ def test_the_compiled_lock_step_decodes_and_refuses_as_the_numpy_one_does():
     assert 20 < refused < 110   # both intact and refused cases were compared
 
 
+def test_the_compiled_lock_step_raises_the_first_group_s_error_as_the_numpy_one_does():
+    """One long single-lane block and many short many-lane ones make two lock-step groups; the
+    numpy lock step raises the first group's error even when the second's comes at an earlier step."""
+    rng = np.random.default_rng(31)
+    cdf = rans.lane_cdf(_random_table(rng, 16, 400), 12)
+
+    def block(count: int, lanes: int) -> rans.LaneBlock:
+        symbols = rng.choice(16, size=count, p=np.diff(cdf) / (1 << 12))
+        return rans.LaneBlock(encode_lanes(symbols, cdf, 12, lanes), rans.LaneTable(cdf, 12), count, lanes)
+
+    long_one, wide = block(40_000, 1), [block(60_000, 600) for _ in range(30)]
+    blocks = [long_one] + wide
+    groups = rans._groups(blocks, [(i, rans._prepare(b)) for i, b in enumerate(blocks)])
+    assert len(groups) > 1
+    for damaged in ([long_one._replace(words=long_one.words[:-1])] + wide,
+                    [long_one._replace(words=np.append(long_one.words, np.uint16(7)))] + wide[:-1]
+                    + [wide[-1]._replace(words=wide[-1].words[:-1])]):
+        want = _outcome(damaged, False)
+        assert isinstance(want, str) and _outcome(damaged, True) == want
+    assert _outcome(blocks, True) == _outcome(blocks, False)
+
+
+def test_context_classes_outside_zero_to_three_are_refused():
+    cdfs = np.stack([rans.lane_cdf(np.array([1, 1, 1]), 4)] * 2)
+    for classes in ([0, 4, 1], [-1, 0, 0], [2 ** 30, 2, 0]):
+        with pytest.raises(ValueError, match="class"):
+            rans.LaneTable(cdfs, 4, np.array(classes))
+
+
 def test_compiled_decoders_give_their_results_one_by_one_as_they_are_done():
     finished = []
 
