@@ -220,7 +220,7 @@ table slots), so that this work can run on another thread than the lock step."""
 def lock_step_lane_blocks(blocks: Sequence[LaneBlock], compiled: bool = False) -> list[Symbols]:
     """:func:`decode_lane_blocks`, each block's symbols left to gather: every check of the
     words is made here (a damaged block raises CorruptionError now); gathering cannot fail.
-    ``compiled`` decodes with :mod:`codec.rans_jit` (numba) instead: the same symbols, and the
+    ``compiled`` decodes with :mod:`codec.rans_jit` (numba; import it first) instead: the same symbols, and the
     same error for a damaged block."""
     results: list = [None] * len(blocks)
     live = []
@@ -237,13 +237,20 @@ def lock_step_lane_blocks(blocks: Sequence[LaneBlock], compiled: bool = False) -
             continue
         live.append((i, prepared))
     groups = _groups(blocks, live)
-    if compiled:
-        from .rans_jit import decode_group as decode
-    else:
-        decode = _gather_group
+    if compiled and compiled_group is None:
+        raise RuntimeError("the compiled lock step needs nnr.codec.rans_jit imported first")
     for group in groups:
-        decode(blocks, group, results)
+        if compiled:
+            for i, symbols in compiled_group(blocks, group, LANE_STATE_LOW).items():
+                results[i] = _ready(symbols)
+        else:
+            _gather_group(blocks, group, results)
     return results
+
+
+compiled_group: Callable | None = None
+"""codec.rans_jit.decode_group once that module is imported (it registers itself, so this
+module never imports numba)."""
 
 
 def _groups(blocks: Sequence[LaneBlock], live: list) -> list[list]:

@@ -19,8 +19,8 @@ from typing import Sequence
 import numba
 import numpy as np
 
+from . import rans
 from .errors import CorruptionError
-from .rans import LANE_STATE_LOW, LaneBlock, _ready
 
 BAD_END, NO_WORDS, WORDS_LEFT = 1, 2, 3
 """Failure codes of :func:`_decode_block`; 0 is success."""
@@ -30,7 +30,7 @@ MESSAGES = {BAD_END: "a lane does not end in its initial state",
 
 
 @numba.njit(cache=True, nogil=True)
-def _decode_block(x, body, packed, symbol, classes, offsets, precision, count, runs, out):  # pragma: no cover - compiled
+def _decode_block(x, body, packed, symbol, classes, offsets, precision, count, runs, out, low):  # pragma: no cover - compiled
     """Decode one block's ``count`` symbols into ``out``; returns (failure code, time).
 
     ``x`` holds the lanes' initial states (overwritten); ``packed``, ``symbol``, ``classes`` are
@@ -43,7 +43,6 @@ def _decode_block(x, body, packed, symbol, classes, offsets, precision, count, r
     r = count - q * n_lanes
     steps = q + 1 if r else q
     mask = (1 << precision) - 1
-    low = LANE_STATE_LOW
     off = np.zeros(n_lanes, dtype=np.int64)
     key = np.zeros(n_lanes, dtype=np.int64)   # 4 · class of the lane's previous symbol
     if runs:
@@ -92,7 +91,7 @@ def _context_offsets(contexts: int, precision: int) -> np.ndarray:
 _NO_CLASSES = np.zeros(1, dtype=np.uint32)
 
 
-def _block(prepared: tuple[np.ndarray, np.ndarray], b: LaneBlock) -> tuple[np.ndarray, int, int]:
+def _block(prepared: tuple[np.ndarray, np.ndarray], b, low: int) -> tuple[np.ndarray, int, int]:
     """(symbols, failure code, time) of one prepared block."""
     x, body = prepared
     t = b.table
@@ -102,22 +101,28 @@ def _block(prepared: tuple[np.ndarray, np.ndarray], b: LaneBlock) -> tuple[np.nd
     if t.packed.size != t.contexts << t.precision or t.symbol.size != t.packed.size or (runs and classes.size != t.packed.size):
         raise ValueError("a lane table's arrays must each hold C·2**P slots")   # the kernel reads them unchecked
     code, time = _decode_block(x, body, t.packed, t.symbol, classes, _context_offsets(t.contexts, t.precision),
-                               t.precision, b.count, runs, out)
+                               t.precision, b.count, runs, out, low)
     return out, int(code), int(time)
 
 
-def decode_group(blocks: Sequence[LaneBlock], group: list, results: list) -> None:
-    """Decode one of the numpy lock step's groups ((block index, (initial states, words))
-    pairs) and put each block's symbols in ``results``; of the group's failures, the one a
-    numpy lock step of the group raises first is raised (least time, see _decode_block)."""
+def decode_group(blocks: Sequence, group: list, low: int) -> dict[int, np.ndarray]:
+    """Decode one of the numpy lock step's groups ((block index, (initial states, words)) pairs
+    of :class:`codec.rans.LaneBlock` s, whose lanes start and end in state ``low``): each
+    block's symbols by index; of the group's failures, the one a numpy lock step of the group
+    raises first is raised (least time, see _decode_block)."""
     steps = max(-(-blocks[i].count // blocks[i].n_lanes) for i, _ in group)
     first = None
+    symbols = {}
     for i, prepared in group:
-        out, code, time = _block(prepared, blocks[i])
+        out, code, time = _block(prepared, blocks[i], low)
         if code:
             order = 2 * steps + 1 if code == WORDS_LEFT else time
             if first is None or order < first[0]:
                 first = (order, code)
-        results[i] = _ready(out)
+        symbols[i] = out
     if first is not None:
         raise CorruptionError(MESSAGES[first[1]])
+    return symbols
+
+
+rans.compiled_group = decode_group

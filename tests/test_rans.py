@@ -464,6 +464,8 @@ def test_context_counts_count_what_lane_contexts_assigns():
 
 
 def _outcome(blocks: list, compiled: bool):
+    import nnr.codec.rans_jit  # noqa: F401  (registers the compiled lock step)
+
     try:
         return [s.tolist() for s in rans.decode_lane_blocks(blocks, compiled)]
     except CorruptionError as exc:
@@ -547,6 +549,8 @@ def test_compiled_decoders_give_their_results_one_by_one_as_they_are_done():
     for k in range(4):
         symbols = rng.choice(12, size=500 + k, p=np.diff(cdf) / (1 << 10))
         specs.append((symbols, [rans.LaneBlock(encode_lanes(symbols, cdf, 10, 3), rans.LaneTable(cdf, 10), symbols.size, 3)]))
+    import nnr.codec.rans_jit  # noqa: F401  (registers the compiled lock step)
+
     results = rans.start_all([decoder(k, blocks) for k, (_, blocks) in enumerate(specs)], compiled=True)()
     k, symbols = next(results)
     assert k == 0 and finished == [0]   # the others wait for the caller to take this one
