@@ -225,7 +225,7 @@ def lock_step_lane_blocks(blocks: Sequence[LaneBlock], compiled: bool = False) -
     results: list = [None] * len(blocks)
     live = []
     for i, b in enumerate(blocks):
-        prepared = _prepare(b)
+        prepared = _prepare(b, widen=not compiled)
         if prepared is None:
             results[i] = _ready(np.zeros(0, dtype=np.int32))
             continue
@@ -457,8 +457,9 @@ class _ContextStep:
         return self._off
 
 
-def _prepare(b: LaneBlock) -> tuple[np.ndarray, np.ndarray] | None:
-    """Check a block's shape; returns (initial states, body words), or None if it is empty."""
+def _prepare(b: LaneBlock, widen: bool = True) -> tuple[np.ndarray, np.ndarray] | None:
+    """Check a block's shape; returns (initial states, body words: uint32 for the numpy lock
+    step's shifts, or with ``widen`` off the uint16 words themselves), or None if it is empty."""
     words = np.asarray(b.words, dtype=np.uint16)
     if b.count == 0:
         if words.size:
@@ -473,7 +474,8 @@ def _prepare(b: LaneBlock) -> tuple[np.ndarray, np.ndarray] | None:
     x = (words[0:2 * n_lanes:2].astype(np.uint32) << 16) | words[1:2 * n_lanes:2]
     if np.any(x < LANE_STATE_LOW):
         raise CorruptionError("lane block starts a lane below its state range")
-    return x, words[2 * n_lanes:].astype(np.uint32)
+    body = words[2 * n_lanes:]
+    return x, body.astype(np.uint32) if widen else body
 
 
 class StackBlock(NamedTuple):

@@ -233,11 +233,35 @@ def uses_typed_field(tensor: TensorProto) -> bool:
 _TYPED_CHUNK = 1 << 16
 
 
+_RAW_DATA_KEY = (9 << 3) | 2
+"""TensorProto.raw_data is field 9, length-delimited."""
+
+
+def _merge_raw_data(tensor: TensorProto, data: memoryview) -> None:
+    """``tensor.raw_data = bytes(data)`` with one copy made under the interpreter lock instead of
+    two: the bytes are framed as a serialized raw_data field by numpy (which lets other threads
+    run while it copies) and merged, which protobuf copies once. A decoder's threads wait for
+    the lock while the calling thread places tensors."""
+    src = np.frombuffer(data, dtype=np.uint8)
+    n, head = src.size, [_RAW_DATA_KEY]
+    while n >= 0x80:
+        head.append((n & 0x7F) | 0x80)
+        n >>= 7
+    head.append(n)
+    framed = np.empty(len(head) + src.size, dtype=np.uint8)
+    framed[:len(head)] = head
+    framed[len(head):] = src
+    tensor.MergeFromString(memoryview(framed))
+
+
 def fill_tensor(tensor: TensorProto, data: bytes | memoryview, typed: bool = False) -> None:
     """Put storage bytes back: as raw_data, or with ``typed`` in the type's repeated field
     (float16/bfloat16 as their 16-bit patterns in int32_data, as ONNX specifies)."""
     if not typed:
-        tensor.raw_data = data if isinstance(data, bytes) else bytes(data)
+        if isinstance(data, bytes):
+            tensor.raw_data = data
+        else:
+            _merge_raw_data(tensor, data)
         return
     field = TYPED_FIELD[tensor.data_type]
     values = np.frombuffer(data, dtype=STORAGE_DTYPES[tensor.data_type])

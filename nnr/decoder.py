@@ -278,8 +278,9 @@ class _Batches:
         self.placed = 0
 
     def _start(self, batch: list, reported: bool, map_fn=map, waves: int = 1, compiled: bool | None = None) -> tuple:
-        """(batch, reported, the waiter for its tensors, the budget before), the units' first steps
-        taken; with a pool, the work under way (with the numpy lock step, the lock steps done)."""
+        """(batch, reported, the waiter for its tensors, the budget before, whether the lock step is
+        compiled), the units' first steps taken; with a pool, the work under way (with the numpy
+        lock step, the lock steps done)."""
         before = self.budget.remaining
         compiled = self.compiled if compiled is None else compiled
         decoders = [unit_decoder(u, self.version, self.budget) for u, _ in batch]

@@ -420,3 +420,26 @@ def test_only_large_files_with_numba_and_its_jit_decode_with_the_compiled_lock_s
     monkeypatch.setattr(numba.config, "DISABLE_JIT", False)
     monkeypatch.setitem(sys.modules, "numba", None)          # a decode-only install
     assert not compiled_lock_step(COMPILED_MIN_BYTES)
+
+
+def test_a_tensor_filled_from_a_buffer_holds_exactly_its_bytes():
+    """fill_tensor frames a buffer as a serialized raw_data field and merges it (one copy under
+    the interpreter lock); the result must be what assigning the bytes gives, at every length
+    of the field's length prefix, and replace what the tensor held."""
+    import numpy as np
+    from onnx import TensorProto
+
+    from nnr.formats.onnx_io import fill_tensor
+
+    rng = np.random.default_rng(37)
+    for n in (0, 1, 127, 128, 300, 16383, 16384, 70_000):
+        data = rng.integers(0, 256, size=n, dtype=np.uint8)
+        framed, assigned = TensorProto(name="w", data_type=TensorProto.UINT8, dims=[n]), TensorProto()
+        framed.raw_data = b"old bytes"
+        fill_tensor(framed, memoryview(data))
+        assigned.CopyFrom(framed)
+        assigned.raw_data = data.tobytes()
+        assert framed.raw_data == data.tobytes() and framed.SerializeToString() == assigned.SerializeToString()
+        assert framed.HasField("raw_data") and framed.name == "w" and list(framed.dims) == [n]
+        data[:] = 0   # the tensor holds a copy
+        assert framed.raw_data == assigned.raw_data
