@@ -65,10 +65,24 @@ def dequantize(levels: np.ndarray, theta: int, steps: np.ndarray, shape: tuple[i
         lo, hi = int(q.min()), int(q.max())
         if hi - lo < (1 << 20) and hi - lo < q.size:
             table = _reconstruct(np.arange(lo, hi + 1, dtype=np.int64), theta, step).astype(out_dtype)
-            if lo <= 0 <= hi:   # levels 0..hi, then lo..−1: a negative level indexes from the end
-                return np.concatenate((table[-lo:], table[:-lo]))[q].reshape(shape)
-            return table[q - lo].reshape(shape)
+            return _looked_up(table, q, lo).reshape(shape)
     return _reconstruct(q, theta, step).astype(out_dtype).reshape(shape)
+
+
+LOOKUP_ELEMENTS = 1 << 16
+"""Levels looked up at a time: numpy widens an index array to intp, which for a whole tensor
+would be a fresh temporary of 8 bytes a weight."""
+
+
+def _looked_up(table: np.ndarray, q: np.ndarray, lo: int) -> np.ndarray:
+    """table[q − lo] for every level of ``q`` (lo ≤ q ≤ lo + table.size − 1), in pieces."""
+    if lo <= 0 < lo + table.size:   # levels 0..hi, then lo..−1: a negative level indexes from the end
+        table, lo = np.concatenate((table[-lo:], table[:-lo])), 0
+    out = np.empty(q.size, dtype=table.dtype)
+    for i in range(0, q.size, LOOKUP_ELEMENTS):
+        piece = q[i:i + LOOKUP_ELEMENTS]
+        out[i:i + piece.size] = table[piece - lo if lo else piece]
+    return out
 
 
 def decode_lossy(body: bytes | memoryview, shape: tuple[int, ...], out_dtype: np.dtype,

@@ -317,3 +317,21 @@ def test_gain_reconstruction_with_per_channel_steps_keeps_the_projection_in_weig
     res = encode_lossy(x, steps, reconstruction="gain")
     y = res.reconstruction.astype(np.float64)
     assert abs(float((y * x).sum() / (x * x).sum()) - 1.0) < 2e-3
+
+
+@pytest.mark.parametrize("lo, hi", [(-40, 25), (3, 90), (-90, -7), (0, 0), (-5, 0), (0, 5)])
+def test_levels_looked_up_in_pieces_reconstruct_as_the_formula_does(monkeypatch, lo, hi):
+    """dequantize evaluates the formula once per distinct level and looks the levels up a piece
+    at a time; pieces that cut anywhere, and level ranges on either side of 0, give the formula's bits."""
+    from nnr.codec import lossy_decode
+
+    monkeypatch.setattr(lossy_decode, "LOOKUP_ELEMENTS", 7)
+    rng = np.random.default_rng(41)
+    levels = rng.integers(lo, hi + 1, size=1000).astype(np.int32)
+    levels[:2] = lo, hi
+    step = lossy_decode.step_values(np.array([173]), -9).reshape(())
+    for dtype in (np.float32, np.float16):
+        got = lossy_decode.dequantize(levels, 37, step, (10, 100), np.dtype(dtype))
+        want = lossy_decode._reconstruct(levels.astype(np.int64), 37, np.ldexp(step, -8)).astype(dtype)
+        assert got.shape == (10, 100) and got.dtype == dtype
+        np.testing.assert_array_equal(got.reshape(-1).view(np.uint8), want.view(np.uint8))
