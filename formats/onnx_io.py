@@ -235,13 +235,17 @@ _TYPED_CHUNK = 1 << 16
 
 _RAW_DATA_KEY = (9 << 3) | 2
 """TensorProto.raw_data is field 9, length-delimited."""
+MAX_MERGED_BYTES = (1 << 31) - 2
+"""Largest field protobuf's parser takes (its length prefix must stay below 2**31 − 1); a
+larger tensor is assigned as bytes."""
 
 
 def _merge_raw_data(tensor: TensorProto, data: memoryview) -> None:
     """``tensor.raw_data = bytes(data)`` with one copy made under the interpreter lock instead of
     two: the bytes are framed as a serialized raw_data field by numpy (which lets other threads
     run while it copies) and merged, which protobuf copies once. A decoder's threads wait for
-    the lock while the calling thread places tensors."""
+    the lock while the calling thread places tensors. (With a recent protobuf, which parses a
+    memoryview in place; older ones copy it to bytes first.)"""
     src = np.frombuffer(data, dtype=np.uint8)
     n, head = src.size, [_RAW_DATA_KEY]
     while n >= 0x80:
@@ -258,10 +262,11 @@ def fill_tensor(tensor: TensorProto, data: bytes | memoryview, typed: bool = Fal
     """Put storage bytes back: as raw_data, or with ``typed`` in the type's repeated field
     (float16/bfloat16 as their 16-bit patterns in int32_data, as ONNX specifies)."""
     if not typed:
-        if isinstance(data, bytes):
-            tensor.raw_data = data
+        view = data if isinstance(data, bytes) else memoryview(data)
+        if isinstance(view, bytes) or view.nbytes > MAX_MERGED_BYTES or not view.c_contiguous:
+            tensor.raw_data = view if isinstance(view, bytes) else bytes(view)
         else:
-            _merge_raw_data(tensor, data)
+            _merge_raw_data(tensor, view)
         return
     field = TYPED_FIELD[tensor.data_type]
     values = np.frombuffer(data, dtype=STORAGE_DTYPES[tensor.data_type])

@@ -422,10 +422,11 @@ def test_only_large_files_with_numba_and_its_jit_decode_with_the_compiled_lock_s
     assert not compiled_lock_step(COMPILED_MIN_BYTES)
 
 
-def test_a_tensor_filled_from_a_buffer_holds_exactly_its_bytes():
+def test_a_tensor_filled_from_a_buffer_holds_exactly_its_bytes(monkeypatch):
     """fill_tensor frames a buffer as a serialized raw_data field and merges it (one copy under
-    the interpreter lock); the result must be what assigning the bytes gives, at every length
-    of the field's length prefix, and replace what the tensor held."""
+    the interpreter lock); the result must be what assigning the bytes gives, with length
+    prefixes of one to three bytes, and replace what the tensor held. A buffer that is not
+    contiguous, or too large for protobuf's parser, is assigned as bytes."""
     import numpy as np
     from onnx import TensorProto
 
@@ -443,3 +444,10 @@ def test_a_tensor_filled_from_a_buffer_holds_exactly_its_bytes():
         assert framed.HasField("raw_data") and framed.name == "w" and list(framed.dims) == [n]
         data[:] = 0   # the tensor holds a copy
         assert framed.raw_data == assigned.raw_data
+    wide = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    for data, limit in ((memoryview(wide[:, ::2]), None), (memoryview(wide), 5)):   # not contiguous; too large
+        if limit is not None:
+            monkeypatch.setattr("nnr.formats.onnx_io.MAX_MERGED_BYTES", limit)
+        tensor = TensorProto(raw_data=b"old")
+        fill_tensor(tensor, data)
+        assert tensor.raw_data == bytes(data)
