@@ -8,8 +8,8 @@
     nnr.decode_to_file("model.nnr", "decoded.onnx")
     f = nnr.open("model.nnr")                  # memory-mapped: f.get_tensor(name) reads one unit
 
-Importing nnr (or decoding) does not import the encoder or numba; ``nnr.encode`` loads
-them on first use.
+Importing nnr (or decoding) does not import the encoder; numba is loaded by ``nnr.encode``,
+and by a decode of a file of 16 MiB or more when it is installed (a compiled lock step).
 """
 
 from __future__ import annotations
