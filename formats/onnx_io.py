@@ -262,9 +262,11 @@ def fill_tensor(tensor: TensorProto, data: bytes | memoryview, typed: bool = Fal
     """Put storage bytes back: as raw_data, or with ``typed`` in the type's repeated field
     (float16/bfloat16 as their 16-bit patterns in int32_data, as ONNX specifies)."""
     if not typed:
-        view = data if isinstance(data, bytes) else memoryview(data)
-        if isinstance(view, bytes) or view.nbytes > MAX_MERGED_BYTES or not view.c_contiguous:
-            tensor.raw_data = view if isinstance(view, bytes) else bytes(view)
+        view = memoryview(data)
+        if isinstance(data, bytes):
+            tensor.raw_data = data
+        elif view.nbytes > MAX_MERGED_BYTES or not view.c_contiguous:
+            tensor.raw_data = bytes(view)
         else:
             _merge_raw_data(tensor, view)
         return

@@ -1,6 +1,7 @@
 """codec.rans: the integer rANS rules SPEC.md states, checked against constriction and a
 line-by-line reference of the lane coder."""
 
+import importlib
 import subprocess
 import sys
 from fractions import Fraction
@@ -367,6 +368,15 @@ def test_context_lanes_longer_than_one_gathering_piece_come_back_in_order():
         np.testing.assert_array_equal(rans.decode_lane_blocks([block])[0], symbols)
 
 
+def _plain_block(rng: np.random.Generator, n: int, count: int, lanes: int):
+    """(symbols, their lane block): ``count`` symbols of an ``n``-symbol random table at a random precision."""
+    precision = int(rng.integers(max(1, (n - 1).bit_length()), 17))
+    cdf = rans.lane_cdf(_random_table(rng, n, 500), precision)
+    symbols = rng.choice(n, size=count, p=np.diff(cdf) / (1 << precision))
+    return symbols, rans.LaneBlock(encode_lanes(symbols, cdf, precision, lanes), rans.LaneTable(cdf, precision),
+                                   count, lanes)
+
+
 def test_context_and_plain_blocks_decode_together_in_one_lock_step():
     rng = np.random.default_rng(12)
     blocks, expected = [], []
@@ -376,12 +386,7 @@ def test_context_and_plain_blocks_decode_together_in_one_lock_step():
         if trial % 2:
             symbols, block, _, _ = _context_block(rng, count, lanes, int(rng.integers(2, 5)))
         else:
-            n = int(rng.integers(2, 50))
-            precision = int(rng.integers(max(1, (n - 1).bit_length()), 17))
-            cdf = rans.lane_cdf(_random_table(rng, n, 500), precision)
-            symbols = rng.choice(n, size=count, p=np.diff(cdf) / (1 << precision))
-            block = rans.LaneBlock(encode_lanes(symbols, cdf, precision, lanes), rans.LaneTable(cdf, precision),
-                                   count, lanes)
+            symbols, block = _plain_block(rng, int(rng.integers(2, 50)), count, lanes)
         blocks.append(block)
         expected.append(symbols)
     for got, want in zip(rans.decode_lane_blocks(blocks), expected):
@@ -464,7 +469,7 @@ def test_context_counts_count_what_lane_contexts_assigns():
 
 
 def _outcome(blocks: list, compiled: bool):
-    import nnr.codec.rans_jit  # noqa: F401  (registers the compiled lock step)
+    importlib.import_module("nnr.codec.rans_jit")   # registers the compiled lock step
 
     try:
         return [s.tolist() for s in rans.decode_lane_blocks(blocks, compiled)]
@@ -485,12 +490,7 @@ def test_the_compiled_lock_step_decodes_and_refuses_as_the_numpy_one_does():
             if trial % 2:
                 _, block, _, _ = _context_block(rng, count, lanes, int(rng.integers(2, 5)))
             else:
-                n = int(rng.integers(1, 50))
-                precision = int(rng.integers(max(1, (n - 1).bit_length()), 17))
-                cdf = rans.lane_cdf(_random_table(rng, n, 500), precision)
-                symbols = rng.choice(n, size=count, p=np.diff(cdf) / (1 << precision))
-                block = rans.LaneBlock(encode_lanes(symbols, cdf, precision, lanes), rans.LaneTable(cdf, precision),
-                                       count, lanes)
+                _, block = _plain_block(rng, int(rng.integers(1, 50)), count, lanes)
             words, damage = block.words.copy(), rng.random()
             if damage < 0.3 and words.size > 2 * lanes:
                 for i in rng.integers(0, words.size, size=int(rng.integers(1, 4))):
@@ -549,7 +549,7 @@ def test_compiled_decoders_give_their_results_one_by_one_as_they_are_done():
     for k in range(4):
         symbols = rng.choice(12, size=500 + k, p=np.diff(cdf) / (1 << 10))
         specs.append((symbols, [rans.LaneBlock(encode_lanes(symbols, cdf, 10, 3), rans.LaneTable(cdf, 10), symbols.size, 3)]))
-    import nnr.codec.rans_jit  # noqa: F401  (registers the compiled lock step)
+    importlib.import_module("nnr.codec.rans_jit")   # registers the compiled lock step
 
     results = rans.start_all([decoder(k, blocks) for k, (_, blocks) in enumerate(specs)], compiled=True)()
     k, symbols = next(results)
