@@ -295,7 +295,7 @@ class LevelJob:
     def finish(self, symbols: np.ndarray) -> np.ndarray:
         """Levels (int32) from the block's decoded symbols; an int32 ``symbols`` array is
         overwritten with them (a block's symbols are not needed once it has its levels)."""
-        k, s, n_esc = self.k, self.s, self.escapes.size
+        s, n_esc = self.s, self.escapes.size
         esc_pos = np.flatnonzero(symbols == self.n_sym - 1)
         if esc_pos.size != n_esc:
             raise CorruptionError(f"level block has {esc_pos.size} escape symbols but {n_esc} escape values")
@@ -305,18 +305,30 @@ class LevelJob:
             levels <<= s
             np.bitwise_or(levels, self._fine_bits(esc_pos), out=levels)
         if n_esc:
-            escapes = self.escapes
-            if np.any(escapes >> np.uint64(1) > np.uint64(MAX_LEVEL - k - 1)):
-                raise CorruptionError("escaped level out of range")
-            mags = ((escapes >> np.uint64(1)).astype(np.int64) + k + 1).astype(np.int32)
-            levels[esc_pos] = np.where(escapes & np.uint64(1), -mags, mags)
+            self.check_escapes()
+            levels[esc_pos] = self.escape_levels()
         return levels
+
+    def check_escapes(self) -> None:
+        """Refuse an escaped level beyond MAX_LEVEL."""
+        if np.any(self.escapes >> np.uint64(1) > np.uint64(MAX_LEVEL - self.k - 1)):
+            raise CorruptionError("escaped level out of range")
+
+    def escape_levels(self) -> np.ndarray:
+        """The escaped levels (int32), in order; meaningful once check_escapes has passed."""
+        mags = ((self.escapes >> np.uint64(1)).astype(np.int64) + self.k + 1).astype(np.int32)
+        return np.where(self.escapes & np.uint64(1), -mags, mags)
+
+    def fine_planes(self) -> np.ndarray:
+        """The s bit planes of the plain levels' fine bits, (s, ⌈plain / 8⌉) uint8, bit j % 8 of
+        byte j // 8 for the j-th plain level (lowest plane first)."""
+        return np.frombuffer(self.packed, dtype=np.uint8).reshape(self.s, (self.n_plain + 7) // 8)
 
     def _fine_bits(self, esc_pos: np.ndarray) -> np.ndarray:
         """Each level's s low bits from the bit planes (0 at the escapes, which have none),
         gathered in bytes when they fit: the planes are as long as the tensor."""
         s, n = self.s, self.n_plain
-        planes = np.frombuffer(self.packed, dtype=np.uint8).reshape(s, (n + 7) // 8)
+        planes = self.fine_planes()
         wide = np.int32 if s > 8 else np.uint8
         fine = np.unpackbits(planes[0], count=n, bitorder="little").astype(wide, copy=False)
         for j in range(1, s):

@@ -23,7 +23,7 @@ import numpy as np
 from .errors import CorruptionError
 
 from .bytestream import Budget, ByteReader
-from .levelcode import CONTEXT_LANES, read_levels
+from .levelcode import CONTEXT_LANES, LevelJob, read_levels
 from .rans import Steps, run
 
 FLAG_PER_CHANNEL = 1
@@ -94,9 +94,10 @@ def decode_lossy(body: bytes | memoryview, shape: tuple[int, ...], out_dtype: np
 
 
 def lossy_decoder(body: bytes | memoryview, shape: tuple[int, ...], out_dtype: np.dtype,
-                  budget: Budget | None = None, negative_theta: bool = True, lanes: int = CONTEXT_LANES
-                  ) -> Steps[np.ndarray]:
-    """:func:`decode_lossy` as a decoder generator (codec.rans.run_all)."""
+                  budget: Budget | None = None, negative_theta: bool = True, lanes: int = CONTEXT_LANES,
+                  compiled: bool = False) -> Steps[np.ndarray]:
+    """:func:`decode_lossy` as a decoder generator (codec.rans.run_all); ``compiled``
+    reconstructs a one-step tensor with codec.lossy_jit (import it first): the same values."""
     r = ByteReader(body, "lossy tensor body", budget)
     flags = r.u8()
     known = FLAG_PER_CHANNEL | (FLAG_NEGATIVE_THETA if negative_theta else 0)
@@ -128,9 +129,42 @@ def lossy_decoder(body: bytes | memoryview, shape: tuple[int, ...], out_dtype: n
         shifts = np.zeros(1, dtype=np.int64)
     if np.any((mantissas < 1) | (mantissas > 255)):
         raise CorruptionError("step mantissa out of range 1..255")
-    levels = jobs[-1].finish(symbols[-1])
+    steps = step_values(mantissas, exponent - shifts)
     with np.errstate(over="ignore"):  # beyond the output type's range is ±inf, as IEEE 754 says
-        return dequantize(levels, theta, step_values(mantissas, exponent - shifts), tuple(shape), out_dtype)
+        if compiled and steps.size == 1:
+            values = _compiled_dequantize(jobs[-1], symbols[-1], theta, steps, out_dtype)
+            if values is not None:
+                return values.reshape(shape)
+        return dequantize(jobs[-1].finish(symbols[-1]), theta, steps, tuple(shape), out_dtype)
+
+
+compiled_values = None
+"""codec.lossy_jit.values, set when that module is imported (this one never imports numba)."""
+
+
+def _compiled_dequantize(job: LevelJob, symbols: np.ndarray, theta: int, steps: np.ndarray,
+                         out_dtype: np.dtype) -> np.ndarray | None:
+    """``dequantize(job.finish(symbols), ...)`` for one step in one compiled pass from a table of
+    every plain level (codec.lossy_jit), with finish's checks and messages; None when the
+    table would be larger than the tensor (or the symbols are not int32): decode with numpy."""
+    if compiled_values is None:
+        raise RuntimeError("compiled reconstruction needs nnr.codec.lossy_jit imported first")
+    escape = job.n_sym - 1
+    if symbols.dtype != np.int32 or (escape << job.s) > symbols.size:
+        return None
+    step = np.ldexp(steps.reshape(()), -8)
+    first = job.lo << job.s
+    table = _reconstruct(np.arange(first, first + (escape << job.s), dtype=np.int64), theta, step).astype(out_dtype)
+    escaped = _reconstruct(job.escape_levels(), theta, step).astype(out_dtype)
+    planes = job.fine_planes() if job.s else np.zeros((0, 0), dtype=np.uint8)
+    values, seen = compiled_values(symbols, escape, job.s, planes, job.n_plain, table, escaped)
+    if seen < 0:   # a symbol beyond the alphabet, which no decode table yields: numpy's outcome
+        return None
+    if seen != job.escapes.size:
+        raise CorruptionError(f"level block has {seen} escape symbols but {job.escapes.size} escape values")
+    if seen:
+        job.check_escapes()
+    return values
 
 
 def main_block_offset(body: bytes | memoryview, lanes: int = CONTEXT_LANES) -> tuple[int, int]:

@@ -27,9 +27,10 @@ from .threads import pool_map, resolve as resolve_threads
 
 
 def compiled_lock_step(file_bytes: int) -> bool:
-    """Whether a whole-model decode of a file of this size uses the compiled lock step: from
-    COMPILED_MIN_BYTES on, when numba is installed with its JIT on (``NUMBA_DISABLE_JIT`` would
-    run the kernel as Python) and the kernel loads."""
+    """Whether a whole-model decode of a file of this size uses the compiled lock step (and the
+    compiled reconstruction of codec.lossy_jit): from COMPILED_MIN_BYTES on, when numba is
+    installed with its JIT on (``NUMBA_DISABLE_JIT`` would run the kernels as Python) and the
+    kernels load."""
     if file_bytes < COMPILED_MIN_BYTES:
         return False
     try:
@@ -38,6 +39,7 @@ def compiled_lock_step(file_bytes: int) -> bool:
         if numba.config.DISABLE_JIT:
             return False
         importlib.import_module("nnr.codec.rans_jit")
+        importlib.import_module("nnr.codec.lossy_jit")
     except Exception:   # not installed, or no place for numba's cache: the numpy lock step decodes the same
         return False
     return True
@@ -283,7 +285,7 @@ class _Batches:
         lock step, the lock steps done)."""
         before = self.budget.remaining
         compiled = self.compiled if compiled is None else compiled
-        decoders = [unit_decoder(u, self.version, self.budget) for u, _ in batch]
+        decoders = [unit_decoder(u, self.version, self.budget, compiled) for u, _ in batch]
         return batch, reported, start_all(decoders, map_fn, waves, compiled), before, compiled
 
     def add(self, batch: list, reported: bool) -> None:

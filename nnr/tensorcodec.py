@@ -62,9 +62,11 @@ def decode_unit(unit: TensorUnit, version: int = FORMAT_VERSION, budget: Budget 
     return data if isinstance(data, bytes) else bytes(data)
 
 
-def unit_decoder(unit: TensorUnit, version: int = FORMAT_VERSION, budget: Budget | None = None) -> Steps[bytes | memoryview]:
+def unit_decoder(unit: TensorUnit, version: int = FORMAT_VERSION, budget: Budget | None = None,
+                 compiled: bool = False) -> Steps[bytes | memoryview]:
     """:func:`decode_unit` as a decoder generator, so that a model's units decode their
-    entropy-coded blocks together (codec.rans.run_all)."""
+    entropy-coded blocks together (codec.rans.run_all); ``compiled`` reconstructs with
+    codec.lossy_jit where it applies (the same bytes)."""
     lanes = level_dialect(version)
     dtype = storage_dtype(unit.dtype)
     nbytes = unit.numel * dtype.itemsize
@@ -104,7 +106,7 @@ def unit_decoder(unit: TensorUnit, version: int = FORMAT_VERSION, budget: Budget
         shape = _coded_shape(unit.dims, parts)
         if unit.coding == CODING_LOSSY:
             steps = lossy_decoder(unit.body, shape, compute_dtype(fmt), budget,
-                                  negative_theta=version >= QUANTIZERS_SINCE, lanes=lanes)
+                                  negative_theta=version >= QUANTIZERS_SINCE, lanes=lanes, compiled=compiled)
         else:
             steps = LOSSY_DECODERS[unit.coding](unit.body, shape, compute_dtype(fmt), budget, lanes)
         values = yield from steps

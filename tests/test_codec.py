@@ -335,3 +335,68 @@ def test_levels_looked_up_in_pieces_reconstruct_as_the_formula_does(monkeypatch,
         want = lossy_decode._reconstruct(levels.astype(np.int64), 37, np.ldexp(step, -8)).astype(dtype)
         assert got.shape == (10, 100) and got.dtype == dtype
         np.testing.assert_array_equal(got.reshape(-1).view(np.uint8), want.view(np.uint8))
+
+
+def _compiled_and_numpy(job, symbols: np.ndarray, theta: int, steps: np.ndarray, dtype) -> tuple:
+    """(compiled reconstruction, numpy's) of one level block: values as bytes, or the error."""
+    from nnr.codec import lossy_decode
+
+    def outcome(fn):
+        try:
+            with np.errstate(over="ignore"):
+                values = fn()
+            return None if values is None else values.astype(dtype, copy=False).tobytes()
+        except CorruptionError as exc:
+            return str(exc)
+
+    return (outcome(lambda: lossy_decode._compiled_dequantize(job, symbols.copy(), theta, steps, np.dtype(dtype))),
+            outcome(lambda: lossy_decode.dequantize(job.finish(symbols.copy()), theta, steps, (symbols.size,),
+                                                    np.dtype(dtype)).reshape(-1)))
+
+
+@pytest.mark.parametrize("fine_bits", [0, 1, 3, 8, 9, 12])
+def test_compiled_reconstruction_gives_numpy_s_values_or_error(fine_bits):
+    """The one-pass compiled reconstruction (codec.lossy_jit) gives dequantize(finish(...))'s
+    bits, with escapes anywhere, any fine bit count, overflow to ±inf, and numpy's error for a
+    wrong escape count or an escaped level out of range."""
+    import importlib
+
+    from nnr.codec import lossy_decode
+    from nnr.codec.levelcode import read_levels
+    from nnr.codec.rans import decode_blocks
+
+    importlib.import_module("nnr.codec.lossy_jit")   # registers the compiled reconstruction
+    rng = np.random.default_rng(53 + fine_bits)
+    compared = 0
+    for trial in range(12):
+        count = int(rng.integers(3000, 9000)) + (16 << fine_bits)
+        levels = np.round(rng.laplace(0, 1.5 * 2 ** fine_bits, count)).astype(np.int64)
+        if trial % 3:
+            at = rng.integers(0, count, size=int(rng.integers(1, 9)))
+            levels[at] = rng.choice([-1, 1], at.size) * rng.integers(50 << fine_bits, 10 ** 6, at.size)
+        k = max(int(np.percentile(np.abs(levels), 99)), 2 ** fine_bits)
+        r = ByteReader(encode_levels(levels, k=k, fine_bits=fine_bits))
+        job = read_levels(r, count, CONTEXT_LANES)
+        symbols = decode_blocks([job.ans])[0]
+        assert symbols.dtype == np.int32
+        theta = int(rng.integers(-60, 61))
+        steps = lossy_decode.step_values(np.array([int(rng.integers(1, 256))]), int(rng.integers(-30, 140)))
+        for dtype in (np.float32, np.float64):
+            compiled, numpy_ = _compiled_and_numpy(job, symbols, theta, steps, dtype)
+            if (job.n_sym - 1) << fine_bits > count:
+                assert compiled is None   # a table larger than the tensor: numpy reconstructs it
+                continue
+            assert compiled == numpy_ and isinstance(numpy_, bytes), trial
+            compared += 1
+        if job.escapes.size and (job.n_sym - 1) << fine_bits <= count:
+            wrong = [(job.escapes[:-1], symbols), (np.append(job.escapes, np.uint64(4)), symbols),
+                     (job.escapes | np.uint64(1 << 40), symbols)]
+            plain = np.flatnonzero(symbols != job.n_sym - 1)
+            extra = symbols.copy()
+            extra[plain[-1]] = job.n_sym - 1   # one escape symbol more than escape values
+            wrong.append((job.escapes, extra))
+            for escapes, syms in wrong:
+                job.escapes = escapes
+                compiled, numpy_ = _compiled_and_numpy(job, syms, theta, steps, np.float32)
+                assert isinstance(numpy_, str) and compiled == numpy_
+    assert compared >= 12   # most trials took the compiled path
