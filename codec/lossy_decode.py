@@ -145,8 +145,9 @@ compiled_values = None
 def _compiled_dequantize(job: LevelJob, symbols: np.ndarray, theta: int, steps: np.ndarray,
                          out_dtype: np.dtype) -> np.ndarray | None:
     """``dequantize(job.finish(symbols), ...)`` for one step in one compiled pass from a table of
-    every plain level (codec.lossy_jit), with finish's checks and messages; None when the
-    table would be larger than the tensor (or the symbols are not int32): decode with numpy."""
+    every plain level (codec.lossy_jit; float32 values overwrite the symbols), with finish's
+    checks and messages; None when the table would be larger than the tensor (or the symbols
+    are not int32): decode with numpy."""
     if compiled_values is None:
         raise RuntimeError("compiled reconstruction needs nnr.codec.lossy_jit imported first")
     escape = job.n_sym - 1
@@ -158,8 +159,6 @@ def _compiled_dequantize(job: LevelJob, symbols: np.ndarray, theta: int, steps: 
     escaped = _reconstruct(job.escape_levels(), theta, step).astype(out_dtype)
     planes = job.fine_planes() if job.s else np.zeros((0, 0), dtype=np.uint8)
     values, seen = compiled_values(symbols, escape, job.s, planes, job.n_plain, table, escaped)
-    if seen < 0:   # a symbol beyond the alphabet, which no decode table yields: numpy's outcome
-        return None
     if seen != job.escapes.size:
         raise CorruptionError(f"level block has {seen} escape symbols but {job.escapes.size} escape values")
     if seen:

@@ -65,12 +65,18 @@ def _values(symbols, escape, s, planes, n_plain, spread, table, escaped, out):  
 
 def values(symbols: np.ndarray, escape: int, s: int, planes: np.ndarray, n_plain: int,
            table: np.ndarray, escaped: np.ndarray) -> tuple[np.ndarray, int]:
-    """(values, escapes counted, or −1 for a symbol above ``escape``) of a level block's int32
-    ``symbols`` (see _values); ``table`` needs (escape << s) entries."""
+    """(values, escapes counted) of a level block's int32 ``symbols`` (see _values), written
+    over the symbols when the values are as wide (float32): each symbol is read before its
+    value is written, and a tensor's symbols are not needed once it has its values, so a
+    decode allocates one buffer per tensor instead of two. ``table`` needs (escape << s)
+    entries."""
     if table.size < escape << s or planes.ndim != 2 or (s and (planes.shape[0] < s or planes.shape[1] < (n_plain + 7) // 8)):
         raise ValueError("a reconstruction table needs (escape << s) entries and planes of every plain level")
-    out = np.empty(symbols.size, dtype=table.dtype)
+    same_size = table.dtype.itemsize == symbols.dtype.itemsize and symbols.flags.c_contiguous and symbols.flags.writeable
+    out = symbols.view(table.dtype) if same_size else np.empty(symbols.size, dtype=table.dtype)
     seen = _values(symbols, escape, s, planes, n_plain, _SPREAD, table, escaped.astype(table.dtype), out)
+    if seen < 0:
+        raise ValueError(f"a symbol beyond the level block's alphabet of {escape + 1}")
     return out, int(seen)
 
 

@@ -388,6 +388,10 @@ def test_compiled_reconstruction_gives_numpy_s_values_or_error(fine_bits):
                 continue
             assert compiled == numpy_ and isinstance(numpy_, bytes), trial
             compared += 1
+            own = symbols.copy()
+            with np.errstate(over="ignore"):
+                values = lossy_decode._compiled_dequantize(job, own, theta, steps, np.dtype(dtype))
+            assert np.shares_memory(values, own) == (dtype == np.float32)   # float32 values overwrite the symbols
         if job.escapes.size and (job.n_sym - 1) << fine_bits <= count:
             wrong = [(job.escapes[:-1], symbols), (np.append(job.escapes, np.uint64(4)), symbols),
                      (job.escapes | np.uint64(1 << 40), symbols)]
