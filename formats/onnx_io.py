@@ -19,7 +19,7 @@ from onnx import AttributeProto, GraphProto, ModelProto, TensorProto, numpy_help
 
 from nnr.codec.errors import InputError
 
-from .fileio import atomic_writer, read_input
+from .fileio import FlushBehind, atomic_writer, read_input
 
 STORAGE_DTYPES = {
     TensorProto.FLOAT: "<f4",
@@ -320,9 +320,16 @@ class ExternalData:
 
     def __enter__(self) -> "ExternalData":
         self._fh = self._writer.__enter__()
+        self._flush = FlushBehind(self._fh)
         return self
 
     def __exit__(self, *exc) -> bool | None:
+        try:
+            self._flush.wait()
+        except OSError as error:
+            if exc[0] is None:   # the writer removes the file and raises an error naming it
+                self._writer.__exit__(type(error), error, error.__traceback__)
+                raise
         return self._writer.__exit__(*exc)
 
     def place(self, tensor: TensorProto, data: bytes | memoryview, typed: bool = False) -> None:
@@ -335,6 +342,7 @@ class ExternalData:
         self._fh.write(b"\0" * pad)
         self._offset += pad
         self._fh.write(data)
+        self._flush.wrote(pad + len(data))
         strip_tensor(tensor)
         refer_external(tensor, self.location, self._offset, len(data))
         self._offset += len(data)

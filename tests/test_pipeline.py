@@ -225,6 +225,48 @@ def test_decoding_to_external_data_streams_each_tensor_and_matches_the_model(tmp
                for t in onnx.load(str(out), load_external_data=False).graph.initializer)
 
 
+def test_a_large_data_file_is_flushed_to_disk_while_it_is_written(tmp_path, monkeypatch):
+    """Every FLUSH_BEHIND_BYTES written, the data file is flushed in the background (one flush
+    at a time), and the model comes out the same; a flush that fails is a clear error that
+    names the data file, and leaves no file behind."""
+    import errno
+    import os
+
+    from nnr.formats import fileio
+
+    monkeypatch.setattr(fileio, "FLUSH_BEHIND_BYTES", 1000)
+    flushed = []
+    real = getattr(os, "fdatasync", os.fsync)
+
+    def spy(fd):
+        info = os.fstat(fd)
+        flushed.append((info.st_ino, info.st_size))
+        real(fd)
+
+    monkeypatch.setattr(fileio.os, "fdatasync", spy, raising=False)
+    monkeypatch.setattr(fileio.os, "fsync", spy)
+    data = nnr.encode(mlp(), lossless=True)
+    out = tmp_path / "m.onnx"
+    nnr.decode_to_file(data, out, external_data=True)
+    written = (tmp_path / "m.onnx.data").stat()
+    flushed = [size for inode, size in flushed if inode == written.st_ino]
+    assert len(flushed) >= 2 and flushed == sorted(flushed) and 0 < flushed[0] < written.st_size   # while writing, then at the end
+    expected = nnr.decode(data)
+    assert {t.name: t.raw_data for t in onnx.load(str(out)).graph.initializer} == \
+        {t.name: onnx.numpy_helper.to_array(t).tobytes() for t in expected.graph.initializer}
+
+    def failing(fd):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(fileio.os, "fdatasync", failing, raising=False)
+    monkeypatch.setattr(fileio.os, "fsync", failing)
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    with pytest.raises(nnr.OutputError, match=r"m\.onnx\.data.*Input/output error"):
+        nnr.decode_to_file(data, failed / "m.onnx", external_data=True)
+    assert list(failed.iterdir()) == []
+
+
 def test_a_failed_external_data_decode_leaves_no_file(tmp_path, monkeypatch):
     from nnr.formats.onnx_io import ExternalData
 
