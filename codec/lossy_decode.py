@@ -140,6 +140,8 @@ def lossy_decoder(body: bytes | memoryview, shape: tuple[int, ...], out_dtype: n
 
 compiled_values = None
 """codec.lossy_jit.values, set when that module is imported (this one never imports numba)."""
+_NO_PLANES = np.frombuffer(b"", dtype=np.uint8).reshape(0, 0)
+"""The fine-bit planes of s = 0: read-only like a file's, so the kernel is compiled for one kind."""
 
 
 def _compiled_dequantize(job: LevelJob, symbols: np.ndarray, theta: int, steps: np.ndarray,
@@ -157,7 +159,7 @@ def _compiled_dequantize(job: LevelJob, symbols: np.ndarray, theta: int, steps: 
     first = job.lo << job.s
     table = _reconstruct(np.arange(first, first + (escape << job.s), dtype=np.int64), theta, step).astype(out_dtype)
     escaped = _reconstruct(job.escape_levels(), theta, step).astype(out_dtype)
-    planes = job.fine_planes() if job.s else np.zeros((0, 0), dtype=np.uint8)
+    planes = job.fine_planes() if job.s else _NO_PLANES
     values, seen = compiled_values(symbols, escape, job.s, planes, job.n_plain, table, escaped)
     if seen != job.escapes.size:
         raise CorruptionError(f"level block has {seen} escape symbols but {job.escapes.size} escape values")

@@ -27,7 +27,7 @@ _SPREAD = np.array([sum(((b >> k) & 1) << (8 * k) for k in range(8)) for b in ra
 def _values(symbols, escape, s, planes, n_plain, spread, table, escaped, out):  # pragma: no cover - compiled
     """out[i] = table[(symbols[i] << s) | fine bits of the i-th plain level], or the next of
     ``escaped`` where symbols[i] == escape; returns the escapes counted, or −1 for a symbol
-    above ``escape``. Reads no fine bits beyond ``n_plain`` levels and writes no more than
+    above ``escape`` or below 0. Reads no fine bits beyond ``n_plain`` levels and writes no more than
     ``escaped.size`` escapes: a wrong count is the caller's to refuse."""
     e = 0
     j = 0

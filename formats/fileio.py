@@ -55,8 +55,8 @@ class FlushBehind:
     """Flushes a file being written to disk in a background thread, every FLUSH_BEHIND_BYTES
     written, one flush at a time: the final fsync of a large output then finds little left to
     write, and the flushing overlaps the work that makes the bytes instead of following it
-    (the data file of ``nnr decode big.nnr -o big.onnx``). :meth:`wait` before closing: a
-    failed flush is raised there, as the OSError it is."""
+    (the data file of ``nnr decode big.nnr -o big.onnx``). :meth:`wait` before closing. A
+    failed flush is raised, as the OSError it is, by the next :meth:`wrote` or :meth:`wait`."""
 
     def __init__(self, fh: BinaryIO, every: int | None = None) -> None:
         self._fh, self._every, self._since = fh, every or FLUSH_BEHIND_BYTES, 0

@@ -324,12 +324,15 @@ class ExternalData:
         return self
 
     def __exit__(self, *exc) -> bool | None:
+        failure = None
         try:
             self._flush.wait()
-        except OSError as error:
-            if exc[0] is None:   # the writer removes the file and raises an error naming it
-                self._writer.__exit__(type(error), error, error.__traceback__)
-                raise
+        except BaseException as error:   # a failed flush, unless another failure came first; or Ctrl-C
+            if exc[0] is None or not isinstance(error, OSError):
+                failure = error
+        if failure is not None:   # the writer removes the file, and names it in an OSError's place
+            self._writer.__exit__(type(failure), failure, failure.__traceback__)
+            raise failure
         return self._writer.__exit__(*exc)
 
     def place(self, tensor: TensorProto, data: bytes | memoryview, typed: bool = False) -> None:
@@ -355,8 +358,12 @@ class ExternalData:
                 self.place(t, t.raw_data)
 
     def save(self, model: ModelProto) -> None:
-        """Write the model file (its large tensors already placed)."""
+        """Write the model file (its large tensors already placed), once the data file is on
+        disk: a model file never lands pointing at data a failed flush is about to remove."""
         data = _serialize(model, "model graph is too large for ONNX (> 2 GB) even with its weights in external data")
+        self._flush.wait()
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
         with atomic_writer(self.path) as fh:  # inside the data file's writer: a failure leaves neither
             fh.write(data)
 
