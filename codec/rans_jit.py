@@ -29,27 +29,40 @@ MESSAGES = {BAD_END: "a lane does not end in its initial state",
             WORDS_LEFT: "lane block has words left over after its last symbol"}
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _advance(xj, e, precision, low, word):  # pragma: no cover - compiled
+    """(state after a lane's symbol, 1 if it took ``word`` in else 0): x ↦ (x >> P)·count + (x mod
+    2**P − first slot) from ``e`` = (count << 16) + that difference, then ``word`` shifted in
+    if the state fell below ``low``. Without a branch: whether a lane needs a word is a coin
+    toss per symbol, and a mispredicted branch cost more than the arithmetic."""
+    xj = (xj >> precision) * (e >> 16) + (e & 0xFFFF)
+    need = np.int64(xj < low)
+    return (xj << (need << 4)) | (word & -need), need
+
+
 @numba.njit(cache=True, nogil=True)
-def _decode_block(x, body, packed, symbol, classes, offsets, precision, count, runs, out, low):  # pragma: no cover - compiled
+def _decode_block(x, body, n_words, packed, symbol, classes, offsets, precision, count, runs, out, low):  # pragma: no cover - compiled
     """Decode one block's ``count`` symbols into ``out``; returns (failure code, time).
 
-    ``x`` holds the lanes' initial states (overwritten); ``packed``, ``symbol``, ``classes`` are
-    the block's LaneTable arrays (C·2**P slots); ``offsets[4·a + b]`` is the first slot of the
-    table that classes a, b select. Time 2t is the check of lanes done before step t, 2t + 1
-    step t's words: a numpy lock step raises the failure of the least time first.
+    ``x`` holds the lanes' initial states (overwritten); ``body`` the block's ``n_words`` words
+    (at least one element: each step reads the next word ahead); ``packed``, ``symbol``,
+    ``classes`` are the block's LaneTable arrays (C·2**P slots); ``offsets[4·a + b]`` is the
+    first slot of the table that classes a, b select. Time 2t is the check of lanes done
+    before step t, 2t + 1 step t's words: a numpy lock step raises the failure of the least
+    time first.
     """
     n_lanes = x.size
     q = count // n_lanes
     r = count - q * n_lanes
     steps = q + 1 if r else q
     mask = (1 << precision) - 1
+    last = max(n_words - 1, 0)
     off = np.zeros(n_lanes, dtype=np.int64)
     key = np.zeros(n_lanes, dtype=np.int64)   # 4 · class of the lane's previous symbol
     if runs:
         for j in range(n_lanes):
             off[j] = offsets[0]
     pos = 0
-    n_words = body.size
     for t in range(steps):
         active = n_lanes
         if t == q:   # the lanes from r on are one shorter, and done
@@ -57,24 +70,30 @@ def _decode_block(x, body, packed, symbol, classes, offsets, precision, count, r
                 if x[j] != low:
                     return BAD_END, 2 * t
             active = r
-        for j in range(active):
-            xj = np.int64(x[j])
-            g = (xj & mask) + off[j]
-            if runs:
+        if runs:   # each lane holds a run of consecutive symbols, whose classes pick its next table
+            for j in range(active):
+                xj = np.int64(x[j])
+                g = (xj & mask) + off[j]
                 out[j * q + min(j, r) + t] = symbol[g]
                 c = np.int64(classes[g])
                 off[j] = offsets[key[j] + c]
                 key[j] = c << 2
-            else:
-                out[t * n_lanes + j] = symbol[g]
-            e = np.int64(packed[g])
-            xj = (xj >> precision) * (e >> 16) + (e & 0xFFFF)
-            if xj < low:
-                if pos >= n_words:
+                xj, need = _advance(xj, np.int64(packed[g]), precision, low, np.int64(body[min(pos, last)]))
+                if need > n_words - pos:
                     return NO_WORDS, 2 * t + 1
-                xj = (xj << 16) | np.int64(body[pos])
-                pos += 1
-            x[j] = xj
+                pos += need
+                x[j] = xj
+        else:   # lane j holds symbols j, j + L, ...: one table
+            row = t * n_lanes
+            for j in range(active):
+                xj = np.int64(x[j])
+                g = xj & mask
+                out[row + j] = symbol[g]
+                xj, need = _advance(xj, np.int64(packed[g]), precision, low, np.int64(body[min(pos, last)]))
+                if need > n_words - pos:
+                    return NO_WORDS, 2 * t + 1
+                pos += need
+                x[j] = xj
     for j in range(r if r else n_lanes):
         if x[j] != low:
             return BAD_END, 2 * steps
@@ -89,6 +108,8 @@ def _context_offsets(contexts: int, precision: int) -> np.ndarray:
 
 
 _NO_CLASSES = np.zeros(1, dtype=np.uint32)
+_ONE_WORD = np.frombuffer(bytes(2), dtype=np.uint16)
+"""The body of a block without words: the kernel reads one word ahead, never using it."""
 
 
 def _block(prepared: tuple[np.ndarray, np.ndarray], b, low: int) -> tuple[np.ndarray, int, int]:
@@ -100,7 +121,8 @@ def _block(prepared: tuple[np.ndarray, np.ndarray], b, low: int) -> tuple[np.nda
     classes = t.classes if runs else _NO_CLASSES
     if t.packed.size != t.contexts << t.precision or t.symbol.size != t.packed.size or (runs and classes.size != t.packed.size):
         raise ValueError("a lane table's arrays must each hold C·2**P slots")   # the kernel reads them unchecked
-    code, time = _decode_block(x, body, t.packed, t.symbol, classes, _context_offsets(t.contexts, t.precision),
+    words = body if body.size else _ONE_WORD
+    code, time = _decode_block(x, words, body.size, t.packed, t.symbol, classes, _context_offsets(t.contexts, t.precision),
                                t.precision, b.count, runs, out, low)
     return out, int(code), int(time)
 

@@ -528,6 +528,25 @@ def test_the_compiled_lock_step_raises_the_first_group_s_error_as_the_numpy_one_
     assert _outcome(blocks, True) == _outcome(blocks, False)
 
 
+def test_the_compiled_lock_step_reads_no_word_a_block_does_not_have():
+    """Blocks whose words stop after the lanes' initial states (the kernel reads one word ahead
+    without using it): the numpy lock step's symbols, or its error."""
+    rng = np.random.default_rng(37)
+    outcomes = set()
+    for trial in range(40):
+        count = int(rng.integers(1, 60))
+        lanes = int(rng.integers(1, count + 1))
+        if trial % 2:
+            _, block, _, _ = _context_block(rng, count, lanes, 2)
+        else:
+            _, block = _plain_block(rng, int(rng.integers(1, 6)), count, lanes)
+        bare = block._replace(words=block.words[:2 * lanes])
+        want = _outcome([bare], False)
+        assert _outcome([bare], True) == want, trial
+        outcomes.add(isinstance(want, str))
+    assert outcomes == {True, False}   # some decode from their states alone, some run out of words
+
+
 def test_context_classes_outside_zero_to_three_are_refused():
     cdfs = np.stack([rans.lane_cdf(np.array([1, 1, 1]), 4)] * 2)
     for classes in ([0, 4, 1], [-1, 0, 0], [2 ** 30, 2, 0]):
