@@ -47,47 +47,31 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
         raise
 
 
-FLUSH_BEHIND_BYTES = 64 << 20
-"""A large output is flushed to disk in the background each time this much more is written."""
+WRITE_BEHIND_BYTES = 64 << 20
+"""A large output asks the OS to start writing it to disk each time this much more is written."""
 
 
-class FlushBehind:
-    """Flushes a file being written to disk in a background thread, every FLUSH_BEHIND_BYTES
-    written, one flush at a time: the final fsync of a large output then finds little left to
-    write, and the flushing overlaps the work that makes the bytes instead of following it
-    (the data file of ``nnr decode big.nnr -o big.onnx``). :meth:`wait` before closing. A
-    failed flush is raised, as the OSError it is, by the next :meth:`wrote` or :meth:`wait`."""
+class WriteBehind:
+    """Asks the OS to start writing a file to disk every WRITE_BEHIND_BYTES written, without
+    waiting for it: ``posix_fadvise(DONTNEED)`` on Linux starts the writeback of the pages
+    written so far and drops those already on disk from the page cache. The disk then works
+    while the decoder does, the final fsync of a large output (the data file of ``nnr decode
+    big.nnr -o big.onnx``) finds little left to write, and a model larger than the page cache
+    does not crowd other files out of it. Advice only: where the call is missing (macOS,
+    Windows) or fails, nothing happens, and the final fsync reports any write error."""
 
     def __init__(self, fh: BinaryIO, every: int | None = None) -> None:
-        self._fh, self._every, self._since = fh, every or FLUSH_BEHIND_BYTES, 0
-        self._pool = None
-        self._pending = None
+        self._fh, self._every, self._since = fh, every or WRITE_BEHIND_BYTES, 0
 
     def wrote(self, n: int) -> None:
-        """Count ``n`` bytes just written; start a flush if enough have come since the last."""
+        """Count ``n`` bytes just written; start the writeback if enough came since the last."""
         self._since += n
-        if self._since < self._every or (self._pending is not None and not self._pending.done()):
+        if self._since < self._every or not hasattr(os, "posix_fadvise"):
             return
-        self._check()
-        if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="nnr-flush")
-        self._fh.flush()
-        self._pending = self._pool.submit(getattr(os, "fdatasync", os.fsync), self._fh.fileno())
         self._since = 0
-
-    def wait(self) -> None:
-        """Wait for the flush under way, if any; raises its error."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
-        self._check()
-
-    def _check(self) -> None:
-        if self._pending is not None and self._pending.done():
-            pending, self._pending = self._pending, None
-            pending.result()
+        self._fh.flush()
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(self._fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

@@ -19,7 +19,7 @@ from onnx import AttributeProto, GraphProto, ModelProto, TensorProto, numpy_help
 
 from nnr.codec.errors import InputError
 
-from .fileio import FlushBehind, atomic_writer, read_input
+from .fileio import WriteBehind, atomic_writer, read_input
 
 STORAGE_DTYPES = {
     TensorProto.FLOAT: "<f4",
@@ -320,19 +320,10 @@ class ExternalData:
 
     def __enter__(self) -> "ExternalData":
         self._fh = self._writer.__enter__()
-        self._flush = FlushBehind(self._fh)
+        self._behind = WriteBehind(self._fh)
         return self
 
     def __exit__(self, *exc) -> bool | None:
-        failure = None
-        try:
-            self._flush.wait()
-        except BaseException as error:   # a failed flush, unless another failure came first; or Ctrl-C
-            if exc[0] is None or not isinstance(error, OSError):
-                failure = error
-        if failure is not None:   # the writer removes the file, and names it in an OSError's place
-            self._writer.__exit__(type(failure), failure, failure.__traceback__)
-            raise failure
         return self._writer.__exit__(*exc)
 
     def place(self, tensor: TensorProto, data: bytes | memoryview, typed: bool = False) -> None:
@@ -345,7 +336,7 @@ class ExternalData:
         self._fh.write(b"\0" * pad)
         self._offset += pad
         self._fh.write(data)
-        self._flush.wrote(pad + len(data))
+        self._behind.wrote(pad + len(data))
         strip_tensor(tensor)
         refer_external(tensor, self.location, self._offset, len(data))
         self._offset += len(data)
@@ -359,9 +350,8 @@ class ExternalData:
 
     def save(self, model: ModelProto) -> None:
         """Write the model file (its large tensors already placed), once the data file is on
-        disk: a model file never lands pointing at data a failed flush is about to remove."""
+        disk: a model file never lands pointing at data whose failed write removes it."""
         data = _serialize(model, "model graph is too large for ONNX (> 2 GB) even with its weights in external data")
-        self._flush.wait()
         self._fh.flush()
         os.fsync(self._fh.fileno())
         with atomic_writer(self.path) as fh:  # inside the data file's writer: a failure leaves neither
