@@ -225,6 +225,25 @@ def test_decoding_to_external_data_streams_each_tensor_and_matches_the_model(tmp
                for t in onnx.load(str(out), load_external_data=False).graph.initializer)
 
 
+@pytest.mark.parametrize("compiled", [False, True])
+def test_the_data_file_is_the_same_whatever_the_thread_count(tmp_path, monkeypatch, compiled):
+    """Threads decode tensors in whatever order they finish, the calling thread writes them in
+    model order: the two files are byte for byte those of one thread."""
+    from conformance.toy_models import constants_and_subgraphs
+
+    if compiled:
+        _compiled(monkeypatch)
+    for model in (mlp(), constants_and_subgraphs()):
+        data = nnr.encode(model, probe=False)
+        files = []
+        for threads in (1, 2, 3):
+            out = tmp_path / f"t{threads}" / "m.onnx"
+            out.parent.mkdir(exist_ok=True)
+            nnr.decode_to_file(data, out, external_data=True, threads=threads)
+            files.append((out.read_bytes(), (out.parent / "m.onnx.data").read_bytes()))
+        assert files[0] == files[1] == files[2] and len(files[0][1]) > 1024
+
+
 def test_a_large_data_file_is_sent_to_disk_while_it_is_written(tmp_path, monkeypatch):
     """Every WRITE_BEHIND_BYTES written, the OS is asked to start writing the data file out
     (advice: a failing call changes nothing), and the model comes out the same; a failing final
