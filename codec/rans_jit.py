@@ -108,7 +108,7 @@ def _context_offsets(contexts: int, precision: int) -> np.ndarray:
 
 
 _NO_CLASSES = np.zeros(1, dtype=np.uint32)
-_ONE_WORD = np.frombuffer(bytes(2), dtype=np.uint16)
+_ONE_WORD = np.zeros(1, dtype=np.uint16)   # writable, like the words a reader copies out of a file
 """The body of a block without words: the kernel reads one word ahead, never using it."""
 
 

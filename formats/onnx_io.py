@@ -8,6 +8,7 @@ so a slot number identifies the same tensor in the encoder and the decoder.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from onnx import AttributeProto, GraphProto, ModelProto, TensorProto, numpy_help
 
 from nnr.codec.errors import InputError
 
-from .fileio import WriteBehind, atomic_writer, read_input
+from .fileio import WriteBehind, atomic_writer, read_input, write_bytes_atomic
 
 STORAGE_DTYPES = {
     TensorProto.FLOAT: "<f4",
@@ -309,7 +310,9 @@ def refer_external(tensor: TensorProto, location: str, offset: int, length: int)
 class ExternalData:
     """Writes a model with its weights in ``<file name>.data`` beside it, tensor by tensor, so a
     decoder can stream each tensor there as it is decoded instead of holding the whole model.
-    Both files are written atomically; the model last, so a failure leaves neither."""
+    Both files are written atomically, the model once the data file is in place (and removed
+    again if the model cannot follow): a failure leaves neither, and a model file never points
+    at data that is not its own."""
 
     def __init__(self, path: str | os.PathLike, size_threshold: int = 1024) -> None:
         self.path = Path(path)
@@ -317,6 +320,7 @@ class ExternalData:
         self.size_threshold = size_threshold
         self._writer = atomic_writer(self.path.parent / self.location)
         self._offset = 0
+        self._model: bytes | None = None
 
     def __enter__(self) -> "ExternalData":
         self._fh = self._writer.__enter__()
@@ -324,7 +328,15 @@ class ExternalData:
         return self
 
     def __exit__(self, *exc) -> bool | None:
-        return self._writer.__exit__(*exc)
+        handled = self._writer.__exit__(*exc)   # the data file is on disk and in place, or removed
+        if exc[0] is None and self._model is not None:
+            try:
+                write_bytes_atomic(self.path, self._model)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path.parent / self.location)
+                raise
+        return handled
 
     def place(self, tensor: TensorProto, data: bytes | memoryview, typed: bool = False) -> None:
         """Put one tensor's values in: to the data file when large (64-byte aligned), else, or
@@ -349,13 +361,9 @@ class ExternalData:
                 self.place(t, t.raw_data)
 
     def save(self, model: ModelProto) -> None:
-        """Write the model file (its large tensors already placed), once the data file is on
-        disk: a model file never lands pointing at data whose failed write removes it."""
-        data = _serialize(model, "model graph is too large for ONNX (> 2 GB) even with its weights in external data")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        with atomic_writer(self.path) as fh:  # inside the data file's writer: a failure leaves neither
-            fh.write(data)
+        """Give the model (its large tensors already placed) to be written when the data file is
+        complete, on leaving the ``with`` block."""
+        self._model = _serialize(model, "model graph is too large for ONNX (> 2 GB) even with its weights in external data")
 
 
 def _serialize(model: ModelProto, too_large: str) -> bytes:
