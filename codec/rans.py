@@ -212,16 +212,20 @@ def decode_lane_blocks(blocks: Sequence[LaneBlock], compiled: bool = False) -> l
     return [s() for s in lock_step_lane_blocks(blocks, compiled)]
 
 
+Alloc = Callable[[int, np.dtype], np.ndarray]
+"""``alloc(count, dtype)``: an uninitialised C-contiguous writable array of ``count`` elements,
+perhaps one a decoder used before (np.empty by default)."""
 Symbols = Callable[[], np.ndarray]
 """A block's symbols once its lock step is done: calling it gathers them (from the lock step's
 table slots), so that this work can run on another thread than the lock step."""
 
 
-def lock_step_lane_blocks(blocks: Sequence[LaneBlock], compiled: bool = False) -> list[Symbols]:
+def lock_step_lane_blocks(blocks: Sequence[LaneBlock], compiled: bool = False,
+                          alloc: Alloc | None = None) -> list[Symbols]:
     """:func:`decode_lane_blocks`, each block's symbols left to gather: every check of the
     words is made here (a damaged block raises CorruptionError now); gathering cannot fail.
     ``compiled`` decodes with :mod:`codec.rans_jit` (numba; import it first) instead: the same symbols, and the
-    same error for a damaged block."""
+    same error for a damaged block; it takes each block's symbol array from ``alloc`` when given."""
     results: list = [None] * len(blocks)
     live = []
     for i, b in enumerate(blocks):
@@ -241,7 +245,7 @@ def lock_step_lane_blocks(blocks: Sequence[LaneBlock], compiled: bool = False) -
         raise RuntimeError("the compiled lock step needs nnr.codec.rans_jit imported first")
     for group in groups:
         if compiled:
-            for i, symbols in compiled_group(blocks, group, LANE_STATE_LOW).items():
+            for i, symbols in compiled_group(blocks, group, LANE_STATE_LOW, alloc).items():
                 results[i] = _ready(symbols)
         else:
             _gather_group(blocks, group, results)
@@ -493,11 +497,11 @@ def decode_blocks(blocks: Sequence[Block], compiled: bool = False) -> list[np.nd
     return [s() for s in lock_step_blocks(blocks, compiled)]
 
 
-def lock_step_blocks(blocks: Sequence[Block], compiled: bool = False) -> list[Symbols]:
+def lock_step_blocks(blocks: Sequence[Block], compiled: bool = False, alloc: Alloc | None = None) -> list[Symbols]:
     """:func:`decode_blocks`, the lane blocks' symbols left to gather (:func:`lock_step_lane_blocks`)."""
     out: list[Symbols] = [_ready(np.zeros(0, dtype=np.int32))] * len(blocks)
     lane_at = [i for i, b in enumerate(blocks) if isinstance(b, LaneBlock)]
-    for i, symbols in zip(lane_at, lock_step_lane_blocks([blocks[i] for i in lane_at], compiled)):
+    for i, symbols in zip(lane_at, lock_step_lane_blocks([blocks[i] for i in lane_at], compiled, alloc)):
         out[i] = symbols
     for i, b in enumerate(blocks):
         if isinstance(b, StackBlock):
@@ -527,7 +531,7 @@ def run_all(decoders: "Sequence[Steps[T]]", map_fn: MapFn = map, waves: int = 1,
 
 
 def start_all(decoders: "Sequence[Steps[T]]", map_fn: MapFn = map, waves: int = 1,
-              compiled: bool = False) -> Callable[[], Iterator[T]]:
+              compiled: bool = False, alloc: Alloc | None = None) -> Callable[[], Iterator[T]]:
     """Start many decoder generators together; the returned function yields their results in
     order, each as soon as it and those before it are done.
 
@@ -544,8 +548,9 @@ def start_all(decoders: "Sequence[Steps[T]]", map_fn: MapFn = map, waves: int = 
     ``compiled`` decodes each decoder's blocks on its own with the compiled lock step, which
     needs no lock step across decoders to be fast and releases the interpreter lock: each
     decoder's whole decoding (lock steps and finishing work) is one item of ``map_fn``, and
-    ``waves`` is ignored. The results are the same; the first failure in decoder order is
-    raised, for any ``map_fn``."""
+    ``waves`` is ignored; each lane block's symbol array comes from ``alloc`` when given. The
+    results are the same; the first failure in decoder order is raised, for any ``map_fn``.
+    A result, once given, is held nowhere here, so the caller can tell it is the last holder."""
     results: list = [None] * len(decoders)
     done = [False] * len(decoders)
     waiting: dict[int, list[Block]] = {}
@@ -561,7 +566,7 @@ def start_all(decoders: "Sequence[Steps[T]]", map_fn: MapFn = map, waves: int = 
     def alone(i: int) -> tuple[int, bool, object]:
         blocks = waiting[i]
         while True:
-            finished, value = _advance(decoders[i], [s() for s in lock_step_blocks(blocks, compiled=True)])
+            finished, value = _advance(decoders[i], [s() for s in lock_step_blocks(blocks, True, alloc)])
             if finished:
                 return i, True, value
             blocks = value
@@ -583,15 +588,21 @@ def start_all(decoders: "Sequence[Steps[T]]", map_fn: MapFn = map, waves: int = 
                     results[i], done[i] = value, True
                 else:
                     nxt[i] = value
+                value = None
                 while given < len(results) and done[given]:
-                    yield results[given]
-                    results[given] = None   # given away: the caller decides how long it lives
+                    yield _given_away(results, given)   # the caller decides how long it lives
                     given += 1
             if not nxt:
                 yield from results[given:]
                 return
             rounds = map_fn(advance, _lock_stepped(nxt, 1))   # one lock step: its error is the first
     return finish
+
+
+def _given_away(results: list, i: int) -> object:
+    """results[i], no longer held by ``results``."""
+    value, results[i] = results[i], None
+    return value
 
 
 def _lock_stepped(waiting: "dict[int, list[Block]]", waves: int) -> "Iterator[tuple[int, list[Symbols]]]":

@@ -112,11 +112,13 @@ _ONE_WORD = np.zeros(1, dtype=np.uint16)   # writable, like the words a reader c
 """The body of a block without words: the kernel reads one word ahead, never using it."""
 
 
-def _block(prepared: tuple[np.ndarray, np.ndarray], b, low: int) -> tuple[np.ndarray, int, int]:
-    """(symbols, failure code, time) of one prepared block."""
+def _block(prepared: tuple[np.ndarray, np.ndarray], b, low: int, alloc=None) -> tuple[np.ndarray, int, int]:
+    """(symbols, failure code, time) of one prepared block, in an array from ``alloc``."""
     x, body = prepared
     t = b.table
-    out = np.empty(b.count, dtype=t.symbol.dtype)
+    out = np.empty(b.count, dtype=t.symbol.dtype) if alloc is None else alloc(b.count, t.symbol.dtype)
+    if out.shape != (b.count,) or out.dtype != t.symbol.dtype or not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(f"alloc gave no writable array of {b.count} {t.symbol.dtype}")   # the kernel writes unchecked
     runs = t.contexts > 1
     classes = t.classes if runs else _NO_CLASSES
     if t.packed.size != t.contexts << t.precision or t.symbol.size != t.packed.size or (runs and classes.size != t.packed.size):
@@ -127,16 +129,17 @@ def _block(prepared: tuple[np.ndarray, np.ndarray], b, low: int) -> tuple[np.nda
     return out, int(code), int(time)
 
 
-def decode_group(blocks: Sequence, group: list, low: int) -> dict[int, np.ndarray]:
+def decode_group(blocks: Sequence, group: list, low: int, alloc: rans.Alloc | None = None) -> dict[int, np.ndarray]:
     """Decode one of the numpy lock step's groups ((block index, (initial states, words)) pairs
     of :class:`codec.rans.LaneBlock` s, whose lanes start and end in state ``low``): each
-    block's symbols by index; of the group's failures, the one a numpy lock step of the group
-    raises first is raised (least time, see _decode_block)."""
+    block's symbols by index, in arrays from ``alloc`` (np.empty by default); of the group's
+    failures, the one a numpy lock step of the group raises first is raised (least time, see
+    _decode_block)."""
     steps = max(-(-blocks[i].count // blocks[i].n_lanes) for i, _ in group)
     first = None
     symbols = {}
     for i, prepared in group:
-        out, code, time = _block(prepared, blocks[i], low)
+        out, code, time = _block(prepared, blocks[i], low, alloc)
         if code:
             order = 2 * steps + 1 if code == WORDS_LEFT else time
             if first is None or order < first[0]:

@@ -21,6 +21,7 @@ from nnr.formats.container import CODING_LOSSY, CODING_NAMES, Container, TensorU
 from nnr.formats.fileio import map_input
 from nnr.formats.onnx_io import STORAGE_DTYPES, ExternalData, Slot, fill_tensor, save_model, tensor_slots
 
+from .buffers import BufferPool
 from .errors import CorruptionError, FormatError, NnrError
 from .tensorcodec import decode_unit, storage_dtype, unit_array, unit_decoder
 from .threads import pool_map, resolve as resolve_threads
@@ -61,6 +62,10 @@ WAVES_PER_THREAD = 1
 finishing work of one wave runs on the pool while the next wave is entropy-decoded. More
 waves are narrower lock steps, whose per-step cost grows; since the finishing work got
 cheaper, one per thread decodes faster than two."""
+
+POOL_BYTES = 64 << 20
+"""Placed tensors' arrays kept for reuse by later tensors of the same size (nnr.buffers), at
+most this many bytes: a few layers' worth, not a whole model of distinct shapes."""
 
 COMPILED_MIN_BYTES = 1 << 24
 """Files from this size on are decoded with the compiled lock step (codec.rans_jit) when numba
@@ -276,6 +281,8 @@ class _Batches:
                  report: Callable[[int, str], None] | None, map_fn, waves: int, compiled: bool) -> None:
         self.version, self.budget, self.typed, self.place, self.report = version, budget, typed, place, report
         self.map_fn, self.waves, self.compiled = map_fn, waves, compiled
+        # the compiled lock step's symbol arrays (float32 values overwrite them), reused once placed
+        self.buffers = BufferPool(POOL_BYTES) if compiled else None
         self.pending: tuple | None = None   # a started batch (see _start)
         self.placed = 0
 
@@ -286,7 +293,8 @@ class _Batches:
         before = self.budget.remaining
         compiled = self.compiled if compiled is None else compiled
         decoders = [unit_decoder(u, self.version, self.budget, compiled) for u, _ in batch]
-        return batch, reported, start_all(decoders, map_fn, waves, compiled), before, compiled
+        alloc = self.buffers.take if compiled and self.buffers is not None else None
+        return batch, reported, start_all(decoders, map_fn, waves, compiled, alloc), before, compiled
 
     def add(self, batch: list, reported: bool) -> None:
         """Start decoding ``batch`` (told to ``report`` once placed, if ``reported``). One thread
@@ -323,8 +331,10 @@ class _Batches:
         failure = None
         try:
             for unit, slot in batch:   # each placed as soon as it and those before are done
-                data = next(results)
-                self.place(slot.tensor, data, unit.slot in self.typed)
+                data = [next(results)]
+                self.place(slot.tensor, data[0], unit.slot in self.typed)
+                if self.buffers is not None:
+                    self.buffers.recycle(data)
                 del data   # placed: not held while the next one is awaited
         except NnrError as exc:
             if not compiled:
