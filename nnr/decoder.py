@@ -64,8 +64,10 @@ waves are narrower lock steps, whose per-step cost grows; since the finishing wo
 cheaper, one per thread decodes faster than two."""
 
 POOL_BYTES = 64 << 20
-"""Placed tensors' arrays kept for reuse by later tensors of the same size (nnr.buffers), at
-most this many bytes: a few layers' worth, not a whole model of distinct shapes."""
+POOL_MIN_BYTES = 1 << 20
+"""Placed tensors' arrays kept for reuse by later tensors of the same size (nnr.buffers): at
+most POOL_BYTES, a few layers' worth, not a whole model of distinct shapes; arrays of
+POOL_MIN_BYTES or more, the ones the allocator maps afresh."""
 
 COMPILED_MIN_BYTES = 1 << 24
 """Files from this size on are decoded with the compiled lock step (codec.rans_jit) when numba
@@ -167,15 +169,20 @@ class NnrFile:
         (:func:`compiled_lock_step`) while the calling thread places them. The file is parsed and
         the memory budget charged in file order, so the model, and the error a damaged file
         raises, are the same for any count."""
+        return self._run(progress, place, threads, reuse=place is None)
+
+    def _run(self, progress, place, threads: int | None, reuse: bool) -> ModelProto:
+        """:meth:`model`; ``reuse``: ``place`` copies each tensor's data (the library's own
+        placing), so its memory may serve a later tensor (nnr.buffers)."""
         n = resolve_threads(threads)
         compiled = compiled_lock_step(len(self._data))
         if n == 1:
-            return self._model(progress, place, map, 1, compiled)
+            return self._model(progress, place, map, 1, compiled, reuse)
         if compiled:   # every tensor's whole decoding is a pool task; the calling thread places them
             with pool_map(n, "nnr-decode") as map_fn:
-                return self._model(progress, place, map_fn, n, compiled)
+                return self._model(progress, place, map_fn, n, compiled, reuse)
         with pool_map(n - 1, "nnr-decode") as map_fn:   # the calling thread is the n-th: it lock-steps
-            return self._model(progress, place, map_fn, WAVES_PER_THREAD * n, compiled)
+            return self._model(progress, place, map_fn, WAVES_PER_THREAD * n, compiled, reuse)
 
     def memory_needed(self) -> int:
         """Bytes a whole-model decode charges to its memory budget (formats/SPEC.md, section 4):
@@ -203,7 +210,7 @@ class NnrFile:
             budget.charge(2 * unit.numel * storage_dtype(unit.dtype).itemsize,
                           f"tensor {unit.name!r} in its typed field")
 
-    def _model(self, progress, place, map_fn, waves: int, compiled: bool) -> ModelProto:
+    def _model(self, progress, place, map_fn, waves: int, compiled: bool, reuse: bool) -> ModelProto:
         budget = Budget(self.max_memory)
         self._charge_graph(budget)
         model = self.graph()
@@ -211,7 +218,8 @@ class NnrFile:
         _refuse_external_references(model, slots)
         total = len(self._container.index)
         report = None if progress is None else (lambda done, name: progress(done, total, name))
-        batches = _Batches(self.version, budget, self._typed_fields(), place or _fill, report, map_fn, waves, compiled)
+        batches = _Batches(self.version, budget, self._typed_fields(), place or _fill, report, map_fn, waves, compiled,
+                           reuse)
         seen: set[int] = set()
         batch: list[tuple[TensorUnit, Slot]] = []
         elements = 0
@@ -278,11 +286,13 @@ class _Batches:
 
     def __init__(self, version: int, budget: Budget, typed: set[int],
                  place: Callable[[TensorProto, bytes | memoryview, bool], None],
-                 report: Callable[[int, str], None] | None, map_fn, waves: int, compiled: bool) -> None:
+                 report: Callable[[int, str], None] | None, map_fn, waves: int, compiled: bool,
+                 reuse: bool = False) -> None:
         self.version, self.budget, self.typed, self.place, self.report = version, budget, typed, place, report
         self.map_fn, self.waves, self.compiled = map_fn, waves, compiled
         # the compiled lock step's symbol arrays (float32 values overwrite them), reused once placed
-        self.buffers = BufferPool(POOL_BYTES) if compiled else None
+        # by the library's own placing, which copies them (a caller's place function may keep them)
+        self.buffers = BufferPool(np.int32, POOL_BYTES, POOL_MIN_BYTES) if compiled and reuse else None
         self.pending: tuple | None = None   # a started batch (see _start)
         self.placed = 0
 
@@ -331,10 +341,10 @@ class _Batches:
         failure = None
         try:
             for unit, slot in batch:   # each placed as soon as it and those before are done
-                data = [next(results)]
-                self.place(slot.tensor, data[0], unit.slot in self.typed)
+                data = next(results)
+                self.place(slot.tensor, data, unit.slot in self.typed)
                 if self.buffers is not None:
-                    self.buffers.recycle(data)
+                    self.buffers.give(data)
                 del data   # placed: not held while the next one is awaited
         except NnrError as exc:
             if not compiled:
@@ -415,7 +425,7 @@ def decode_to_file(src: str | os.PathLike | bytes, output: str | os.PathLike,
         save_model(model, output)
         return model
     with ExternalData(output) as ext:  # each tensor streams to the data file as it is decoded
-        model = f.model(progress, place=ext.place, threads=threads)
+        model = f._run(progress, ext.place, threads, reuse=True)   # place writes a copy to the file
         ext.externalize(model)          # tensors the encoder left in the graph
         ext.save(model)
     return model
