@@ -51,9 +51,9 @@ class StageClock:
         lanes = rans.lock_step_lane_blocks   # every lane block is lock-stepped through it
         self._saved.append((rans, "lock_step_lane_blocks", lanes))
 
-        def counted(blocks, compiled=False):
+        def counted(blocks, compiled=False, alloc=None):
             self.symbols += sum(b.count for b in blocks)
-            return lanes(blocks, compiled)
+            return lanes(blocks, compiled, alloc)
         rans.lock_step_lane_blocks = counted
         return self
 

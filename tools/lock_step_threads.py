@@ -41,9 +41,9 @@ def recorded_batches(data: bytes) -> list[list]:
 
     batches, lock_step, compiled = [], rans.lock_step_lane_blocks, nnr.decoder.compiled_lock_step
 
-    def record(blocks, compiled=False):
+    def record(blocks, compiled=False, alloc=None):
         batches.append(list(blocks))
-        return lock_step(blocks, compiled)
+        return lock_step(blocks, compiled, alloc)
     rans.lock_step_lane_blocks = record
     nnr.decoder.compiled_lock_step = lambda file_bytes: False
     try:
