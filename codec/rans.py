@@ -550,7 +550,7 @@ def start_all(decoders: "Sequence[Steps[T]]", map_fn: MapFn = map, waves: int = 
     decoder's whole decoding (lock steps and finishing work) is one item of ``map_fn``, and
     ``waves`` is ignored; each lane block's symbol array comes from ``alloc`` when given. The
     results are the same; the first failure in decoder order is raised, for any ``map_fn``.
-    A result, once given, is held nowhere here, so the caller can tell it is the last holder."""
+    A result, once given, is held nowhere here: the caller decides how long it lives."""
     results: list = [None] * len(decoders)
     done = [False] * len(decoders)
     waiting: dict[int, list[Block]] = {}
