@@ -377,16 +377,21 @@ def _plain_block(rng: np.random.Generator, n: int, count: int, lanes: int):
                                    count, lanes)
 
 
+def _plain_or_context_block(rng: np.random.Generator, context: bool, count: int, lanes: int, fewest: int):
+    """(symbols, their lane block): with 2 to 4 context tables, or one table of ``fewest`` to 49 symbols."""
+    if context:
+        symbols, block, _, _ = _context_block(rng, count, lanes, int(rng.integers(2, 5)))
+        return symbols, block
+    return _plain_block(rng, int(rng.integers(fewest, 50)), count, lanes)
+
+
 def test_context_and_plain_blocks_decode_together_in_one_lock_step():
     rng = np.random.default_rng(12)
     blocks, expected = [], []
     for trial in range(30):
         count = int(rng.integers(1, 3000))
         lanes = int(rng.integers(1, min(count, 40) + 1))
-        if trial % 2:
-            symbols, block, _, _ = _context_block(rng, count, lanes, int(rng.integers(2, 5)))
-        else:
-            symbols, block = _plain_block(rng, int(rng.integers(2, 50)), count, lanes)
+        symbols, block = _plain_or_context_block(rng, trial % 2, count, lanes, 2)
         blocks.append(block)
         expected.append(symbols)
     for got, want in zip(rans.decode_lane_blocks(blocks), expected):
@@ -487,10 +492,7 @@ def test_the_compiled_lock_step_decodes_and_refuses_as_the_numpy_one_does():
         for _ in range(int(rng.integers(1, 5))):
             count = int(rng.integers(1, 2500))
             lanes = int(rng.integers(1, min(count, 40) + 1))
-            if trial % 2:
-                _, block, _, _ = _context_block(rng, count, lanes, int(rng.integers(2, 5)))
-            else:
-                _, block = _plain_block(rng, int(rng.integers(1, 50)), count, lanes)
+            _, block = _plain_or_context_block(rng, trial % 2, count, lanes, 1)
             words, damage = block.words.copy(), rng.random()
             if damage < 0.3 and words.size > 2 * lanes:
                 for i in rng.integers(0, words.size, size=int(rng.integers(1, 4))):
