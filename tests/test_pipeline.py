@@ -235,6 +235,9 @@ def test_placed_tensors_lend_their_arrays_to_later_ones_only_when_the_library_pl
 
     _compiled(monkeypatch)
     monkeypatch.setattr("nnr.decoder.POOL_MIN_BYTES", 1024)
+    # one tensor a batch: batch k is placed before batch k + 2 starts, so on threads too a tensor's
+    # array is free before a later one asks (within one batch, that would depend on timing)
+    monkeypatch.setattr("nnr.decoder.BATCH_ELEMENTS", 64 * 64)
     pools = []
 
     class Counted(buffers.BufferPool):
