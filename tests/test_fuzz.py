@@ -22,6 +22,7 @@ from conformance.fuzzing import Fuzzer, Pool, Stats, Verdict, is_failure
 from conformance.mutations import Sample, assemble, mutate, parse, parse_tens
 from nnr.formats.container import COMPACT_SINCE, TENSOR, read_container, read_unit
 from nnr.errors import FormatError
+from tests.conftest import address_space, fork_allowance
 
 COUNT = int(os.environ.get("NNR_FUZZ_COUNT", "5000"))
 SEED = int(os.environ.get("NNR_FUZZ_SEED", "0"))
@@ -54,7 +55,8 @@ def _failure_report(stats: Stats, seed: int, out: Path) -> str:
 
 def test_fuzzed_vectors_decode_cleanly_or_are_refused(fuzzer, tmp_path_factory):
     out = Path(os.environ.get("NNR_FUZZ_OUT") or tmp_path_factory.mktemp("fuzz"))
-    stats = fuzzer.run(range(COUNT), out, workers=WORKERS, timeout=TIMEOUT)
+    # workers are forks of this process: a fixed limit would shrink as earlier tests, or more cores, grow it
+    stats = fuzzer.run(range(COUNT), out, workers=WORKERS, timeout=TIMEOUT, memory=fork_allowance())
     assert stats.total == COUNT
     if stats.failures:
         pytest.fail(_failure_report(stats, SEED, out), pytrace=False)
@@ -142,15 +144,9 @@ def test_an_input_that_hangs_is_a_timeout_and_a_fresh_worker_goes_on():
     assert time.monotonic() - t0 < 15
 
 
-def _address_space() -> int:
-    """Bytes of address space this process (and so a fresh fork of it) already uses."""
-    with open("/proc/self/status") as fh:
-        return next(int(line.split()[1]) << 10 for line in fh if line.startswith("VmSize:"))
-
-
 @pytest.mark.parametrize("allocate", [lambda: bytearray(2 << 30), lambda: np.ones(1 << 28)])
 def test_allocating_beyond_the_memory_limit_is_caught(allocate):
-    verdicts = _run_targets(_dies_on_one(allocate), memory=_address_space() + (1 << 30))
+    verdicts = _run_targets(_dies_on_one(allocate), memory=address_space() + (1 << 30))
     assert [v.outcome for v in verdicts] == ["ok", "exception:MemoryError", "ok"]
     assert is_failure(verdicts[1].outcome)
 

@@ -19,10 +19,10 @@ import nnr
 from conformance.vectors import VECTOR_ROOT
 from nnr.formats.container import FORMAT_VERSION, TensorUnit, inflate_graph, read_container, write_container
 from nnr.cli import decode_main, info_main
+from tests.conftest import fork_allowance
 
 HOSTILE = Path(__file__).resolve().parents[1] / "conformance/vectors/hostile"
 RECORDS = json.loads((HOSTILE / "hostile.json").read_text())
-MEMORY_LIMIT = 3 << 30
 TIMEOUT = 60
 
 
@@ -40,7 +40,8 @@ def _decode_everything(data: bytes) -> str:
 
 
 def _child(conn, data: bytes) -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+    limit = fork_allowance()   # a fork of pytest: 3 GiB beyond what it inherits
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
         conn.send(_decode_everything(data))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent as the failure it is
