@@ -226,7 +226,7 @@ def test_rate_control_searches_pruning_levels(tmp_path, capsys):
     np.savez(npz, image=x[:200])
     out, report = tmp_path / "m.nnr", tmp_path / "r.json"
     assert encode_main([str(MNIST), "-o", str(out), "--calibration", str(npz), "--min-snr", "20",
-                        "--prune-levels", "magnitude:0.5", "--global", "--budget-seconds", "20",
+                        "--prune-levels", "magnitude:0.5", "--global", "--budget-seconds", "600",
                         "--report", str(report)]) == 0
     err = capsys.readouterr().err
     assert "no pruning:" in err and "prune magnitude:0.5:" in err
