@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100MB,300MB", help="comma-separated weight sizes, e.g. 300MB,1GB,2.5GB")
     ap.add_argument("--encode-flags", default="--data-free", help="flags for nnr encode (default --data-free)")
+    ap.add_argument("--decode-flags", default="", help="flags for nnr decode, e.g. --threads 1 (default none)")
     ap.add_argument("--dir", type=Path, help="work folder (default: a temporary one, removed after)")
     ap.add_argument("--markdown", type=Path)
     ap.add_argument("--json", type=Path)
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             enc_rss, enc_s = peak_rss([*nnr, "encode", str(model), "-o", str(folder / "m.nnr"), "-q",
                                        *shlex.split(args.encode_flags)])
             dec_rss, dec_s = peak_rss([*nnr, "decode", str(folder / "m.nnr"), "-o", str(folder / "out" / "model.onnx"),
-                                       "--external-data", "-q"])
+                                       "--external-data", "-q", *shlex.split(args.decode_flags)])
             snr = checked_apart(model, folder / "out" / "model.onnx")
             rows.append({"size": size, "weight_bytes": weights, "nnr_bytes": (folder / "m.nnr").stat().st_size,
                          "encode_peak_rss": enc_rss, "encode_seconds": enc_s, "decode_peak_rss": dec_rss,
@@ -141,10 +142,12 @@ def main(argv: list[str] | None = None) -> int:
                     f.unlink()
     command = "python tools/bench_memory.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     if args.json:
-        args.json.write_text(json.dumps({"command": command, "encode_flags": args.encode_flags, "rows": rows},
+        args.json.write_text(json.dumps({"command": command, "encode_flags": args.encode_flags,
+                                         "decode_flags": args.decode_flags, "rows": rows},
                                         indent=2) + "\n")
     encode = f"`nnr encode {args.encode_flags}`" if args.encode_flags.strip() else "`nnr encode` (default options)"
-    lines = ["```sh", command, "```", "", f"{encode}, then `nnr decode --external-data`:", "",
+    decode = " ".join(["nnr decode --external-data", *shlex.split(args.decode_flags)])
+    lines = ["```sh", command, "```", "", f"{encode}, then `{decode}`:", "",
              "| weights | .nnr | encode peak RSS | ÷ weights | encode s | decode peak RSS | ÷ weights | decode s "
              "| worst tensor SNR |", "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for r in rows:
